@@ -1,0 +1,154 @@
+"""The Python API: ``compile()``, ``load()`` and ``CompiledModel``.
+
+Nothing here prints; progress goes to ``logging`` and an optional ``progress(step)`` callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__, artifact, frontend, pipeline
+from .errors import InputError
+from .frontend import TensorSpec
+from .report import Report
+
+log = logging.getLogger(__name__)
+
+
+class CompiledModel:
+    """A verified artifact folder, loaded and ready to run."""
+
+    def __init__(self, path: Path, meta: dict, owns_folder: bool = False):
+        from shiftc import targets
+
+        self.path = Path(path)
+        self.meta = meta
+        self.inputs = [TensorSpec.from_json(d) for d in meta["inputs"]]
+        self.outputs = [TensorSpec.from_json(d) for d in meta["outputs"]]
+        self.report = Report.from_json(meta.get("report", {}))
+        self.target = targets.from_description(meta["target"])
+        self._session = self.target.load(self.path, meta)
+        if owns_folder:
+            weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    def run(self, *args: np.ndarray, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on positional arrays, one dict, or keyword arrays; returns outputs by name."""
+        if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
+            kwargs, args = dict(args[0]), ()
+        arrays = self._order_inputs(args, kwargs)
+        outs = self._session.run(arrays)
+        return {spec.name: out for spec, out in zip(self.outputs, outs)}
+
+    def _order_inputs(self, args: Sequence, kwargs: Mapping) -> list[np.ndarray]:
+        if args and kwargs:
+            raise InputError("pass inputs either positionally or by name, not both")
+        if kwargs:
+            unknown = set(kwargs) - {s.name for s in self.inputs}
+            missing = [s.name for s in self.inputs if s.name not in kwargs]
+            if unknown or missing:
+                raise InputError(f"inputs do not match the model: missing {missing}, unknown {sorted(unknown)}; expected {[s.name for s in self.inputs]}")
+            args = [kwargs[s.name] for s in self.inputs]
+        if len(args) != len(self.inputs):
+            raise InputError(f"the model takes {len(self.inputs)} input(s) {[s.name for s in self.inputs]}, got {len(args)}")
+        checked = []
+        for spec, x in zip(self.inputs, args):
+            x = np.asarray(x)
+            if tuple(x.shape) != tuple(spec.shape) or str(x.dtype) != spec.dtype:
+                raise InputError(
+                    f"input {spec.name!r} expects {spec.dtype}{list(spec.shape)}, got {x.dtype}{list(x.shape)}"
+                )
+            checked.append(x)
+        return checked
+
+    def save(self, path: str | Path) -> Path:
+        """Copy the artifact to ``path`` (atomically); returns the path."""
+        path = Path(path)
+        if path.absolute() != self.path.absolute():
+            artifact.copy(self.path, path)
+        return path
+
+
+def load(path: str | Path) -> CompiledModel:
+    """Open an artifact folder; every file's sha256 is checked before any code is loaded."""
+    meta = artifact.verify(Path(path))
+    return CompiledModel(Path(path), meta)
+
+
+def compile(  # noqa: A001 - the public name users expect
+    model,
+    target: str = "x86",
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+    output: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options,
+) -> CompiledModel:
+    """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
+
+    ``options`` holds target options (e.g. ``cpu``) and pass options (see ``pipeline.PassOptions``).
+    With ``output`` the artifact is written there; otherwise it lives in a temporary folder until
+    ``save()`` is called.
+    """
+    from shiftc import targets
+
+    step = progress or (lambda s: None)
+    timings: dict[str, float] = {}
+    tgt_cls = targets.REGISTRY.get(target)
+    if tgt_cls is None:
+        targets.get(target)  # raises the unknown-target error
+    tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
+    tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
+    pass_options = pipeline.PassOptions.from_kwargs(options)
+    tgt.require_tools()
+
+    t0 = time.perf_counter()
+    step("load")
+    loaded = frontend.load(model, {k: tuple(v) for k, v in (input_shapes or {}).items()})
+    mod = frontend.to_relax(loaded)
+    timings["frontend"] = time.perf_counter() - t0
+
+    report = Report(model=str(model) if isinstance(model, (str, Path)) else "<ModelProto>")
+    mod = pipeline.run(mod, loaded, pass_options, calibration, report, step, timings)
+
+    step("build")
+    t0 = time.perf_counter()
+    executable = pipeline.build(mod, tgt)
+    timings["build"] = time.perf_counter() - t0
+
+    meta = {
+        "shiftc_version": __version__,
+        "tvm_version": _tvm_version(),
+        "target": tgt.describe(),
+        "inputs": [s.to_json() for s in loaded.inputs],
+        "outputs": [s.to_json() for s in loaded.outputs],
+        "options": pass_options.to_json(),
+        "report": report.to_json(),
+    }
+    dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="shiftc-")) / "artifact"
+    step("export")
+    with artifact.staging(dest) as tmp:
+        tgt.build(executable, tmp)
+        artifact.write_meta(tmp, meta)
+    model_out = CompiledModel(dest, artifact.verify(dest), owns_folder=output is None)
+    model_out.timings_s = timings
+    if output is None:
+        # the temporary parent goes too
+        weakref.finalize(model_out, shutil.rmtree, str(dest.parent), True)
+    log.info("compiled for %s in %.1fs", target, sum(timings.values()))
+    return model_out
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return tvm.__version__

@@ -1,0 +1,220 @@
+"""The ``shiftc`` command line (click + rich).
+
+Exit codes: 0 ok, 1 internal error, 2 usage or bad input, 3 unsupported model, 4 missing toolchain.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EXIT_CODES, InputError, ShiftcError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(code: int, message: str):
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn shiftc errors into one line and an exit code; anything else is an internal error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except ShiftcError as exc:
+            if debug:
+                raise
+            _fail(exc.exit_code, str(exc))
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug: still one line unless --debug
+            if debug:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            _fail(1, f"internal error ({type(exc).__name__}: {first}); rerun with --debug for the trace")
+
+    return wrapper
+
+
+def _progress(enabled: bool):
+    """A rich status line for long steps (on stderr, so --json output stays clean)."""
+    if not enabled:
+        return None, lambda s: None
+    status = err.status("starting")
+    return status, lambda s: status.update(f"[bold]{s}[/] ...")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full Python/TVM traces instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@click.version_option(package_name="shiftc")
+def main(debug: bool, verbose: bool):
+    """shiftc: compile ONNX models into shift/add and integer-only kernels with Apache TVM."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def compile_cmd(model, target, output, input_shapes, cpu, as_json):
+    """Compile MODEL (ONNX) for a target into an artifact folder."""
+    from . import api, frontend
+
+    shapes = dict(frontend.parse_shape(s) for s in input_shapes)
+    status, step = _progress(not as_json and err.is_terminal)
+    if status:
+        status.start()
+    try:
+        cm = api.compile(model, target, input_shapes=shapes, output=output, progress=step, cpu=cpu)
+    finally:
+        if status:
+            status.stop()
+    result = {
+        "artifact": str(output),
+        "target": cm.meta["target"],
+        "inputs": cm.meta["inputs"],
+        "outputs": cm.meta["outputs"],
+        "files": cm.meta["files"],
+        "report": cm.meta["report"],
+        "timings_s": cm.timings_s,
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    size = sum((output / f).stat().st_size for f in cm.meta["files"])
+    out.print(f"[green]compiled[/] {model} -> {output} ({cm.target.name}, {size / 1e6:.2f} MB, {sum(cm.timings_s.values()):.1f}s)")
+    for spec in cm.inputs:
+        out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
+    for spec in cm.outputs:
+        out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
+
+
+def _read_inputs(path: Path, specs) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as .npy/.npz: {exc}") from None
+    if isinstance(data, np.ndarray):
+        if len(specs) != 1:
+            raise InputError(f"{path} holds one array but the model has {len(specs)} inputs; use an .npz keyed by input name")
+        return {specs[0].name: data}
+    with data:
+        return {k: data[k] for k in data.files}
+
+
+@main.command("run")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path), help=".npy (one input) or .npz keyed by input name.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def run_cmd(artifact, input_path, output_path, as_json):
+    """Run a compiled ARTIFACT on inputs from a file."""
+    from . import api
+
+    cm = api.load(artifact)
+    outs = cm.run(_read_inputs(input_path, cm.inputs))
+    if output_path:
+        np.savez(output_path, **outs)
+    summary = {
+        name: {
+            "shape": list(v.shape),
+            "dtype": str(v.dtype),
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "argmax": int(np.argmax(v.reshape(v.shape[0], -1)[0])) if v.size else None,
+        }
+        for name, v in outs.items()
+    }
+    if as_json:
+        click.echo(json.dumps({"artifact": str(artifact), "outputs": summary}, indent=2))
+        return
+    for name, s in summary.items():
+        out.print(f"{name}: {s['dtype']}{s['shape']} min {s['min']:.4g} max {s['max']:.4g} argmax[0] {s['argmax']}")
+    if output_path:
+        out.print(f"wrote {output_path}")
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def inspect_cmd(model, input_shapes, as_json):
+    """Op histogram, multiply-accumulates per op type, and rewrite candidates of MODEL."""
+    from . import frontend, model_stats
+
+    loaded = frontend.load(model, dict(frontend.parse_shape(s) for s in input_shapes))
+    stats = model_stats.analyse(loaded.proto)
+    result = stats.to_json()
+    result["inputs"] = [s.to_json() for s in loaded.inputs]
+    result["outputs"] = [s.to_json() for s in loaded.outputs]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{model.name}: ops")
+    table.add_column("op")
+    table.add_column("count", justify="right")
+    table.add_column("MACs", justify="right")
+    macs = stats.macs_by_op
+    for op, n in sorted(stats.ops.items(), key=lambda kv: -kv[1]):
+        table.add_row(op, str(n), f"{macs[op]:,}" if op in macs else "")
+    out.print(table)
+    out.print(f"total multiply-accumulates: {stats.total_macs:,}")
+
+
+@main.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def targets_cmd(as_json):
+    """List targets and whether each one's toolchain is present."""
+    from . import targets
+
+    rows = []
+    for name, cls in sorted(targets.REGISTRY.items()):
+        tgt = targets.get(name)
+        missing = tgt.missing_tools()
+        rows.append({
+            "name": name,
+            "summary": cls.summary,
+            "ready": not missing,
+            "tools": [{"program": t.program, "package": t.package, "present": t.path() is not None} for t in tgt.tools],
+            "install": " ".join(sorted({t.package for t in missing})),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="shiftc targets")
+    for col in ("target", "description", "toolchain"):
+        table.add_column(col)
+    for r in rows:
+        status = "[green]ready[/]" if r["ready"] else f"[red]missing[/]: apt-get install {r['install']}"
+        table.add_row(r["name"], r["summary"], status)
+    out.print(table)
+
+
+main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""ONNX loading, checking and import into Relax.
+
+Everything a user can get wrong about a model is caught here, with a one-line cause, before TVM
+sees it: missing or corrupt files, checker failures, unpinned dynamic dimensions and ops the Relax
+importer does not convert.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import InputError, UnsupportedModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, static shape and dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``name=1x3x224x224`` (as given to ``--input-shape``)."""
+    m = re.fullmatch(r"\s*([^=]+)=(\d+(?:[x,]\d+)*)\s*", text)
+    if not m:
+        raise InputError(f"bad --input-shape {text!r}: expected NAME=DIMxDIMx... e.g. input=1x3x224x224")
+    return m.group(1), tuple(int(d) for d in re.split("[x,]", m.group(2)))
+
+
+def read_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """Read a path or pass a ModelProto through, then run ``onnx.checker``."""
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise InputError(f"model file not found: {path}")
+        try:
+            proto = onnx.load(str(path))
+        except Exception as exc:  # protobuf raises DecodeError and friends
+            raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".strip()) from None
+        if not proto.graph.node and not proto.graph.output:
+            raise InputError(f"{path} is not an ONNX model (it parsed to an empty graph)")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "validation failed"
+        raise InputError(f"the ONNX checker rejected the model: {first}") from None
+    return proto
+
+
+def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are real inputs (not initializers)."""
+    inits = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in inits]
+
+
+def pin_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None) -> onnx.ModelProto:
+    """Replace every symbolic input dimension with the user's value; error on any left unbound."""
+    input_shapes = dict(input_shapes or {})
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    inputs = graph_inputs(proto)
+    unknown = set(input_shapes) - {i.name for i in inputs}
+    if unknown:
+        names = ", ".join(i.name for i in inputs)
+        raise InputError(f"--input-shape names unknown input(s) {sorted(unknown)}; the model's inputs are: {names}")
+    for inp in inputs:
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name in input_shapes:
+            pinned = input_shapes[inp.name]
+            if len(pinned) != len(dims):
+                raise InputError(f"input {inp.name!r} has rank {len(dims)} but --input-shape gives {len(pinned)} dims")
+            for d, v in zip(dims, pinned):
+                if d.HasField("dim_value") and d.dim_value != v:
+                    raise InputError(f"input {inp.name!r} has static dim {d.dim_value}, --input-shape gives {v}")
+                d.Clear()
+                d.dim_value = v
+        unbound = [d.dim_param or "?" for d in dims if not d.HasField("dim_value") or d.dim_value <= 0]
+        if unbound:
+            raise InputError(
+                f"input {inp.name!r} has dynamic dimension(s) {unbound} with no bound; "
+                f"pin them with --input-shape {inp.name}=" + "x".join("N" for _ in dims)
+            )
+    # Output and intermediate shapes are re-derived from the pinned inputs.
+    for vi in list(proto.graph.output) + list(proto.graph.value_info):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.Clear()
+    del proto.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"ONNX shape inference failed: {first}") from None
+
+
+def unsupported_nodes(proto: onnx.ModelProto) -> dict[str, list[str]]:
+    """Op type -> node names for every node the Relax ONNX importer has no converter for."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = _get_convert_map()
+    missing: dict[str, list[str]] = {}
+    for i, node in enumerate(proto.graph.node):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in known:
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            missing.setdefault(key, []).append(node.name or f"#{i}")
+    return missing
+
+
+_DTYPES = {getattr(onnx.TensorProto, n): n.lower() for n in ("FLOAT", "FLOAT16", "DOUBLE", "INT8", "UINT8", "INT16", "INT32", "INT64", "BOOL")}
+_DTYPES[onnx.TensorProto.FLOAT] = "float32"
+_DTYPES[onnx.TensorProto.DOUBLE] = "float64"
+_DTYPES[onnx.TensorProto.FLOAT16] = "float16"
+
+
+def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    tt = vi.type.tensor_type
+    if tt.elem_type not in _DTYPES:
+        raise UnsupportedModelError(f"tensor {vi.name!r} has unsupported element type {onnx.TensorProto.DataType.Name(tt.elem_type)}")
+    shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+    return TensorSpec(vi.name, shape, _DTYPES[tt.elem_type])
+
+
+def io_specs(proto: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input and output specs of a pinned, shape-inferred model."""
+    outs = [_spec(o) for o in proto.graph.output]
+    for o in outs:
+        if any(d < 0 for d in o.shape):
+            raise UnsupportedModelError(f"output {o.name!r} has a shape ONNX inference could not make static: {o.shape}")
+    return [_spec(i) for i in graph_inputs(proto)], outs
+
+
+@dataclass
+class LoadedModel:
+    """A checked, shape-pinned ONNX model ready for import."""
+
+    proto: onnx.ModelProto
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def initializers(self) -> dict[str, np.ndarray]:
+        return {i.name: numpy_helper.to_array(i) for i in self.proto.graph.initializer}
+
+
+def load(model: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    """Read, check, pin and validate a model (no TVM involved)."""
+    proto = read_model(model)
+    missing = unsupported_nodes(proto)
+    if missing:
+        listing = "; ".join(f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" for op, names in missing.items())
+        raise UnsupportedModelError(f"unsupported op(s): {listing}")
+    proto = pin_shapes(proto, input_shapes)
+    inputs, outputs = io_specs(proto)
+    return LoadedModel(proto, inputs, outputs)
+
+
+def to_relax(loaded: LoadedModel):
+    """Import into a Relax IRModule with weights bound as constants."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shape_dict = {i.name: list(i.shape) for i in loaded.inputs}
+    dtype_dict = {i.name: i.dtype for i in loaded.inputs}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mod = from_onnx(loaded.proto, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(f"the Relax ONNX importer failed: {msg[:300]}") from None
+    log.info("imported %d nodes into Relax", len(loaded.proto.graph.node))
+    return mod

@@ -1,0 +1,38 @@
+"""The compile report: a JSON-serialisable record of what every stage did and what it cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class StageReport:
+    """One pass or build step. ``lossy`` stages must carry a measured ``error``."""
+
+    name: str
+    lossy: bool = False
+    summary: dict = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    error: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    model: str = ""
+    stages: list[StageReport] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def stage(self, name: str, lossy: bool = False) -> StageReport:
+        s = StageReport(name, lossy)
+        self.stages.append(s)
+        return s
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Report":
+        stages = [StageReport(**s) for s in d.get("stages", [])]
+        return cls(model=d.get("model", ""), stages=stages, timings_s=d.get("timings_s", {}), sizes=d.get("sizes", {}))
