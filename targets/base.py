@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -38,7 +38,7 @@ class Target(ABC):
 
     name = "base"
     summary = ""
-    tools: tuple[Tool, ...] = field(default=(), init=False)
+    tools = ()  # the Tool tuple, overridden per target
     runs_here = True
 
     @abstractmethod
