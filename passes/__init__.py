@@ -1,0 +1,1 @@
+"""Relax -> Relax passes. Importing this package registers their pipeline stages in order."""

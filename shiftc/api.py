@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__, artifact, frontend, pipeline
+from . import __version__, artifact, calibration_data, frontend, pipeline
 from .errors import InputError
 from .frontend import TensorSpec
 from .report import Report
@@ -88,7 +88,7 @@ def compile(  # noqa: A001 - the public name users expect
     target: str = "x86",
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
-    calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+    calibration: str | Path | Iterable[Mapping[str, np.ndarray]] | None = None,
     output: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     **options,
@@ -118,7 +118,8 @@ def compile(  # noqa: A001 - the public name users expect
     timings["frontend"] = time.perf_counter() - t0
 
     report = Report(model=str(model) if isinstance(model, (str, Path)) else "<ModelProto>")
-    mod = pipeline.run(mod, loaded, pass_options, calibration, report, step, timings)
+    samples, report.calibration = _samples(calibration, loaded)
+    mod = pipeline.run(mod, loaded, pass_options, samples, report, step, timings)
 
     step("build")
     t0 = time.perf_counter()
@@ -146,6 +147,18 @@ def compile(  # noqa: A001 - the public name users expect
         weakref.finalize(model_out, shutil.rmtree, str(dest.parent), True)
     log.info("compiled for %s in %.1fs", target, sum(timings.values()))
     return model_out
+
+
+def _samples(calibration, loaded) -> tuple[list, str]:
+    """Calibration samples from a path, an iterable of input dicts, or synthetic stand-ins."""
+    if calibration is None:
+        return calibration_data.synthetic(loaded.inputs), "synthetic N(0,1) inputs (no calibration data given)"
+    if isinstance(calibration, (str, Path)):
+        return calibration_data.load(calibration, loaded.inputs), str(calibration)
+    samples = [calibration_data.from_arrays(dict(s), loaded.inputs)[0] for s in calibration]
+    if not samples:
+        raise InputError("calibration data is empty")
+    return samples, f"{len(samples)} samples given through the API"
 
 
 def _tvm_version() -> str:

@@ -67,15 +67,32 @@ def main(debug: bool, verbose: bool):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
+def pass_option_flags(fn):
+    """Add one ``--flag`` per ``PassOptions`` field (fields declare their help and click type)."""
+    import dataclasses
+
+    from .pipeline import PassOptions
+
+    for f in reversed(dataclasses.fields(PassOptions)):
+        flag = f.metadata.get("cli") or "--" + f.name.replace("_", "-")
+        kwargs = dict(f.metadata.get("click", {}))
+        if isinstance(f.default, bool):
+            kwargs.setdefault("is_flag", True)
+        fn = click.option(flag, f.name, default=f.default, show_default=True, help=f.metadata.get("help"), **kwargs)(fn)
+    return fn
+
+
 @main.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
 @click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86.")
+@click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples: .npz or a folder of .npy/.npz.")
+@pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, cpu, as_json):
+def compile_cmd(model, target, output, input_shapes, cpu, calibrate, as_json, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder."""
     from . import api, frontend
 
@@ -84,7 +101,9 @@ def compile_cmd(model, target, output, input_shapes, cpu, as_json):
     if status:
         status.start()
     try:
-        cm = api.compile(model, target, input_shapes=shapes, output=output, progress=step, cpu=cpu)
+        cm = api.compile(
+            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step, cpu=cpu, **pass_options
+        )
     finally:
         if status:
             status.stop()

@@ -1,23 +1,33 @@
 """The pass pipeline between frontend and targets, and the final build.
 
-Each stage is a pure Relax -> Relax rewrite from ``shiftc.passes``; the pipeline decides which
-stages run from ``PassOptions`` and records what each did in the report.
+Passes live in ``shiftc.passes``; each is a pure Relax -> Relax rewrite. A ``Stage`` wraps one for
+the pipeline: when it runs (from ``PassOptions``), and whether it is lossy. After every lossy stage
+the pipeline measures the whole model's output error against onnxruntime FP32 on the calibration
+samples and records it in the report, so a lossy rewrite is never silent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import InputError
-from .report import Report
+from .report import Report, StageReport
+
+log = logging.getLogger(__name__)
+
+
+def option(default, help: str, cli: str | None = None, **click_kwargs):
+    """A PassOptions field that the CLI exposes as ``--<name>`` (see cli.compile_cmd)."""
+    return field(default=default, metadata={"help": help, "cli": cli, "click": click_kwargs})
 
 
 @dataclass
 class PassOptions:
-    """Options of the Relax passes (each later pass adds its fields here)."""
+    """Options of the Relax passes. Every field becomes a ``shiftc compile`` flag."""
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> "PassOptions":
@@ -31,8 +41,53 @@ class PassOptions:
         return dataclasses.asdict(self)
 
 
-def run(mod, loaded, options: PassOptions, calibration, report: Report, step: Callable[[str], None], timings: dict):
-    """Apply the enabled passes in data-flow order."""
+@dataclass
+class StageContext:
+    """What a stage may use: options, calibration samples, the loaded ONNX model, its report."""
+
+    options: PassOptions
+    samples: list
+    loaded: object
+    report: StageReport
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    enabled: Callable[[PassOptions], bool]
+    apply: Callable[[object, StageContext], object]
+    lossy: bool = False
+
+
+# In data-flow order; each pass module appends its stage via ``register``.
+STAGES: list[Stage] = []
+
+
+def register(stage: Stage) -> Stage:
+    STAGES.append(stage)
+    return stage
+
+
+def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callable[[str], None], timings: dict):
+    """Apply the enabled stages in order; measure the model's error after each lossy one."""
+    from . import evaluate
+
+    import shiftc.passes  # noqa: F401  (registers the stages)
+
+    reference = None
+    for stage in STAGES:
+        if not stage.enabled(options):
+            continue
+        step(stage.name)
+        t0 = time.perf_counter()
+        sr = report.stage(stage.name, stage.lossy)
+        mod = stage.apply(mod, StageContext(options, samples, loaded, sr))
+        if stage.lossy:
+            if reference is None:
+                reference = evaluate.onnxruntime_outputs(loaded.proto, samples)
+            sr.error = evaluate.compare(reference, evaluate.relax_outputs(mod, loaded.inputs, samples))
+            log.info("%s: model output error %s", stage.name, sr.error)
+        timings[stage.name] = time.perf_counter() - t0
     return mod
 
 

@@ -20,8 +20,8 @@ class StageReport:
 @dataclass
 class Report:
     model: str = ""
+    calibration: str = ""
     stages: list[StageReport] = field(default_factory=list)
-    timings_s: dict[str, float] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
 
     def stage(self, name: str, lossy: bool = False) -> StageReport:
@@ -35,4 +35,4 @@ class Report:
     @classmethod
     def from_json(cls, d: dict) -> "Report":
         stages = [StageReport(**s) for s in d.get("stages", [])]
-        return cls(model=d.get("model", ""), stages=stages, timings_s=d.get("timings_s", {}), sizes=d.get("sizes", {}))
+        return cls(model=d.get("model", ""), calibration=d.get("calibration", ""), stages=stages, sizes=d.get("sizes", {}))

@@ -1,0 +1,89 @@
+"""Calibration samples: loading them from files, or synthesising labelled stand-ins.
+
+A sample is a dict ``{input_name: array}`` with the model's exact input shape and dtype.
+Files: an ``.npz`` whose keys are input names and whose arrays are one sample (the input's shape)
+or a stack of samples (a leading sample axis); or a folder of ``.npy`` (single-input models) or
+``.npz`` files, one sample each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .frontend import TensorSpec
+
+
+def _split(name: str, arr: np.ndarray, spec: TensorSpec) -> list[np.ndarray]:
+    shape = tuple(spec.shape)
+    if arr.shape == shape:
+        return [arr]
+    if arr.shape[1:] == shape:
+        return list(arr)
+    if arr.ndim == len(shape) and arr.shape[1:] == shape[1:]:
+        # a batch of N along the batch axis for a batch-1 model
+        if shape[0] == 1:
+            return [a[None] for a in arr]
+    raise InputError(f"calibration array {name!r} has shape {arr.shape}; expected {shape} or (N, *{shape})")
+
+
+def _cast(arr: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:
+    if np.issubdtype(arr.dtype, np.floating) != np.issubdtype(np.dtype(spec.dtype), np.floating):
+        raise InputError(f"calibration array {name!r} is {arr.dtype}; the input is {spec.dtype}")
+    return arr.astype(spec.dtype, copy=False)
+
+
+def from_arrays(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        if len(specs) == 1 and len(arrays) == 1:
+            arrays = {specs[0].name: next(iter(arrays.values()))}
+        else:
+            raise InputError(f"calibration data lacks input(s) {missing}; it has {sorted(arrays)}")
+    per_input = {s.name: [_cast(a, s, s.name) for a in _split(s.name, np.asarray(arrays[s.name]), s)] for s in specs}
+    counts = {len(v) for v in per_input.values()}
+    if len(counts) != 1:
+        raise InputError(f"calibration inputs have different sample counts: { {k: len(v) for k, v in per_input.items()} }")
+    return [{k: v[i] for k, v in per_input.items()} for i in range(counts.pop())]
+
+
+def load(path: str | Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    """Read calibration samples from an .npz file or a folder of .npy/.npz files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+        if not files:
+            raise InputError(f"calibration folder {path} has no .npy or .npz files")
+        samples = []
+        for f in files:
+            samples.extend(load(f, specs))
+        return samples
+    if not path.is_file():
+        raise InputError(f"calibration data not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"cannot read calibration data {path}: {exc}") from None
+    if isinstance(data, np.ndarray):
+        if len(specs) != 1:
+            raise InputError(f"{path} holds one array; the model has {len(specs)} inputs: use .npz keyed by input name")
+        return from_arrays({specs[0].name: data}, specs)
+    with data:
+        return from_arrays({k: data[k] for k in data.files}, specs)
+
+
+def synthetic(specs: list[TensorSpec], n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Stand-in samples (N(0,1) floats, small non-negative ints) when the user gave none."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        sample = {}
+        for s in specs:
+            if np.issubdtype(np.dtype(s.dtype), np.floating):
+                sample[s.name] = rng.standard_normal(s.shape).astype(s.dtype)
+            else:
+                sample[s.name] = rng.integers(0, 2, size=s.shape).astype(s.dtype)
+        out.append(sample)
+    return out
