@@ -103,7 +103,8 @@ def shape_of(expr) -> tuple[int, ...] | None:
     return None
 
 
-def const_like(array: np.ndarray, dtype: str = "float32") -> tvm.ir.expr.Constant:
+def const_like(array: np.ndarray, dtype="float32") -> tvm.ir.expr.Constant:
+    dtype = str(dtype)
     return relax.const(np.ascontiguousarray(np.asarray(array, dtype=dtype)), dtype)
 
 
