@@ -113,7 +113,10 @@ def op_name(value) -> str | None:
     if not isinstance(value, relax.Call):
         return None
     if isinstance(value.op, tvm.ir.Op):
-        return value.op.name.removeprefix("relax.")
+        name = value.op.name.removeprefix("relax.")
+        if name == "call_tir" and isinstance(value.args[0], relax.GlobalVar):
+            return f"call_tir:{value.args[0].name_hint}"
+        return name
     if isinstance(value.op, relax.GlobalVar):
         return value.op.name_hint
     return None
@@ -145,6 +148,10 @@ class Emitter:
 
     def __call__(self, expr: relax.Expr) -> relax.Var:
         return self._m.builder_.emit(self._m.visit_expr(expr))
+
+    def call_te(self, fn, *args, **kwargs) -> relax.Expr:
+        """A ``call_tir`` to the TE function ``fn`` (its PrimFunc is added to the module)."""
+        return self._m.builder_.call_te(fn, *[self._m.visit_expr(a) for a in args], **kwargs)
 
     def add_func(self, func: relax.Function, name: str) -> relax.GlobalVar:
         return self._m.builder_.add_func(func, name)
