@@ -175,7 +175,8 @@ def rewrite_bindings(mod: tvm.IRModule, rule: Rule, func_name: str = "main") -> 
     @relax.expr_functor.mutator
     class _Rewriter(relax.PyExprMutator):
         def visit_var_binding_(self, binding):
-            new = rule(graph, binding.var, binding.value, Emitter(self))
+            alias = isinstance(binding.value, relax.Var)  # ``gv = lv``: matched at lv already
+            new = None if alias else rule(graph, binding.var, binding.value, Emitter(self))
             if new is None:
                 return super().visit_var_binding_(binding)
             new = self.builder_.normalize(self.visit_expr(new))
