@@ -17,6 +17,8 @@
   An existing constant bias add after the consumer absorbs the new bias. Weights are computed in
   float64 and stored as float32, so outputs change only by float round-off. A padded conv is
   skipped unless ``beta == 0`` (its zero padding would not see ``beta``).
+- An affine read only by a ``mean`` over non-channel axes (a ViT's token mean-pool before its
+  head) is moved past it, ``mean(x s + beta) = mean(x) s + beta``, and then folded into the head.
 """
 
 from __future__ import annotations
@@ -175,6 +177,7 @@ class _ForwardFold:
     def __init__(self, notes: list[str]):
         self.notes = notes
         self.folded = 0
+        self.moved = 0
 
     def consumer_affine(self, g: Graph, var):
         """(kind, call, weight, affine) when ``var`` is a consumer whose whole input affine can fold."""
@@ -194,7 +197,24 @@ class _ForwardFold:
                 return None
         return kind, call, w, aff
 
+    def through_mean(self, g: Graph, var, value, emit):
+        """``mean(x * s + beta)`` over non-channel axes -> ``mean(x) * s + beta`` (moves the affine on)."""
+        mean = g.call(value, "relax.mean")
+        if mean is None or mean.attrs.axis is None:
+            return None
+        aff = match_affine(g, mean.args[0], lambda nd: nd - 1)
+        ndim = len(shape_of(mean.args[0]) or ())
+        if aff is None or g.n_users(aff.out) != 1 or aff.axis in {int(a) % ndim for a in mean.attrs.axis}:
+            return None
+        m = emit(relax.op.mean(aff.x, mean.attrs.axis, mean.attrs.keepdims))
+        dtype = str(aff.x.ty.dtype)
+        self.moved += 1
+        return relax.op.add(emit(relax.op.multiply(m, const_like(aff.scale, dtype))), const_like(aff.shift, dtype))
+
     def __call__(self, g: Graph, var, value, emit):
+        moved = self.through_mean(g, var, value, emit)
+        if moved is not None:
+            return moved
         add = g.call(value, "relax.add")
         if add is not None:  # consumer + bias: fold both into one consumer + merged bias
             for inner in add.args:
@@ -279,11 +299,11 @@ def fold_norm(mod, notes: list[str] | None = None, max_rounds: int = 4):
     mod = rewrite_bindings(mod, bn)
     fwd = _ForwardFold(notes)
     for _ in range(max_rounds):
-        before = fwd.folded
+        before = (fwd.folded, fwd.moved)
         mod = rewrite_bindings(mod, fwd)
-        if fwd.folded == before:
+        if (fwd.folded, fwd.moved) == before:
             break
-    return mod, {"batch_norm_into_conv": bn.folded, "affine_into_consumer": fwd.folded}
+    return mod, {"batch_norm_into_conv": bn.folded, "affine_into_consumer": fwd.folded, "affine_moved_past_mean": fwd.moved}
 
 
 def apply(mod, ctx):

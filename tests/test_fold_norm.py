@@ -12,6 +12,7 @@ from onnx import helper
 import shiftc
 from shiftc.cli import main as cli_main
 from shiftc.errors import InputError
+from shiftc.passes.canonicalize import canonicalize
 from shiftc.passes.fold_norm import fold_norm
 from shiftc.passes.ln_to_l1 import ln_to_l1
 from shiftc.reference.norm import l1_norm_float, ln_to_l1_params
@@ -56,7 +57,7 @@ def test_residual_producer_is_refused(rng):
     loaded, mod = imported(model)
     notes = []
     after, folded = fold_norm(mod, notes)
-    assert counts(after)["nn.batch_norm"] == 1 and folded == {"batch_norm_into_conv": 0, "affine_into_consumer": 0}
+    assert counts(after)["nn.batch_norm"] == 1 and folded["batch_norm_into_conv"] == 0 and folded["affine_into_consumer"] == 0
     assert len(notes) == 1 and "residual" in notes[0] and "not folded into conv2d" in notes[0]
     assert max_rel_error(loaded, after) <= EXACT
 
@@ -75,6 +76,44 @@ def test_unified_norm_affine_folds_forward_into_matmul(rng):
     after, folded = fold_norm(mod)
     assert counts(after) == {"matmul": 1, "add": 2}  # the Mul and the UN Add are gone; bias merged
     assert folded["affine_into_consumer"] == 1
+    assert max_rel_error(loaded, after) <= EXACT
+
+
+def test_unified_norm_vit_block_folds_completely(tmp_path):
+    """torch pre-norm block with UN (inference form) + final UN + token mean-pool + head: no UN op left."""
+    torch = pytest.importorskip("torch")
+
+    class UN(torch.nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.w, self.b = torch.nn.Parameter(torch.randn(d)), torch.nn.Parameter(torch.randn(d))
+            self.register_buffer("rv", torch.rand(d) + 0.5)
+
+        def forward(self, x):
+            return x * (self.w * torch.rsqrt(self.rv + 1e-5)) + self.b
+
+    class Net(torch.nn.Module):
+        def __init__(self, d=16):
+            super().__init__()
+            self.n1, self.fc1, self.n2, self.fc2, self.n3 = UN(d), torch.nn.Linear(d, d), UN(d), torch.nn.Linear(d, d), UN(d)
+            self.head = torch.nn.Linear(d, 10)
+
+        def forward(self, x):
+            x = x + self.fc1(self.n1(x))
+            x = x + self.fc2(torch.nn.functional.gelu(self.n2(x)))
+            return self.head(self.n3(x).mean(dim=1))
+
+    torch.manual_seed(0)
+    path = tmp_path / "un.onnx"
+    torch.onnx.export(Net().eval(), (torch.randn(1, 7, 16),), str(path), dynamo=False, opset_version=17)
+    loaded, mod = imported(str(path))
+    mod = canonicalize(mod)  # pipeline order: the erf GELU becomes one op first
+    assert counts(mod)["multiply"] == 3 and counts(mod)["nn.gelu"] == 1
+    notes = []
+    after, folded = fold_norm(mod, notes)
+    # n1 -> fc1 and n3 -> (past the mean) -> head fold; n2 feeds a GELU, so it stays and is noted
+    assert folded == {"batch_norm_into_conv": 0, "affine_into_consumer": 2, "affine_moved_past_mean": 1}
+    assert counts(after)["multiply"] == 1 and notes == []
     assert max_rel_error(loaded, after) <= EXACT
 
 
