@@ -283,6 +283,29 @@ def test_shift_matmul(x, codes):
     assert np.array_equal(run(x2, c2), R.shift_matmul_int(x2, c2, MM_P))
 
 
+CONV_CASES = [((2, 4, 7, 6), (6, 2, 3, 3), 2, 1, 1, 2), ((1, 4, 8, 8), (4, 4, 3, 2), (1, 2), (1, 2, 0, 1), 2, 1)]
+
+
+@EX
+@given(st.sampled_from(range(len(CONV_CASES))), st.integers(0, 2**31 - 1))
+def test_shift_conv2d(ci, seed):
+    xs, cs, stride, padding, dil, groups = CONV_CASES[ci]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, size=xs).astype(np.int8)
+    if seed % 5 == 0:
+        x[...] = -128
+    codes = rng.integers(-(MM_P + 1), MM_P + 2, size=cs).astype(np.int8)
+
+    def make():
+        a = ph(xs, "int8")
+        c = ph(cs, "int8", "codes")
+        return (a, c), K.shift_conv2d_int(a, c, MM_P, stride, padding, dil, groups)
+
+    run = build(("conv", ci), make)
+    want = R.shift_conv2d_int(x, codes, MM_P, stride, padding, dil, groups)
+    assert np.array_equal(run(x, codes), want)
+
+
 def test_shift_matmul_headroom_rejected():
     with pytest.raises(OverflowError):
         K.shift_matmul_int(ph((1, 4096), "int8"), ph((1, 4096), "int8", "c"), 12)
@@ -325,6 +348,7 @@ def test_no_float_dtype_in_any_kernel():
         "pool": lambda: (lambda t: ((t,), K.int_avgpool2d(t, 2)))(ph((1, 2, 4, 4), "int8")),
         "up": lambda: (lambda t: ((t,), K.nearest_upsample(t, 2)))(ph((1, 2, 2, 2), "int8")),
         "smm": lambda: (lambda a, c: ((a, c), K.shift_matmul_int(a, c, 5)))(ph((2, 8), "int8"), ph((3, 8), "int8", "c")),
+        "conv": lambda: (lambda a, c: ((a, c), K.shift_conv2d_int(a, c, 5, 1, 1, 1, 2)))(ph((1, 4, 5, 5), "int8"), ph((4, 2, 3, 3), "int8", "c")),
     }
     assert set(makers) >= {"rq", "rqa", "add", "exp", "sm", "sg", "lg", "isqrt", "ln", "l1", "mean", "pool", "up", "smm"}
     for name, make in makers.items():
