@@ -20,7 +20,9 @@ Architecture simulated
   A flag naming a neighbour that does not exist (load.pop_prev, store.push_next, ...)
   is rejected.  Pops happen before an instruction runs, pushes after it.  The stream is
   dispatched in order into the three modules; each module runs its instructions in order
-  and blocks on a pop from an empty queue.  If every unfinished module is blocked, the
+  and blocks on a pop from an empty queue.  Functionally, the simulator always runs the
+  earliest (in stream order) module head whose pops can be served, so a stream without
+  tokens executes in program order (on hardware it would race).  If every unfinished module is blocked, the
   stream can never finish and :class:`DeadlockError` names each blocked instruction.
 
 Semantics
@@ -230,34 +232,18 @@ class Simulator:
         pcs = {m: 0 for m in queues}
         clock = {m: 0 for m in queues}
         end_cycle = 0
-        while True:
-            progress = False
+        while not all(pcs[m] == len(queues[m]) for m in queues):
+            # Of the three module heads, run the earliest (in stream order) whose pops can be
+            # served.  Without tokens the modules therefore follow program order; a stream
+            # that relies on that instead of tokens has a race on real hardware.
+            ready = []
             for mod in (_LOAD, _COMPUTE, _STORE):
-                while pcs[mod] < len(queues[mod]):
+                if pcs[mod] < len(queues[mod]):
                     pc, insn = queues[mod][pcs[mod]]
                     need = [q for f, q in _POPS[mod].items() if q and getattr(insn, f)]
-                    if any(not tokens[q] for q in need):
-                        break
-                    start = clock[mod]
-                    for q in need:
-                        start = max(start, tokens[q].popleft())
-                    try:
-                        cycles = self._execute(insn)
-                    except SimError as exc:
-                        raise SimError(f"instruction {pc} ({isa.describe(insn)}): {exc}") from None
-                    end = start + cycles
-                    self.stats.module_busy[mod] += cycles
-                    clock[mod] = end
-                    end_cycle = max(end_cycle, end)
-                    for f, q in _PUSHES[mod].items():
-                        if q and getattr(insn, f):
-                            tokens[q].append(end)
-                    self.stats.insns[isa.OPCODE_NAMES[insn.to_int() & 7]] += 1
-                    pcs[mod] += 1
-                    progress = True
-            if all(pcs[m] == len(queues[m]) for m in queues):
-                break
-            if not progress:
+                    if all(tokens[q] for q in need):
+                        ready.append((pc, mod, insn, need))
+            if not ready:
                 blocked = []
                 for mod in queues:
                     if pcs[mod] < len(queues[mod]):
@@ -267,6 +253,23 @@ class Simulator:
                         blocked.append(f"{mod} module at instruction {pc} ({isa.describe(insn)}) "
                                        f"waits on empty queue {'/'.join(empty)}")
                 raise DeadlockError("deadlock: " + "; ".join(blocked))
+            pc, mod, insn, need = min(ready, key=lambda r: r[0])
+            start = clock[mod]
+            for q in need:
+                start = max(start, tokens[q].popleft())
+            try:
+                cycles = self._execute(insn)
+            except SimError as exc:
+                raise SimError(f"instruction {pc} ({isa.describe(insn)}): {exc}") from None
+            end = start + cycles
+            self.stats.module_busy[mod] += cycles
+            clock[mod] = end
+            end_cycle = max(end_cycle, end)
+            for f, q in _PUSHES[mod].items():
+                if q and getattr(insn, f):
+                    tokens[q].append(end)
+            self.stats.insns[isa.OPCODE_NAMES[insn.to_int() & 7]] += 1
+            pcs[mod] += 1
         self.stats.cycles += end_cycle
         return self.stats
 
