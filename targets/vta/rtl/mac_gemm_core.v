@@ -13,7 +13,9 @@ module mac_gemm_core #(
 ) (
     input  wire                          clk,
     input  wire                          en,
+    /* verilator lint_off UNUSEDSIGNAL */
     input  wire [SHIFT_BITS-1:0]         shift_p,
+    /* verilator lint_on UNUSEDSIGNAL */
     input  wire [BLOCK_IN*INP_W-1:0]     inp,
     input  wire [BLOCK_OUT*BLOCK_IN*CODE_W-1:0] wgt,
     input  wire [BLOCK_OUT*ACC_W-1:0]    acc_in,
