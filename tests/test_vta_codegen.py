@@ -71,6 +71,26 @@ def test_qconv2d_bit_exact(case, mode):
         r = run_layer(layer, x)
         ref = reference_qconv2d(x, w, b, e, stride, padding, 1, relu, mode, Ps)
         assert np.array_equal(r.output, ref)
+        # counters: every (pixel, oc block, cin block, kh, kw) is computed exactly once
+        t = r.report[0].tiling
+        assert r.stats.gemm_uops == N * t["OH"] * t["OW"] * t["OB"] * t["CB"] * KH * KW
+        assert r.stats.bytes_stored["out"] == N * t["OH"] * t["OW"] * t["OB"] * 16
+
+
+@settings(max_examples=15, deadline=None)
+@given(C=st.integers(1, 35), H=st.integers(1, 9), W=st.integers(1, 9), O=st.integers(1, 35),
+       K=st.sampled_from([1, 2, 3]), s=st.integers(1, 2), p=st.integers(0, 2),
+       mode=st.sampled_from(["int8", "shift"]), tiny=st.booleans(), seed=st.integers(0, 2**31))
+def test_qconv2d_random_shapes(C, H, W, O, K, s, p, mode, tiny, seed):
+    if H + 2 * p < K or W + 2 * p < K:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, C, H, W), dtype=np.int8)
+    w = _weights(rng, (O, C, K, K), mode, 3)
+    b = rng.integers(-2**12, 2**12, O).astype(np.int32)
+    Ps = 3 if mode == "shift" else None
+    r = run_layer(QConv2d(w, b, 7, s, p, 1, False, mode, Ps), x, cfg=TINY if tiny else CFG)
+    assert np.array_equal(r.output, reference_qconv2d(x, w, b, 7, s, p, 1, False, mode, Ps))
 
 
 @pytest.mark.parametrize("nbuf", [1, 2])

@@ -180,6 +180,11 @@ def test_shift_mode_equals_int8_mac_on_decoded_weights(P, seed, zero_frac):
     assert np.array_equal(results[0], results[1])
 
 
+def test_decoded_shift_weights_leave_int8_above_P_6():
+    assert shift_codes_to_int(np.array([1, -1], np.int8), 6).tolist() == [64, -64]
+    assert shift_codes_to_int(np.array([1], np.int8), 7).tolist() == [128]   # not int8
+
+
 def test_shift_mode_rejects_out_of_range_codes():
     sim = Simulator(SMALL, dram_bytes=64, wgt_mode="shift", shift_P=2)
     sim.wgt[0, 0, 0] = 5      # p = 4 > P = 2: negative shift amount
