@@ -385,10 +385,6 @@ class Simulator:
         if idx.size and idx.max() >= depth:
             raise SimError(f"{what} index {int(idx.max())} out of range (depth {depth})")
 
-    def _weights_int(self, blocks: np.ndarray) -> np.ndarray:
-        """int8 weight blocks as int64 (int8 mode); validates codes in shift mode."""
-        return blocks.astype(np.int64)
-
     def _products(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Per-uop GEMM result (n, BATCH, BLOCK_OUT) int64: MAC or shift-add datapath."""
         if self.wgt_mode == "int8":
