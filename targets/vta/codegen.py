@@ -427,12 +427,13 @@ def compile_layer(layer, x_shape, cfg: VTAConfig | None = None, nbuf: int = 2) -
 
 
 def run_program(prog: Program, x_packed: np.ndarray, trace_gemm: bool = False,
-                vectorize: bool = True) -> tuple[np.ndarray, Simulator]:
+                vectorize: bool = True, schedule="program") -> tuple[np.ndarray, Simulator]:
     """Write the packed input into the DRAM image, simulate, return the packed output."""
     if x_packed.shape != prog.inp_shape:
         raise CodegenError(f"packed input shape {x_packed.shape} != {prog.inp_shape}")
     sim = Simulator(prog.cfg, dram_bytes=prog.dram.size, wgt_mode=prog.wgt_mode,
-                    shift_P=prog.shift_P, trace_gemm=trace_gemm, vectorize=vectorize)
+                    shift_P=prog.shift_P, trace_gemm=trace_gemm, vectorize=vectorize,
+                    schedule=schedule)
     sim.dram[:] = prog.dram
     sim.write_dram(prog.inp_byte, np.ascontiguousarray(x_packed, dtype=np.int8))
     sim.run(prog.stream())
@@ -455,7 +456,8 @@ def _host(layer, x, reason: str) -> LayerResult:
 
 
 def run_layer(layer, x: np.ndarray, cfg: VTAConfig | None = None, nbuf: int = 2,
-              trace_gemm: bool = False, vectorize: bool = True) -> LayerResult:
+              trace_gemm: bool = False, vectorize: bool = True,
+              schedule="program") -> LayerResult:
     """Run one quantised layer on the simulated accelerator (or on the host, reported)."""
     cfg = cfg or load_config()
     x = np.asarray(x)
@@ -467,12 +469,12 @@ def run_layer(layer, x: np.ndarray, cfg: VTAConfig | None = None, nbuf: int = 2,
     prog = compile_layer(layer, x.shape, cfg, nbuf)
     if isinstance(layer, QDense):
         xp = layout.pack_activations(x.T[None, :, :, None], cfg.block_in)
-        out, sim = run_program(prog, xp, trace_gemm, vectorize)
+        out, sim = run_program(prog, xp, trace_gemm, vectorize, schedule)
         y = layout.unpack_activations(out, layer.weight.shape[0])[0, :, :, 0].T
         kind = "dense"
     else:
         xp = layout.pack_activations(x, cfg.block_in)
-        out, sim = run_program(prog, xp, trace_gemm, vectorize)
+        out, sim = run_program(prog, xp, trace_gemm, vectorize, schedule)
         y = layout.unpack_activations(out, layer.weight.shape[0])
         kind = "conv2d"
     rep = LayerReport(layer.name, kind, "vta", "", prog.tiling, prog.notes)

@@ -22,7 +22,11 @@ Architecture simulated
   dispatched in order into the three modules; each module runs its instructions in order
   and blocks on a pop from an empty queue.  Functionally, the simulator always runs the
   earliest (in stream order) module head whose pops can be served, so a stream without
-  tokens executes in program order (on hardware it would race).  If every unfinished module is blocked, the
+  tokens executes in program order (on hardware it would race).  ``schedule=<int seed>``
+  instead picks a random ready module at every step: any interleaving the tokens allow.
+  A correctly synchronised stream gives the same result under every schedule, so running
+  it under several seeds exposes missing tokens (races).  The cycle estimate does not
+  depend on the schedule.  If every unfinished module is blocked, the
   stream can never finish and :class:`DeadlockError` names each blocked instruction.
 
 Semantics
@@ -178,7 +182,7 @@ class Simulator:
 
     def __init__(self, cfg: VTAConfig | None = None, dram_bytes: int = 1 << 24,
                  wgt_mode: str = "int8", shift_P: int = 0, trace_gemm: bool = False,
-                 vectorize: bool = True):
+                 vectorize: bool = True, schedule: str | int = "program"):
         self.cfg = cfg or load_config()
         if wgt_mode not in WGT_MODES:
             raise SimError(f"wgt_mode must be one of {WGT_MODES}, got {wgt_mode!r}")
@@ -187,6 +191,9 @@ class Simulator:
                            f"(SHIFT_BITS={self.cfg.SHIFT_BITS})")
         self.wgt_mode, self.shift_P = wgt_mode, int(shift_P)
         self.trace_gemm, self.vectorize = trace_gemm, vectorize
+        if schedule != "program" and not isinstance(schedule, int):
+            raise SimError("schedule must be 'program' or an int seed (random interleaving)")
+        self.schedule = schedule
         c = self.cfg
         self.dram = np.zeros(int(dram_bytes), dtype=np.uint8)
         self.inp = np.zeros((c.inp_depth, c.batch, c.block_in), dtype=np.int8)
@@ -229,6 +236,7 @@ class Simulator:
             raise SimError("instruction stream does not end with FINISH")
 
         tokens = {q: deque() for q in ("l2c", "c2l", "c2s", "s2c")}
+        rng = np.random.default_rng(self.schedule if isinstance(self.schedule, int) else 0)
         pcs = {m: 0 for m in queues}
         clock = {m: 0 for m in queues}
         end_cycle = 0
@@ -253,7 +261,10 @@ class Simulator:
                         blocked.append(f"{mod} module at instruction {pc} ({isa.describe(insn)}) "
                                        f"waits on empty queue {'/'.join(empty)}")
                 raise DeadlockError("deadlock: " + "; ".join(blocked))
-            pc, mod, insn, need = min(ready, key=lambda r: r[0])
+            if self.schedule == "program":
+                pc, mod, insn, need = min(ready, key=lambda r: r[0])
+            else:
+                pc, mod, insn, need = ready[int(rng.integers(len(ready)))]
             start = clock[mod]
             for q in need:
                 start = max(start, tokens[q].popleft())
