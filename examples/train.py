@@ -25,8 +25,8 @@ SEG_TEST_SEED = 1
 
 CONFIGS = {
     "cnn": dict(cls=FashionCNN, epochs=6, lr=3e-3, wd=1e-4, shift=0),
-    "vit": dict(cls=FashionViT, epochs=6, lr=2e-3, wd=0.05, shift=2),
-    "unvit": dict(cls=FashionUNViT, epochs=6, lr=2e-3, wd=0.05, shift=2),
+    "vit": dict(cls=FashionViT, epochs=6, lr=2e-3, wd=0.05, shift=0),
+    "unvit": dict(cls=FashionUNViT, epochs=6, lr=2e-3, wd=0.05, shift=0),
     "segmenter": dict(cls=Segmenter, epochs=15, lr=2e-3, wd=0.05, shift=0),
 }
 
