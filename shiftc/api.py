@@ -36,7 +36,8 @@ class CompiledModel:
         self.outputs = [TensorSpec.from_json(d) for d in meta["outputs"]]
         self.report = Report.from_json(meta.get("report", {}))
         self.target = targets.from_description(meta["target"])
-        self._session = self.target.load(self.path, meta)
+        # a target that cannot run on every build host (cuda) opens its session on first run
+        self._session = self.target.load(self.path, meta) if self.target.runs_here else None
         if owns_folder:
             weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
@@ -45,6 +46,8 @@ class CompiledModel:
         if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
             kwargs, args = dict(args[0]), ()
         arrays = self._order_inputs(args, kwargs)
+        if self._session is None:
+            self._session = self.target.load(self.path, self.meta)
         outs = self._session.run(arrays)
         return {spec.name: out for spec, out in zip(self.outputs, outs)}
 

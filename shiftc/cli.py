@@ -87,12 +87,13 @@ def pass_option_flags(fn):
 @click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
-@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86.")
+@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86, cortex-a72 for arm.")
+@click.option("--arch", default=None, help="GPU architecture for cuda (sm_80, sm_89, sm_90; default sm_80).")
 @click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples: .npz or a folder of .npy/.npz.")
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, cpu, calibrate, as_json, **pass_options):
+def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, as_json, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder."""
     from . import api, frontend
 
@@ -102,7 +103,8 @@ def compile_cmd(model, target, output, input_shapes, cpu, calibrate, as_json, **
         status.start()
     try:
         cm = api.compile(
-            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step, cpu=cpu, **pass_options
+            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step,
+            **_target_options(cpu=cpu, arch=arch), **pass_options,
         )
     finally:
         if status:
@@ -125,6 +127,11 @@ def compile_cmd(model, target, output, input_shapes, cpu, calibrate, as_json, **
         out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
     for spec in cm.outputs:
         out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
+
+
+def _target_options(**options) -> dict:
+    """Target flags the user gave (each target takes only its own)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _read_inputs(path: Path, specs) -> dict[str, np.ndarray]:

@@ -6,9 +6,10 @@ from shiftc.errors import InputError
 
 from .arm import Arm
 from .base import Target, Tool
+from .cuda import Cuda
 from .x86 import X86
 
-REGISTRY: dict[str, type[Target]] = {"x86": X86, "arm": Arm}
+REGISTRY: dict[str, type[Target]] = {"x86": X86, "arm": Arm, "cuda": Cuda}
 
 
 def get(name: str, **options) -> Target:

@@ -1,0 +1,120 @@
+"""NVIDIA GPUs through TVM's CUDA codegen (no GPU is needed to build).
+
+Kernels are scheduled with ``shiftc.schedules.gpu`` (DLight defaults) and compiled to CUDA C.
+TVM 0.27 stores that CUDA C in ``model.so`` and compiles it when the module is loaded (its
+``tvm_callback_cuda_compile``: NVRTC via ``cuda-bindings``, or ``nvcc`` with
+``TVM_CUDA_COMPILE_MODE=nvcc``). So that a broken kernel fails at build time and not on the GPU
+machine, ``build`` also compiles the kernels ahead of time with ``nvcc --ptx`` for ``arch`` and
+ships ``kernels.cu`` and ``kernels.ptx`` in the artifact (they are also what one inspects).
+``load`` needs a CUDA device and refuses plainly without one.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from shiftc.errors import InputError, ShiftcError, ToolchainError
+
+from .base import Target, Tool
+from .x86 import VMSession
+
+ARCHS = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
+
+
+@dataclass
+class Cuda(Target):
+    """``arch``: the GPU's compute capability as ``sm_XY``."""
+
+    arch: str = "sm_80"
+    name = "cuda"
+    summary = "NVIDIA GPU (CUDA, DLight schedules); builds without a GPU, runs only where one is present"
+    tools = (
+        Tool("nvcc", "nvidia-cuda-toolkit", "compiles the CUDA kernels ahead of time (PTX)"),
+        Tool("g++", "g++", "links the host library"),
+    )
+    runs_here = False
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise InputError(f"unknown cuda arch {self.arch!r}; known: {', '.join(ARCHS)}")
+
+    def options(self) -> dict:
+        return {"arch": self.arch}
+
+    def tvm_target(self):
+        import tvm
+
+        host = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
+        return tvm.target.Target({"kind": "cuda", "arch": self.arch, "host": host})
+
+    def schedule(self, mod):
+        from shiftc.schedules import gpu
+
+        return gpu.schedule_for_gpu(mod, self.tvm_target())
+
+    def build(self, executable, out_dir: Path) -> list[str]:
+        self.require_tools()
+        source = cuda_source(executable)
+        (out_dir / "kernels.cu").write_text(source)
+        (out_dir / "kernels.ptx").write_text(compile_ptx(source, self.tvm_target()) if source else "")
+        executable.export_library(str(out_dir / "model.so"))
+        return ["model.so", "kernels.cu", "kernels.ptx"]
+
+    def load(self, artifact_dir: Path, meta: dict) -> VMSession:
+        if not gpu_present():
+            raise ToolchainError(
+                f"no CUDA device; the artifact was built and can run on a machine with an {self.arch}+ GPU"
+            )
+        with nvcc_mode():
+            return VMSession(Path(artifact_dir) / "model.so", device="cuda")
+
+
+def gpu_present() -> bool:
+    import tvm
+
+    return bool(tvm.cuda(0).exist)
+
+
+def cuda_modules(executable):
+    """The CUDA device modules in a Relax executable's import tree."""
+    found, todo = [], [executable.mod]
+    while todo:
+        mod = todo.pop()
+        if mod.kind == "cuda":
+            found.append(mod)
+        todo.extend(mod.imports)
+    return found
+
+
+def cuda_source(executable) -> str:
+    return "\n".join(m.inspect_source("cuda") for m in cuda_modules(executable))
+
+
+def compile_ptx(source: str, target) -> str:
+    """PTX of CUDA C ``source`` for the cuda ``target``'s arch via nvcc; a compile error is a build error."""
+    from tvm.support import nvcc
+
+    arch = str(target.arch)
+    try:
+        with target:
+            return nvcc.compile_cuda(source, target_format="ptx", arch=["-arch", arch], compiler="nvcc").decode()
+    except Exception as exc:  # nvcc's own message, one line
+        raise ShiftcError(f"nvcc could not compile the generated CUDA kernels for {arch}: {str(exc).strip()[:400]}") from None
+
+
+@contextmanager
+def nvcc_mode():
+    """Load-time CUDA compile with nvcc unless cuda-bindings (NVRTC) is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("cuda") is not None or "TVM_CUDA_COMPILE_MODE" in os.environ:
+        yield
+        return
+    os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+    try:
+        yield
+    finally:
+        os.environ.pop("TVM_CUDA_COMPILE_MODE", None)
