@@ -240,6 +240,56 @@ def targets_cmd(as_json):
     out.print(table)
 
 
+@main.command("matrix")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--targets", "target_list", default="x86,arm,cuda", show_default=True, help="Comma-separated targets.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max allowed error vs onnxruntime (max |d| / max(1,|ref|)).")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the artifacts in this folder (one per target).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json):
+    """Compile MODEL for several targets, run what can run here, compare with onnxruntime.
+
+    Exits 1 when a build whose toolchain is present fails or an output exceeds the tolerance.
+    """
+    from . import frontend, matrix
+
+    names = [t.strip() for t in target_list.split(",") if t.strip()]
+    if not names:
+        raise InputError("--targets is empty")
+    status, step = _progress(not as_json and err.is_terminal)
+    if status:
+        status.start()
+    try:
+        shapes = dict(frontend.parse_shape(s) for s in input_shapes)
+        rows = matrix.run_matrix(model, names, input_shapes=shapes, tolerance=tolerance, work_dir=keep, progress=step)
+    finally:
+        if status:
+            status.stop()
+    ok = all(r.ok for r in rows)
+    if as_json:
+        click.echo(json.dumps({"model": str(model), "tolerance": tolerance, "ok": ok, "rows": [r.to_json() for r in rows]}, indent=2))
+    else:
+        table = Table(title=f"shiftc matrix: {model.name} (tolerance {tolerance:g})")
+        for col in ("target", "build ok", "ran", "max error", "artifact size", "build s", "run s"):
+            table.add_column(col, justify="right" if col in ("max error", "artifact size", "build s", "run s") else "left")
+        for r in rows:
+            built = "[green]yes[/]" if r.built else ("[red]FAILED[/]: " if not r.ok else "[yellow]no[/]: ") + r.build_note
+            ran = r.run_note if r.ok or r.ran else f"[red]{r.run_note}[/]"
+            err_cell = "" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
+            table.add_row(
+                r.target, built, ran, err_cell,
+                "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
+                "" if r.build_s is None else f"{r.build_s:.1f}",
+                "" if r.run_s is None else f"{r.run_s:.2f}",
+            )  # fmt: skip
+        out.print(table)
+        out.print("[green]matrix ok[/]" if ok else "[red]matrix FAILED[/]")
+    if not ok:
+        sys.exit(1)
+
+
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def compile_ptx(source: str, target) -> str:
         with target:
             return nvcc.compile_cuda(source, target_format="ptx", arch=["-arch", arch], compiler="nvcc").decode()
     except Exception as exc:  # nvcc's own message, one line
-        raise ShiftcError(f"nvcc could not compile the generated CUDA kernels for {arch}: {str(exc).strip()[:400]}") from None
+        raise ShiftcError(f"nvcc could not compile the generated CUDA kernels for {arch}: {_nvcc_error(exc)}") from None
 
 
 @contextmanager
@@ -118,3 +118,9 @@ def nvcc_mode():
         yield
     finally:
         os.environ.pop("TVM_CUDA_COMPILE_MODE", None)
+
+
+def _nvcc_error(exc: Exception) -> str:
+    """TVM prefixes nvcc's message with the whole source; keep nvcc's error lines."""
+    lines = [ln for ln in str(exc).splitlines() if "error" in ln.lower()]
+    return " | ".join(lines[:3])[:500] or str(exc).strip().splitlines()[-1][:300]
