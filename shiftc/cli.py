@@ -227,16 +227,17 @@ def targets_cmd(as_json):
             "ready": not missing,
             "tools": [{"program": t.program, "package": t.package, "present": t.path() is not None} for t in tgt.tools],
             "install": " ".join(sorted({t.package for t in missing})),
+            "notes": tgt.notes(),
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="shiftc targets")
-    for col in ("target", "description", "toolchain"):
+    for col in ("target", "description", "toolchain", "notes"):
         table.add_column(col)
     for r in rows:
         status = "[green]ready[/]" if r["ready"] else f"[red]missing[/]: apt-get install {r['install']}"
-        table.add_row(r["name"], r["summary"], status)
+        table.add_row(r["name"], r["summary"], status, "; ".join(r["notes"]))
     out.print(table)
 
 
@@ -247,8 +248,9 @@ def targets_cmd(as_json):
 @click.option("--tolerance", default=1e-4, show_default=True, help="Max allowed error vs onnxruntime (max |d| / max(1,|ref|)).")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the artifacts in this folder (one per target).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON result to this file.")
 @handle_errors
-def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json):
+def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_out):
     """Compile MODEL for several targets, run what can run here, compare with onnxruntime.
 
     Exits 1 when a build whose toolchain is present fails or an output exceeds the tolerance.
@@ -268,8 +270,11 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json):
         if status:
             status.stop()
     ok = all(r.ok for r in rows)
+    result = {"model": str(model), "tolerance": tolerance, "ok": ok, "rows": [r.to_json() for r in rows]}
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
     if as_json:
-        click.echo(json.dumps({"model": str(model), "tolerance": tolerance, "ok": ok, "rows": [r.to_json() for r in rows]}, indent=2))
+        click.echo(json.dumps(result, indent=2))
     else:
         table = Table(title=f"shiftc matrix: {model.name} (tolerance {tolerance:g})")
         for col in ("target", "build ok", "ran", "max error", "artifact size", "build s", "run s"):

@@ -87,6 +87,11 @@ class Arm(Target):
         # qemu is only needed where the host cannot run aarch64 code itself
         return [t for t in super().missing_tools() if not (t.needed_for == "run" and host_is_aarch64())]
 
+    def notes(self) -> list[str]:
+        if aarch64_runtime.runtime_cached():
+            return [f"aarch64 TVM runtime cached in {aarch64_runtime.runtime_dir()}"]
+        return ["aarch64 TVM runtime not cached yet: the first arm compile downloads it (needs network)"]
+
     def build(self, executable, out_dir: Path) -> list[str]:
         from tvm.support import cc
 

@@ -61,6 +61,10 @@ class Target(ABC):
                 f"target {self.name!r} needs {t.program} ({t.purpose}); install it with: apt-get install {t.package}"
             )
 
+    def notes(self) -> list[str]:
+        """Extra readiness facts for ``shiftc targets`` (caches, devices)."""
+        return []
+
     def schedule(self, mod):
         """Schedule the Relax module's kernels for this target before ``tvm.compile`` (default: none).
 

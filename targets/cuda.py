@@ -55,6 +55,9 @@ class Cuda(Target):
 
         return gpu.schedule_for_gpu(mod, self.tvm_target())
 
+    def notes(self) -> list[str]:
+        return ["GPU present: artifacts run here"] if gpu_present() else ["no GPU here: builds only (runs need a GPU machine)"]
+
     def build(self, executable, out_dir: Path) -> list[str]:
         self.require_tools()
         source = cuda_source(executable)

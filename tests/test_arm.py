@@ -191,3 +191,12 @@ def test_uncached_runtime_without_network_is_a_toolchain_error(tmp_path, monkeyp
     with pytest.raises(ToolchainError, match="aarch64 TVM runtime is not cached"):
         aarch64_runtime.runtime_libs()
     assert not any((tmp_path / "cache").rglob("*.so"))
+
+
+def test_targets_command_names_missing_packages(tmp_path):
+    env = dict(os.environ, PATH=_path_without("qemu-aarch64", tmp_path))
+    proc = subprocess.run([SHIFTC, "targets", "--json"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert not rows["arm"]["ready"] and rows["arm"]["install"] == "qemu-user"
+    assert {t["program"]: t["present"] for t in rows["arm"]["tools"]}["qemu-aarch64"] is False
