@@ -200,3 +200,36 @@ def test_targets_command_names_missing_packages(tmp_path):
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert not rows["arm"]["ready"] and rows["arm"]["install"] == "qemu-user"
     assert {t["program"]: t["present"] for t in rows["arm"]["tools"]}["qemu-aarch64"] is False
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mobilenetv2.py"
+
+
+@pytest.mark.slow
+@needs_cross
+@pytest.mark.skipif(not EXAMPLES.is_file(), reason="examples/mobilenetv2.py (branch examples) is not in this checkout")
+@pytest.mark.parametrize("cpu", ["cortex-a53", "cortex-a72"])
+def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
+    path, x, x86_logits, ort_logits = mobilenetv2
+    cm = api.compile(path, "arm", cpu=cpu, output=tmp_path / "arm")
+    logits = cm.run(x)["logits"]
+    assert logits.shape == (1, 1000)
+    np.testing.assert_allclose(logits, x86_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits, ort_logits, rtol=1e-3, atol=1e-3)
+    assert logits.argmax() == ort_logits.argmax()
+
+
+@pytest.fixture(scope="module")
+def mobilenetv2(tmp_path_factory):
+    """MobileNetV2 with ImageNet weights on a real photo: ONNX path, input, x86 and ORT logits."""
+    sys.path.insert(0, str(EXAMPLES.parents[1]))
+    try:
+        from examples import mobilenetv2 as mnv2
+    finally:
+        sys.path.pop(0)
+    path = mnv2.export_mobilenetv2(tmp_path_factory.mktemp("mnv2") / "mobilenetv2.onnx")
+    x = mnv2.imagenet_preprocess(mnv2.load_photo("chelsea"))[None].astype(np.float32)
+    import onnx
+
+    x86_logits = api.compile(path, "x86").run(x)["logits"]
+    return path, x, x86_logits, ort_run(onnx.load(str(path)), {"input": x})[0]
