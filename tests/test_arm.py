@@ -233,3 +233,9 @@ def mobilenetv2(tmp_path_factory):
 
     x86_logits = api.compile(path, "x86").run(x)["logits"]
     return path, x, x86_logits, ort_run(onnx.load(str(path)), {"input": x})[0]
+
+
+@needs_cross
+def test_arm_build_is_deterministic(arm_model, model, tmp_path):
+    again = api.compile(model, "arm", cpu=arm_model.meta["target"]["options"]["cpu"], output=tmp_path / "again")
+    assert again.meta["files"] == arm_model.meta["files"]
