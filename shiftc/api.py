@@ -111,6 +111,10 @@ def compile(  # noqa: A001 - the public name users expect
         targets.get(target)  # raises the unknown-target error
     tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
     tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
+    other_targets = {f.name for cls in targets.REGISTRY.values() for f in dataclasses.fields(cls) if f.init}
+    foreign = sorted(set(options) & other_targets)
+    if foreign:
+        raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(tgt_fields)}")
     pass_options = pipeline.PassOptions.from_kwargs(options)
     tgt.require_tools()
 

@@ -54,7 +54,7 @@ def int_matmul(x, w):
 
 def test_dlight_schedules_every_kernel():
     mod = relax_module(shift_add, ((64, 128), "int32"))
-    before = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, relax.Function) is False]
+    before = [gv.name_hint for gv, f in mod.functions.items() if not isinstance(f, relax.Function)]
     after = cuda.Cuda().schedule(mod)
     prims = {gv.name_hint: f for gv, f in after.functions.items() if not isinstance(f, relax.Function)}
     assert before == ["shift_add"] and set(prims) == {"shift_add"}
