@@ -12,6 +12,7 @@ ships ``kernels.cu`` and ``kernels.ptx`` in the artifact (they are also what one
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,3 +128,40 @@ def _nvcc_error(exc: Exception) -> str:
     """TVM prefixes nvcc's message with the whole source; keep nvcc's error lines."""
     lines = [ln for ln in str(exc).splitlines() if "error" in ln.lower()]
     return " | ".join(lines[:3])[:500] or str(exc).strip().splitlines()[-1][:300]
+
+
+_MULTIPLY = re.compile(r"^(mul|mad|fma|mul24|mad24|dp4a|dp2a|mma|wmma)\.")
+_REG = re.compile(r"%[a-z]+\d+")
+
+
+def data_multiplies(ptx: str) -> list[str]:
+    """PTX multiply instructions with an operand computed from loaded memory (tensor data).
+
+    A register is *data* when a load from memory (``ld.*`` except kernel parameters) writes it, or any instruction computes it from a data
+    register (propagated to a fixed point, so loop-carried values count). Index arithmetic built
+    from thread ids, loop counters and constants (``mul.wide.s32 %rd, %r_tid, 4``) is not data,
+    so an empty list means no tensor value (a weight or an activation) is ever multiplied
+    (multiplies include ``dp4a``/``dp2a`` dot products and ``mma``).
+    """
+    instrs = []
+    for line in ptx.splitlines():
+        line = line.split("//")[0].strip().rstrip(";")
+        if not line or line.startswith((".", "{", "}", "$", "@")) and not line.startswith("@%"):
+            continue
+        if line.startswith("@"):  # predicated: drop the guard
+            line = line.split(None, 1)[1] if " " in line else ""
+        op, _, rest = line.partition(" ")
+        if op.startswith(("st.", "bra", "ret", "bar", "red.", "atom.")) and not op.startswith("atom."):
+            continue
+        dst, _, srcs = rest.partition(",")
+        instrs.append((op, line, set(_REG.findall(dst)), set(_REG.findall(srcs))))
+    data: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for op, _, dst, srcs in instrs:
+            loads_data = op.startswith("ld.") and not op.startswith("ld.param")
+            if (loads_data or srcs & data) and not dst <= data:
+                data |= dst
+                changed = True
+    return [line for op, line, _, srcs in instrs if _MULTIPLY.match(op) and srcs & data]

@@ -17,8 +17,6 @@ from conftest import ort_run
 
 pytestmark = pytest.mark.skipif(not cuda.Cuda().tools[0].path(), reason="needs nvcc (nvidia-cuda-toolkit)")
 
-# integer multiplies that are not 64-bit address scaling (mul.wide.*) or constant index math
-DATA_MULTIPLY = re.compile(r"^\s+(mul\.lo|mad\.lo|mul\.hi|mad\.hi|mul\.f|fma\.|mad\.f|mul\.rn|mul24|mad24)", re.M)
 
 
 def relax_module(fn, *arg_types, **kwargs):
@@ -47,9 +45,10 @@ def shift_add(x):
     return te.compute(x.shape, lambda i, j: (x[i, j] << 3) + (x[i, j] >> 1), name="shift_add")
 
 
-def int_matmul(x, w):
+def plain_matmul(x, w):
     k = te.reduce_axis((0, x.shape[1]), name="k")
-    return te.compute((x.shape[0], w.shape[0]), lambda i, o: te.sum(x[i, k].astype("int32") * w[o, k].astype("int32"), axis=k), name="mm")
+    acc = "int32" if x.dtype == "int8" else x.dtype
+    return te.compute((x.shape[0], w.shape[0]), lambda i, o: te.sum(x[i, k].astype(acc) * w[o, k].astype(acc), axis=k), name="mm")
 
 
 def test_dlight_schedules_every_kernel():
@@ -68,13 +67,32 @@ def test_shift_kernel_ptx_has_shifts_and_no_multiply():
     assert "<< 3" in source and ">> 1" in source
     assert ".target sm_80" in ptx
     assert re.search(r"^\s+shl\.b32", ptx, re.M) and re.search(r"^\s+shr\.s32", ptx, re.M)
-    assert not DATA_MULTIPLY.findall(ptx)
+    assert not cuda.data_multiplies(ptx)
 
 
-def test_multiply_detector_sees_a_real_matmul():
-    """The check above can fail: a conventional int matmul's PTX does multiply."""
-    _, ptx = build_ptx(relax_module(int_matmul, ((4, 64), "int8"), ((16, 64), "int8")))
-    assert DATA_MULTIPLY.findall(ptx)
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_multiply_detector_sees_a_real_matmul(dtype):
+    """The check can fail: a conventional matmul's PTX multiplies data (dp4a for int8, fma for fp32)."""
+    _, ptx = build_ptx(relax_module(plain_matmul, ((4, 64), dtype), ((16, 64), dtype)))
+    assert cuda.data_multiplies(ptx)
+    assert re.search(r"^\s+mul\.(lo|wide)", ptx, re.M), "index arithmetic multiplies exist and are not counted"
+
+
+@pytest.mark.parametrize(
+    "kernel, arg_types, kwargs",
+    [
+        ("shift_matmul_int", [((4, 64), "int8"), ((16, 64), "int8")], {"P": 6}),
+        ("shift_conv2d_int", [((1, 8, 8, 8), "int8"), ((16, 8, 3, 3), "int8")], {"P": 6, "padding": 1}),
+    ],
+)
+def test_integer_shift_kernels_ptx(kernel, arg_types, kwargs):
+    """The schedules layer's integer shift kernels: shifts in the PTX, no multiply by a weight."""
+    from shiftc.schedules import int_kernels
+
+    source, ptx = build_ptx(relax_module(getattr(int_kernels, kernel), *arg_types, **kwargs))
+    assert "<<" in source
+    assert re.search(r"^\s+shl\.b32", ptx, re.M)
+    assert not cuda.data_multiplies(ptx), cuda.data_multiplies(ptx)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("shiftc.schedules.shift_kernels") is None, reason="shiftc.schedules.shift_kernels (branch shift) is not merged here")
@@ -83,7 +101,7 @@ def test_shift_matmul_kernel_ptx():
 
     source, ptx = build_ptx(relax_module(sk.shift_matmul_int, ((4, 64), "int8"), ((1, 16, 64), "int8"), out_features=16, P=6))
     assert re.search(r"^\s+shl\.b32", ptx, re.M)
-    assert not DATA_MULTIPLY.findall(ptx)
+    assert not cuda.data_multiplies(ptx)
 
 
 @pytest.fixture(scope="module")
