@@ -98,8 +98,9 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
 
 
 def build(mod, target):
-    """Compile a Relax module for a target into a Relax executable."""
+    """Schedule (``target.schedule``) and compile a Relax module into a Relax executable."""
     import tvm
 
+    mod = target.schedule(mod)
     with tvm.transform.PassContext(opt_level=3):
         return tvm.compile(mod, target=target.tvm_target())
