@@ -6,9 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-examples/models/cnn.onnx}
 TARGETS=${2:-x86,arm,cuda}
-if [ ! -f "$MODEL" ]; then
-  echo "shiftc matrix: SKIPPED, the example model $MODEL is not in this checkout" >&2
-  exit 0
-fi
+[ -f "$MODEL" ] || { echo "shiftc matrix: model $MODEL not found" >&2; exit 2; }
 .venv/bin/shiftc targets
 COLUMNS=${COLUMNS:-120} .venv/bin/shiftc matrix "$MODEL" --targets "$TARGETS" --json-out matrix.json
