@@ -29,6 +29,13 @@ def option(default, help: str, cli: str | None = None, **click_kwargs):
 class PassOptions:
     """Options of the Relax passes. Every field becomes a ``shiftc compile`` flag."""
 
+    # shift pass (passes/shift_stage.py)
+    shift_bits: int | None = option(None, "Encode conv/matmul weights as b-bit power-of-two codes (3, 4 or 5); off if unset.", type=int)
+    shift_zero: str = option("free", "Zero handling of shift codes: 'free' (DenseShift, no zero code) or 'with-zero' (DeepShift).")
+    shift_terms: int = option(1, "Power-of-two terms per weight (1 = PoT, 2-3 = multi-term APoT/BCQ).", type=int)
+    shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
+    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget.", type=float)
+
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> "PassOptions":
         names = {f.name for f in dataclasses.fields(cls)}
