@@ -71,6 +71,10 @@ class Codes:
         mag = e + 1 if self.zero_free else e
         return tirx.Select((field >> (self.bits - 1)) == 1, -mag, mag)
 
+    def stage(self, shape, index=lambda *i: i):
+        """The int32 codes as a TE stage of ``shape``; ``index`` maps its indices to (t, o, ...)."""
+        return te.compute(shape, lambda *i: self.code(*index(*i)), name="shift_code")
+
 
 def float_word(c):
     """uint32 ``(p << 23) | (neg << 31)`` of code ``c``; ``ZERO_WORD`` for code 0."""
@@ -93,7 +97,8 @@ def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, out
     O = out_features
     src = Codes(wcodes, (terms, O, K), bits, zero_free, packed)
     # decoded words in (terms, K, O) layout: the vectorised loop runs over o
-    words = te.compute((terms, K, O), lambda t, k, o: float_word(src.code(t, o, k)), name="shift_decode")
+    code = src.stage((terms, K, O), lambda t, k, o: (t, o, k))
+    words = te.compute(code.shape, lambda *i: float_word(code[i]), name="shift_decode")
     t = te.reduce_axis((0, terms), name="t")
     k = te.reduce_axis((0, K), name="k")
     lead = [int(d) for d in x.shape[:-1]]
@@ -139,7 +144,8 @@ def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, wei
     n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
     og = O // groups
     src = Codes(wcodes, (terms, O, Ig, kh, kw), bits, zero_free, packed)
-    words = te.compute((terms, O, Ig, kh, kw), lambda t, o, i, r, s: float_word(src.code(t, o, i, r, s)), name="shift_decode")
+    code = src.stage((terms, O, Ig, kh, kw))
+    words = te.compute(code.shape, lambda *i: float_word(code[i]), name="shift_decode")
     xp = _pad(x, padding, 0.0)
     t = te.reduce_axis((0, terms), name="t")
     ic = te.reduce_axis((0, Ig), name="ic")
@@ -171,13 +177,15 @@ def check_headroom(K: int, P: int) -> None:
 
 def _int_words(src: Codes, P: int, shape, index):
     """Shift amount q = P - p, negate mask m (-1/0) and zero mask z (0/-1) per weight."""
+    code = src.stage(shape, index)
+
     def q_of(*i):
-        c = src.code(*index(*i))
+        c = code[i]
         return tirx.Select(c == 0, 0, P - (tirx.Select(c < 0, -c, c) - 1))
 
     q = te.compute(shape, q_of, name="shift_decode_q")
-    m = te.compute(shape, lambda *i: tirx.Select(src.code(*index(*i)) < 0, -1, 0), name="shift_decode_m")
-    z = te.compute(shape, lambda *i: tirx.Select(src.code(*index(*i)) == 0, 0, -1), name="shift_decode_z")
+    m = te.compute(shape, lambda *i: tirx.Select(code[i] < 0, -1, 0), name="shift_decode_m")
+    z = te.compute(shape, lambda *i: tirx.Select(code[i] == 0, 0, -1), name="shift_decode_z")
     return q, m, z
 
 
