@@ -94,8 +94,15 @@ def float_term(x, w):
 
 
 # --------------------------------------------------------------------------- float kernels
-def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool):
-    """``y[..., o] = alpha[o] * sum_{t,k} x[..., k] * s * 2^-p`` for codes ``(terms, O, K)``."""
+def _epilogue(acc, alpha, bias, channel):
+    """``acc * alpha[c] (+ bias[c])``: the channel scale, once per output (``channel`` picks c)."""
+    if bias is None:
+        return te.compute(acc.shape, lambda *i: acc[i] * alpha[channel(i)], name="shift_scale")
+    return te.compute(acc.shape, lambda *i: acc[i] * alpha[channel(i)] + bias[channel(i)], name="shift_scale")
+
+
+def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool):
+    """``y[..., o] = alpha[o] * sum_{t,k} x[..., k] * s * 2^-p (+ bias[o])`` for codes ``(terms, O, K)``."""
     K = int(x.shape[-1])
     O = out_features
     src = Codes(wcodes, (terms, O, K), bits, zero_free, packed)
@@ -110,7 +117,7 @@ def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, out
         lambda *i: te.sum(float_term(x[(*i[:-1], k)], words[t, k, i[-1]]), axis=[t, k]),
         name="shift_acc",
     )
-    return te.compute(acc.shape, lambda *i: acc[i] * alpha[i[-1]], name="shift_scale")
+    return _epilogue(acc, alpha, bias, lambda i: i[-1])
 
 
 def _pads(padding):
@@ -141,8 +148,8 @@ def _pad(x, padding, zero):
     )
 
 
-def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
-    """NCHW float conv with OIHW shift codes ``(terms, O, I/groups, kh, kw)``; zero padding."""
+def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
+    """NCHW float conv with OIHW shift codes ``(terms, O, I/groups, kh, kw)``; zero padding; optional bias ``(O,)``."""
     O, Ig, kh, kw = (int(d) for d in weight_shape)
     n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
     og = O // groups
@@ -164,7 +171,7 @@ def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, wei
         ),
         name="shift_acc",
     )
-    return te.compute(acc.shape, lambda b, o, y, z: acc[b, o, y, z] * alpha[o], name="shift_scale")
+    return _epilogue(acc, alpha, bias, lambda i: i[1])
 
 
 # --------------------------------------------------------------------------- integer kernels

@@ -85,6 +85,8 @@ def test_ir_before_and_after():
     plan = {"conv2d_0": S.ShiftConfig(4), "conv2d_1": S.ShiftConfig(5, 2, False), "matmul_0": S.ShiftConfig(3)}
     out = S.ShiftWeights(plan)(mod)
     assert ops_in(out) == (0, 1, 2, 1)  # matmul_1 not in the plan stays a float matmul
+    before, after = mod["main"].script(show_meta=False), out["main"].script(show_meta=False)
+    assert before.count("R.add(") == 2 and after.count("R.add(") == 0  # conv and Gemm biases folded into the kernels
     kernels = {gv.name_hint: f for gv, f in out.functions.items() if gv.name_hint.startswith("shift_")}
     assert len(kernels) == 3
     assert all(f.attrs["shiftc.kernel"] == "shift_float" for f in kernels.values())
