@@ -4,13 +4,13 @@ Rewrite (per layer chosen by a ``plan``)::
 
     y = R.nn.conv2d(x, W_const, ...)      ->  y = R.call_tir(shift_conv2d_float, (x, packed_u8, alpha))
     y = R.matmul(x, W_const)              ->  y = R.call_tir(shift_matmul_float, (x, packed_u8, alpha))
-    z = R.add(y, b_const)  (y used once)  ->  z = R.call_tir(shift_..._float, (x, packed_u8, alpha, b))
+    z = clip(R.add(y, b_const))           ->  z = R.call_tir(shift_..._float, (x, packed_u8, alpha, b))
 
 ``W`` is encoded per output channel (``shiftc.reference.shift``: conv OIHW axis 0, matmul the
 ``N`` axis of ``W (K, N)``) into ``terms`` b-bit codes, stored as a packed uint8 bit stream
 (``pack_codes``) and decoded inside the kernel, plus one float32 ``alpha`` per output channel.
-A per-output-channel constant ``add`` that is the op's only use is folded into the kernel's
-epilogue (``acc * alpha + b``).  Only float32 NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand
+A per-output-channel constant ``add`` and a following clamp (ReLU, Clip) are folded into the
+kernel's epilogue (``min(max(acc * alpha + b, lo), hi)``, see ``shift_epilogue``).  Only float32 NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand
 matmul operands are candidates; constant transposes (ONNX Gemm ``transB``) are folded first.
 
 Layers are named ``<op>_<i>`` (``conv2d_0``, ``matmul_3``), counting candidates of each op in
@@ -20,7 +20,7 @@ binding order of ``main``; the report lists them with those names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -28,6 +28,8 @@ from tvm import relax
 
 from shiftc.reference import shift as ref
 from shiftc.schedules import shift_kernels as K
+
+from .shift_epilogue import Epilogue, _first_arg, find_epilogues
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Layer:
     attrs: dict  # conv2d: strides, padding, dilation, groups
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    bias: np.ndarray | None = None  # a constant add right after the op, folded into the kernel
+    epilogue: Epilogue = field(default_factory=Epilogue)  # bias add / clamp folded into the kernel
 
     @property
     def oi_weight(self) -> np.ndarray:
@@ -110,48 +112,6 @@ def _shape(sinfo) -> tuple[int, ...]:
     return tuple(int(d) for d in sinfo.shape)
 
 
-def _channel_bias(kind, out_shape, call) -> np.ndarray | None:
-    """The per-output-channel vector of ``add(op_out, const)``, if the constant is one."""
-    if not (isinstance(call, tvm.ir.expr.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.add"):
-        return None
-    c = call.args[1]
-    if not isinstance(c, tvm.ir.expr.Constant) or c.value.dtype != "float32":
-        return None
-    b = c.value.numpy()
-    axis = 1 if kind == "conv2d" else len(out_shape) - 1
-    want = [1] * len(out_shape)
-    want[axis] = out_shape[axis]
-    squeezed = [d for d in b.shape]
-    while len(squeezed) < len(out_shape):
-        squeezed.insert(0, 1)
-    if squeezed != want:
-        return None
-    return np.ascontiguousarray(b.reshape(-1).astype(np.float32))
-
-
-def _bias_folds(func) -> dict:
-    """op output var -> bias vector, where the var's only use is ``add(var, channel_const)``."""
-    bindings = [b for blk in func.body.blocks for b in blk.bindings]
-    uses: dict = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            uses[v] = uses.get(v, 0) + 1
-    for v in relax.analysis.free_vars(func.body.body):
-        uses[v] = uses.get(v, 0) + 1
-    producers = {b.var: b.value for b in bindings}
-    folds = {}
-    for b in bindings:
-        v = b.value
-        if isinstance(v, tvm.ir.expr.Call) and getattr(v.op, "name", "") == "relax.add" and v.args[0] in producers:
-            src = v.args[0]
-            kind = candidate_kind(producers[src])
-            if kind and uses.get(src, 0) == 1:
-                bias = _channel_bias(kind, _shape(src.ty), v)
-                if bias is not None:
-                    folds[src] = bias
-    return folds
-
-
 def _candidate_vars(func) -> list:
     return [b.var for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)]
 
@@ -160,7 +120,8 @@ def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
     """Every rewrite candidate of ``func_name`` in binding order, named ``<op>_<i>``."""
     layers: list[Layer] = []
     counts: dict[str, int] = {}
-    folds = _bias_folds(mod[func_name])
+    func = mod[func_name]
+    folds = find_epilogues(func, {b.var: candidate_kind(b.value) for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)}, mod)
     for block in mod[func_name].body.blocks:
         for binding in block.bindings:
             kind = candidate_kind(binding.value)
@@ -180,7 +141,7 @@ def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
             counts[kind] = i + 1
             layers.append(Layer(
                 f"{kind}_{i}", kind, call.args[1].value.numpy(), attrs, _shape(call.args[0].ty), _shape(binding.var.ty),
-                folds.get(binding.var),
+                folds[binding.var],
             ))
     return layers
 
@@ -213,8 +174,9 @@ KERNEL_FORM = "float exponent-shift (packed codes decoded in-kernel)"
 def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, codes, alpha):
     packed = relax.const(pack(codes, cfg), "uint8")
     alpha_c = relax.const(alpha.astype(np.float32), "float32")
-    extra = [relax.const(layer.bias, "float32")] if layer.bias is not None else []
-    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True)
+    ep = layer.epilogue
+    extra = [relax.const(ep.bias, "float32")] if ep.bias is not None else []
+    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi)
     attrs = {"op_pattern": 8, "shiftc.kernel": "shift_float"}  # opaque: kept out of fusion
     if layer.op == "conv2d":
         a = layer.attrs
@@ -235,15 +197,13 @@ class _ShiftRewriter(relax.PyExprMutator):
         super().__init__(mod)
         self.layers, self.plan, self.encoded = layers, plan, encoded
         self.seen = 0
-        folds = _bias_folds(mod["main"])
-        names = {l.name for l in layers if l.bias is not None and l.name in plan}
-        order = [v for v in _candidate_vars(mod["main"])]
-        self.folded = [v for v, l in zip(order, layers) if l.name in names and v in folds]
+        self.folded = [v for l in layers if l.name in plan for v in l.epilogue.consumed]
 
     def visit_call_(self, call):
         new = self.visit_expr_post_order(call)
-        if getattr(call.op, "name", "") == "relax.add" and any(call.args[0].same_as(v) for v in self.folded):
-            return new.args[0]  # the bias is already added inside the shift kernel
+        first = _first_arg(call)
+        if first is not None and any(first.same_as(v) for v in self.folded):
+            return _first_arg(new)  # this bias add / clamp is already done inside the shift kernel
         if candidate_kind(call) is None:
             return new
         layer = self.layers[self.seen]
@@ -263,7 +223,7 @@ def rewrite(mod: tvm.IRModule, layers: list[Layer], plan: dict, encoded: dict, f
     out[func_name] = func
     if rw.seen != len(layers):
         raise RuntimeError(f"shift pass visited {rw.seen} candidates, expected {len(layers)}")
-    return relax.transform.DeadCodeElimination()(out)
+    return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(out))
 
 
 def ShiftWeights(plan: dict[str, ShiftConfig]) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)

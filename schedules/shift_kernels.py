@@ -94,14 +94,23 @@ def float_term(x, w):
 
 
 # --------------------------------------------------------------------------- float kernels
-def _epilogue(acc, alpha, bias, channel):
-    """``acc * alpha[c] (+ bias[c])``: the channel scale, once per output (``channel`` picks c)."""
-    if bias is None:
-        return te.compute(acc.shape, lambda *i: acc[i] * alpha[channel(i)], name="shift_scale")
-    return te.compute(acc.shape, lambda *i: acc[i] * alpha[channel(i)] + bias[channel(i)], name="shift_scale")
+def _epilogue(acc, alpha, bias, channel, lo=None, hi=None):
+    """``min(max(acc * alpha[c] (+ bias[c]), lo), hi)`` once per output (``channel`` picks c)."""
+
+    def out(*i):
+        v = acc[i] * alpha[channel(i)]
+        if bias is not None:
+            v = v + bias[channel(i)]
+        if lo is not None:
+            v = tirx.Max(v, tirx.const(lo, "float32"))
+        if hi is not None:
+            v = tirx.Min(v, tirx.const(hi, "float32"))
+        return v
+
+    return te.compute(acc.shape, out, name="shift_scale")
 
 
-def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool):
+def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool, lo: float | None = None, hi: float | None = None):
     """``y[..., o] = alpha[o] * sum_{t,k} x[..., k] * s * 2^-p (+ bias[o])`` for codes ``(terms, O, K)``."""
     K = int(x.shape[-1])
     O = out_features
@@ -117,7 +126,7 @@ def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: 
         lambda *i: te.sum(float_term(x[(*i[:-1], k)], words[t, k, i[-1]]), axis=[t, k]),
         name="shift_acc",
     )
-    return _epilogue(acc, alpha, bias, lambda i: i[-1])
+    return _epilogue(acc, alpha, bias, lambda i: i[-1], lo, hi)
 
 
 def _pads(padding):
@@ -148,7 +157,7 @@ def _pad(x, padding, zero):
     )
 
 
-def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
+def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, lo: float | None = None, hi: float | None = None):
     """NCHW float conv with OIHW shift codes ``(terms, O, I/groups, kh, kw)``; zero padding; optional bias ``(O,)``."""
     O, Ig, kh, kw = (int(d) for d in weight_shape)
     n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
@@ -171,7 +180,7 @@ def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: 
         ),
         name="shift_acc",
     )
-    return _epilogue(acc, alpha, bias, lambda i: i[1])
+    return _epilogue(acc, alpha, bias, lambda i: i[1], lo, hi)
 
 
 # --------------------------------------------------------------------------- integer kernels

@@ -17,19 +17,19 @@ from shiftc.passes import shift as S
 
 
 def tiny_model(seed=0):
-    """Conv(bias, stride 2) -> ReLU -> depthwise Conv -> ReLU -> Flatten -> Gemm(transB) -> ReLU -> MatMul."""
+    """Conv(bias, stride 2) -> ReLU -> depthwise Conv -> Clip(0, 0.5) -> Flatten -> Gemm(transB) -> ReLU -> MatMul."""
     rng = np.random.default_rng(seed)
     inits = {
         "w0": rng.normal(0, 0.3, (8, 3, 3, 3)), "b0": rng.normal(0, 0.1, (8,)),
         "w1": rng.normal(0, 0.3, (8, 1, 3, 3)),
         "w2": rng.normal(0, 0.1, (16, 128)), "b2": rng.normal(0, 0.1, (16,)),
-        "w3": rng.normal(0, 0.3, (16, 10)),
+        "w3": rng.normal(0, 0.3, (16, 10)), "lo": np.array(0.0), "hi": np.array(0.5),
     }
     nodes = [
         h.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1], strides=[2, 2]),
         h.make_node("Relu", ["c0"], ["r0"]),
         h.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1, 1, 1, 1], group=8),
-        h.make_node("Relu", ["c1"], ["r1"]),
+        h.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),  # ReLU6: legalised to maximum/minimum call_tir
         h.make_node("Flatten", ["r1"], ["f"]),
         h.make_node("Gemm", ["f", "w2", "b2"], ["g"], transB=1),
         h.make_node("Relu", ["g"], ["r2"]),
@@ -87,6 +87,12 @@ def test_ir_before_and_after():
     assert ops_in(out) == (0, 1, 2, 1)  # matmul_1 not in the plan stays a float matmul
     before, after = mod["main"].script(show_meta=False), out["main"].script(show_meta=False)
     assert before.count("R.add(") == 2 and after.count("R.add(") == 0  # conv and Gemm biases folded into the kernels
+    assert before.count("R.nn.relu(") == 2 and after.count("R.nn.relu(") == 0  # and the ReLUs after them
+    assert before.count("R.call_tir(m") == 2 and after.count("R.call_tir(m") == 0  # and the Clip
+    layers = {l.name: l.epilogue for l in S.find_layers(mod)}
+    assert (layers["conv2d_0"].bias is not None, layers["conv2d_0"].lo, layers["conv2d_0"].hi) == (True, 0.0, None)
+    assert (layers["conv2d_1"].bias, layers["conv2d_1"].lo, layers["conv2d_1"].hi) == (None, 0.0, 0.5)
+    assert layers["matmul_1"].bias is None and layers["matmul_1"].lo is None  # the model output: nothing follows
     kernels = {gv.name_hint: f for gv, f in out.functions.items() if gv.name_hint.startswith("shift_")}
     assert len(kernels) == 3
     assert all(f.attrs["shiftc.kernel"] == "shift_float" for f in kernels.values())
