@@ -39,6 +39,13 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+ONLY: set[str] = set()  # --only: run just these config labels
+
+
+def _wanted(label: str) -> bool:
+    return not ONLY or label in ONLY
+
+
 def _compile(model, calib, tmp, name, **opts):
     t0 = time.perf_counter()
     cm = shiftc.compile(str(model), "x86", calibration=calib, output=Path(tmp) / name, **opts)
@@ -65,6 +72,8 @@ def mobilenetv2(path, n_photos, budget, tmp):
     ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(loaded.proto, [{"input": x[None]} for x in photos])])
     out = {"photos": n_photos, "onnx_bytes": Path(path).stat().st_size}
     for label, opts in (("pot4", {"shift_bits": 4}), ("auto", {"accuracy_budget": budget})):
+        if not _wanted(label):
+            continue
         cm, info = _compile(path, calib, tmp, label, **opts)
         logits = _run_all(cm, "input", photos)
         p, q = _softmax(ref.astype(np.float64)), _softmax(logits.astype(np.float64))
@@ -91,6 +100,8 @@ def fashion_cnn(path, n_test, budget, tmp):
     configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}),
                ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}), ("auto", {"accuracy_budget": budget}))
     for label, opts in configs:
+        if not _wanted(label):
+            continue
         cm, info = _compile(path, calib, tmp, label, **opts)
         logits = _run_all(cm, spec.name, x)
         info["accuracy"] = float(np.mean(logits.argmax(1) == y))
@@ -114,6 +125,8 @@ def minilm(path, n_sentences, budget, tmp):
     ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(loaded.proto, samples)])
     out = {"sentences": len(samples)}
     for label, opts in (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("auto", {"accuracy_budget": budget})):
+        if not _wanted(label):
+            continue
         cm, info = _compile(path, calib, tmp, label, **opts)
         emb = np.concatenate([cm.run(s)[cm.outputs[0].name] for s in samples])
         cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
@@ -136,8 +149,10 @@ def main(argv=None):
     ap.add_argument("--budget-mbv2", type=float, default=0.1)
     ap.add_argument("--budget-cnn", type=float, default=0.05)
     ap.add_argument("--budget-minilm", type=float, default=0.05)
+    ap.add_argument("--only", default="", help="comma list of config labels to run (e.g. pot4,auto)")
     ap.add_argument("--json", type=Path, help="write all results here")
     args = ap.parse_args(argv)
+    ONLY.update(x for x in args.only.split(",") if x)
     results = {}
     with tempfile.TemporaryDirectory(prefix="shift-acc-") as tmp:
         if args.cnn:
