@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import click
+
 from .errors import InputError
 from .report import Report, StageReport
 
@@ -28,6 +30,10 @@ def option(default, help: str, cli: str | None = None, **click_kwargs):
 @dataclass
 class PassOptions:
     """Options of the Relax passes. Every field becomes a ``shiftc compile`` flag."""
+
+    canonicalize: bool = option(True, "Rewrite written-out LayerNorm/GELU/L2-norm into one op each (exact).", cli="--canonicalize/--no-canonicalize")
+    fold_norm: bool = option(True, "Fold BatchNorm into convs and per-channel affines into their consumers (exact).", cli="--fold-norm/--no-fold-norm")
+    norm: str = option("ln", "LayerNorm kernel: 'ln' keeps it; 'l1' uses mean|x-mu| (lossy, error reported).", type=click.Choice(["ln", "l1"]))
 
     # shift pass (passes/shift_stage.py)
     shift_bits: int | None = option(None, "Encode conv/matmul weights as b-bit power-of-two codes (3, 4 or 5); off if unset.", type=int)
