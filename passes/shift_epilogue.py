@@ -2,7 +2,7 @@
 
 Recognised chain after ``y = conv2d/matmul(x, W)`` (each value used only by the next step):
 
-    add(y, b)              b a float32 constant that varies only along the output channel
+    add(y, b) / add(b, y)  b a float32 constant that varies only along the output channel
     relu(y) / maximum(y, c) / minimum(y, c) / clip(y, lo, hi)     c a float32 scalar constant
 
 ``maximum``/``minimum`` also match the importer's legalised form, ``call_tir`` of a PrimFunc named
@@ -68,10 +68,17 @@ def _clamp_step(call, mod) -> tuple[str, float] | None:
 
 
 def _first_arg(call):
+    """The data operand: ``call_tir``'s first tensor; for ``add`` the non-constant side."""
     if _op_name(call) == "relax.call_tir":
         args = call.args[1]
         return args.fields[0] if hasattr(args, "fields") and len(args.fields) else None
+    if _op_name(call) == "relax.add" and isinstance(call.args[0], tvm.ir.expr.Constant):
+        return call.args[1]
     return call.args[0] if isinstance(call, tvm.ir.expr.Call) and len(call.args) else None
+
+
+def _other_arg(call, data):
+    return call.args[1] if call.args[0].same_as(data) else call.args[0]
 
 
 def find_epilogues(func, kinds: dict, mod=None) -> dict:
@@ -94,8 +101,8 @@ def find_epilogues(func, kinds: dict, mod=None) -> dict:
         cur = var
         while uses.get(cur, 0) == 1 and len(consumer.get(cur, [])) == 1:
             b = consumer[cur][0]
-            if _op_name(b.value) == "relax.add" and ep.bias is None and ep.lo is None and ep.hi is None and b.value.args[0].same_as(cur):
-                bias = channel_bias(kind, [int(d) for d in var.ty.shape], b.value.args[1])
+            if _op_name(b.value) == "relax.add" and ep.bias is None and ep.lo is None and ep.hi is None:
+                bias = channel_bias(kind, [int(d) for d in var.ty.shape], _other_arg(b.value, cur))
                 if bias is None:
                     break
                 ep.bias = bias
