@@ -52,8 +52,18 @@ def _validate(o) -> bool:
     return o.shift_zero == "free"
 
 
-def _bits_per_weight(cfg: S.ShiftConfig) -> int:
-    return cfg.bits * cfg.terms
+def _kernel_forms() -> dict:
+    """Which form each path uses, with the x86 timings behind the integer choice (if measured)."""
+    import json
+
+    from shiftc.schedules.shift_kernels import CHOICE_FILE
+
+    measured = json.loads(CHOICE_FILE.read_text()).get("x86", {}) if CHOICE_FILE.exists() else {}
+    return {
+        "float": S.KERNEL_FORM,
+        "int_x86": measured.get("int", "shift (not measured)"),
+        "x86_total_ms": measured.get("total_ms"),
+    }
 
 
 def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict]:
@@ -179,6 +189,7 @@ def apply(mod, ctx):
         "measured_on_samples": len(samples),
         "mode": "auto" if o.accuracy_budget is not None else "uniform",
         "measure_s": round(time.perf_counter() - t0, 2),
+        "kernel_forms": _kernel_forms(),
     })
     report.notes.append(
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
