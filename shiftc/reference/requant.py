@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rounding import INT32_MAX, INT32_MIN, dyadic, out_dtype, requantize, rshift_round, saturate
+from .rounding import dyadic, out_dtype, requantize, rshift_round, saturate
 
 __all__ = [
     "dyadic",
@@ -58,5 +58,3 @@ def add_int(a, sa: float, b, sb: float, s_out: float, bits: int = 8):
     mb, eb = requant_params(sb, s_out)
     return add_int_dyadic(a, ma, ea, b, mb, eb, bits)
 
-
-assert INT32_MAX == 2**31 - 1 and INT32_MIN == -(2**31)
