@@ -494,19 +494,21 @@ class Integerizer:
         name = call.args[0].name
         n, row = 15, _shape(var)[-1]
 
-        def ok(b):  # a valid exponent whose row sum cannot reach Shiftmax's clamp at 2**31 - 1
+        def ok_scale(s):  # a valid exponent whose row sum cannot reach Shiftmax's clamp at 2**31 - 1
             try:
-                return row * ((-ref.exp_x0(self.act_scale(name, b), n)) << n) <= ref.INT32_MAX
+                return row * ((-ref.exp_x0(s, n)) << n) <= ref.INT32_MAX
             except ValueError:
                 return False
 
-        bits = iq.bits_for(ok)
+        bits = iq.bits_for(lambda b: ok_scale(self.act_scale(name, b)))
         if bits is None:
             return None
         x = self.as_int(name, a, bits)
+        if not ok_scale(float(x.scale)):
+            x = self.requant(a, self.act_scale(name, bits), bits, name)
         x0 = ref.exp_x0(float(x.scale), n)
         out = self.emit_te(K.shiftmax, x.expr, x0, n, name="shiftmax")
-        self.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": bits, "x0": x0})
+        self.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
         return Q(out, 2.0**-7, 8)
 
     def op_nn_gelu(self, var, call, args):
@@ -519,37 +521,41 @@ class Integerizer:
             if terms is None:
                 raise UnsupportedModelError(f"lambda-ShiftGELU: no calibrated lambda for {name}")
 
-            def params(b):
+            def params(s, b):
                 try:
-                    p = ref.lambda_gelu_params(self.act_scale(name, b), terms)
+                    p = ref.lambda_gelu_params(s, terms)
                     return p if p.x_max >= qmax(b) + 1 else None
                 except ValueError:
                     return None
 
-            bits = iq.bits_for(lambda b: params(b) is not None)
+            bits = iq.bits_for(lambda b: params(self.act_scale(name, b), b) is not None)
             if bits is None:
                 return None
             x = self.as_int(name, a, bits)
+            if params(float(x.scale), x.bits) is None:
+                x = self.requant(a, self.act_scale(name, bits), bits, name)
             p = ref.lambda_gelu_params(float(x.scale), terms)
-            out = self.emit_te(K.lambda_shift_gelu, x.expr, p, name="lambda_gelu")
-            self.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": bits, "lambda": ref.lam_value(terms)})
+            out = self.emit_te(lambda t: K.lambda_shift_gelu(t, p), x.expr, name="lambda_gelu")
+            self.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "lambda": ref.lam_value(terms)})
         else:
             n = 23
 
-            def ok(b):
+            def ok(s):
                 try:
-                    ref.exp_x0(self.act_scale(name, b), n)
+                    ref.exp_x0(s, n)
                     return True
                 except ValueError:
                     return False
 
-            bits = iq.bits_for(ok, widest=16, narrowest=6)
+            bits = iq.bits_for(lambda b: ok(self.act_scale(name, b)), widest=16, narrowest=6)
             if bits is None:
                 return None
             x = self.as_int(name, a, bits)
+            if not ok(float(x.scale)):
+                x = self.requant(a, self.act_scale(name, bits), bits, name)
             x0 = ref.exp_x0(float(x.scale), n)
             out = self.emit_te(K.shift_gelu, x.expr, x0, n, name="shift_gelu")
-            self.report.rows.append({"op": "shift_gelu", "value": var.name, "in_bits": bits, "x0": x0})
+            self.report.rows.append({"op": "shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
         return Q(out, float(x.scale) * 2.0**-15, 32)
 
     def op_nn_layer_norm(self, var, call, args):
