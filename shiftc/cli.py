@@ -178,9 +178,11 @@ def run_cmd(artifact, input_path, output_path, as_json):
 @main.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--after", "after", default="", metavar="STAGE,..", help="Also count Relax ops before/after these pipeline stages.")
+@click.option("--passes", "norm_passes", is_flag=True, help="Same as --after canonicalize,fold_norm.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def inspect_cmd(model, input_shapes, as_json):
+def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
     """Op histogram, multiply-accumulates per op type, and rewrite candidates of MODEL."""
     from . import frontend, model_stats
 
@@ -189,6 +191,13 @@ def inspect_cmd(model, input_shapes, as_json):
     result = stats.to_json()
     result["inputs"] = [s.to_json() for s in loaded.inputs]
     result["outputs"] = [s.to_json() for s in loaded.outputs]
+    stages = [s for s in after.split(",") if s.strip()] or (["canonicalize", "fold_norm"] if norm_passes else [])
+    if stages:
+        from shiftc.passes.op_report import counts_after
+
+        before, after_counts, reports = counts_after(loaded, [s.strip() for s in stages])
+        result["relax_ops"] = {"stages": stages, "before": dict(before), "after": dict(after_counts),
+                               "notes": [n for r in reports for n in r.notes]}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -201,6 +210,22 @@ def inspect_cmd(model, input_shapes, as_json):
         table.add_row(op, str(n), f"{macs[op]:,}" if op in macs else "")
     out.print(table)
     out.print(f"total multiply-accumulates: {stats.total_macs:,}")
+    if stages:
+        _print_relax_counts(result["relax_ops"])
+
+
+def _print_relax_counts(counts: dict):
+    table = Table(title="Relax ops before / after " + ", ".join(counts["stages"]))
+    for col in ("op", "before", "after"):
+        table.add_column(col, justify="left" if col == "op" else "right")
+    before, after = counts["before"], counts["after"]
+    for op in sorted(set(before) | set(after), key=lambda o: (-before.get(o, 0), o)):
+        b, a = before.get(op, 0), after.get(op, 0)
+        style = "" if a == b else "bold"
+        table.add_row(op, str(b), str(a), style=style)
+    out.print(table)
+    for note in counts["notes"]:
+        out.print(f"note: {note}")
 
 
 @main.command("targets")

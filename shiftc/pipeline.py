@@ -31,6 +31,10 @@ def option(default, help: str, cli: str | None = None, **click_kwargs):
 class PassOptions:
     """Options of the Relax passes. Every field becomes a ``shiftc compile`` flag."""
 
+    canonicalize: bool = option(True, "Rewrite written-out LayerNorm/GELU/L2-norm into one op each (exact).", cli="--canonicalize/--no-canonicalize")
+    fold_norm: bool = option(True, "Fold BatchNorm into convs and per-channel affines into their consumers (exact).", cli="--fold-norm/--no-fold-norm")
+    norm: str = option("ln", "LayerNorm kernel: 'ln' keeps it; 'l1' uses mean|x-mu| (lossy, error reported).", type=click.Choice(["ln", "l1"]))
+
     # integerize (passes/integerize_stage.py)
     integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
     calibration_method: str = option("minmax", "Activation range observer for --integer-only.", type=click.Choice(["minmax", "percentile", "mse"]))
