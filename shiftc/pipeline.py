@@ -35,6 +35,13 @@ class PassOptions:
     fold_norm: bool = option(True, "Fold BatchNorm into convs and per-channel affines into their consumers (exact).", cli="--fold-norm/--no-fold-norm")
     norm: str = option("ln", "LayerNorm kernel: 'ln' keeps it; 'l1' uses mean|x-mu| (lossy, error reported).", type=click.Choice(["ln", "l1"]))
 
+    # shift pass (passes/shift_stage.py)
+    shift_bits: int | None = option(None, "Encode conv/matmul weights as b-bit power-of-two codes (3, 4 or 5); off if unset.", type=int)
+    shift_zero: str = option("free", "Zero handling of shift codes: 'free' (DenseShift, no zero code) or 'with-zero' (DeepShift).")
+    shift_terms: int = option(1, "Power-of-two terms per weight (1 = PoT, 2-3 = multi-term APoT/BCQ).", type=int)
+    shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
+    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget.", type=float)
+
     # integerize (passes/integerize_stage.py)
     integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
     calibration_method: str = option("minmax", "Activation range observer for --integer-only.", type=click.Choice(["minmax", "percentile", "mse"]))
@@ -111,5 +118,9 @@ def build(mod, target):
     """Compile a Relax module for a target into a Relax executable."""
     import tvm
 
+    from shiftc.schedules.shift_schedule import ScheduleShiftKernels
+
+    tvm_target = target.tvm_target()
+    mod = ScheduleShiftKernels(tvm_target)(mod)  # default schedules for untuned shift kernels
     with tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=target.tvm_target())
+        return tvm.compile(mod, target=tvm_target)

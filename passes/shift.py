@@ -1,0 +1,244 @@
+"""Shift pass: conv2d / matmul with constant weights -> shift-add kernels on packed PoT codes.
+
+Rewrite (per layer chosen by a ``plan``)::
+
+    y = R.nn.conv2d(x, W_const, ...)      ->  y = R.call_tir(shift_conv2d_float, (x, packed_u8, alpha))
+    y = R.matmul(x, W_const)              ->  y = R.call_tir(shift_matmul_float, (x, packed_u8, alpha))
+
+``W`` is encoded per output channel (``shiftc.reference.shift``: conv OIHW axis 0, matmul the
+``N`` axis of ``W (K, N)``) into ``terms`` b-bit codes, stored as a packed uint8 bit stream
+(``pack_codes``) and decoded inside the kernel, plus one float32 ``alpha`` per output channel.
+Only float32 NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand
+matmul operands are candidates; constant transposes (ONNX Gemm ``transB``) are folded first.
+
+Layers are named ``<op>_<i>`` (``conv2d_0``, ``matmul_3``), counting candidates of each op in
+binding order of ``main``; the report lists them with those names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from shiftc.reference import shift as ref
+from shiftc.schedules import shift_kernels as K
+
+
+@dataclass(frozen=True)
+class ShiftConfig:
+    """How one layer is encoded."""
+
+    bits: int
+    terms: int = 1
+    zero_free: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.bits}b x{self.terms}"
+
+
+@dataclass
+class Layer:
+    """A rewrite candidate found in ``main``."""
+
+    name: str
+    op: str  # "conv2d" | "matmul"
+    weight: np.ndarray  # as the op sees it: OIHW for conv2d, (K, N) for matmul
+    attrs: dict  # conv2d: strides, padding, dilation, groups
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def oi_weight(self) -> np.ndarray:
+        """Weight with the output channel on axis 0 (CONTRACTS.md)."""
+        return self.weight if self.op == "conv2d" else np.ascontiguousarray(self.weight.T)
+
+    @property
+    def macs(self) -> int:
+        if self.op == "conv2d":
+            return int(np.prod(self.out_shape)) * int(np.prod(self.weight.shape[1:]))
+        return int(np.prod(self.out_shape)) * int(self.weight.shape[0])
+
+
+# --------------------------------------------------------------------------- candidates
+def _float_out(out_dtype) -> bool:
+    return out_dtype is None or str(out_dtype) in ("", "float32", "void")
+
+
+def _conv_candidate(call) -> bool:
+    a = call.attrs
+    return (
+        isinstance(call.args[1], tvm.ir.expr.Constant)
+        and a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
+        and _float_out(a.out_dtype)
+        and call.args[0].ty.dtype == "float32"
+        and call.args[1].value.dtype == "float32"
+    )
+
+
+def _matmul_candidate(call) -> bool:
+    w = call.args[1]
+    return (
+        isinstance(w, tvm.ir.expr.Constant)
+        and len(w.value.shape) == 2
+        and w.value.dtype == "float32"
+        and call.args[0].ty.dtype == "float32"
+        and _float_out(call.attrs.out_dtype)
+        and call.args[0].ty.ndim >= 1
+    )
+
+
+def candidate_kind(expr) -> str | None:
+    """``"conv2d"``/``"matmul"`` if ``expr`` is a rewritable call, else None."""
+    if not isinstance(expr, tvm.ir.expr.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return None
+    if expr.op.name == "relax.nn.conv2d" and _conv_candidate(expr):
+        return "conv2d"
+    if expr.op.name == "relax.matmul" and _matmul_candidate(expr):
+        return "matmul"
+    return None
+
+
+def _shape(sinfo) -> tuple[int, ...]:
+    return tuple(int(d) for d in sinfo.shape)
+
+
+def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
+    """Every rewrite candidate of ``func_name`` in binding order, named ``<op>_<i>``."""
+    layers: list[Layer] = []
+    counts: dict[str, int] = {}
+    for block in mod[func_name].body.blocks:
+        for binding in block.bindings:
+            kind = candidate_kind(binding.value)
+            if kind is None:
+                continue
+            call = binding.value
+            attrs = {}
+            if kind == "conv2d":
+                a = call.attrs
+                attrs = {
+                    "strides": tuple(int(v) for v in a.strides),
+                    "padding": tuple(int(v) for v in a.padding),
+                    "dilation": tuple(int(v) for v in a.dilation),
+                    "groups": int(a.groups),
+                }
+            i = counts.get(kind, 0)
+            counts[kind] = i + 1
+            layers.append(
+                Layer(f"{kind}_{i}", kind, call.args[1].value.numpy(), attrs, _shape(call.args[0].ty), _shape(binding.var.ty))
+            )
+    return layers
+
+
+# --------------------------------------------------------------------------- encoding
+def encode(layer: Layer, cfg: ShiftConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(terms, O, ...)`` int8 and alpha float32 ``(O,)`` of the layer's OI weight."""
+    w = layer.oi_weight
+    if cfg.terms == 1:
+        codes, alpha = ref.encode_pot(w, cfg.bits, cfg.zero_free)
+        return codes[None], alpha
+    return ref.encode_multi(w, cfg.terms, cfg.bits, cfg.zero_free)
+
+
+def decoded_weight(layer: Layer, codes: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The encoded weight in the op's own layout (float32)."""
+    w = ref.decode_multi(codes, alpha) if codes.shape[0] > 1 else ref.decode_pot(codes[0], alpha)
+    return w if layer.op == "conv2d" else np.ascontiguousarray(w.T)
+
+
+def pack(codes: np.ndarray, cfg: ShiftConfig) -> np.ndarray:
+    """The packed bit stream plus one spare byte (kernels read fields as two bytes)."""
+    return np.frombuffer(ref.pack_codes(codes, cfg.bits, cfg.zero_free) + b"\0", dtype=np.uint8).copy()
+
+
+# --------------------------------------------------------------------------- rewrite
+KERNEL_FORM = "float exponent-shift (packed codes decoded in-kernel)"
+
+
+def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, codes, alpha):
+    packed = relax.const(pack(codes, cfg), "uint8")
+    alpha_c = relax.const(alpha.astype(np.float32), "float32")
+    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True)
+    attrs = {"op_pattern": 8, "shiftc.kernel": "shift_float"}  # opaque: kept out of fusion
+    if layer.op == "conv2d":
+        a = layer.attrs
+        return bb.call_te(
+            K.shift_conv2d_float, x, packed, alpha_c, weight_shape=layer.weight.shape, stride=a["strides"],
+            padding=a["padding"], dilation=a["dilation"], groups=a["groups"], **common,
+            primfunc_name_hint="shift_conv2d_float", primfunc_attrs=attrs,
+        )
+    return bb.call_te(
+        K.shift_matmul_float, x, packed, alpha_c, out_features=layer.weight.shape[1], **common,
+        primfunc_name_hint="shift_matmul_float", primfunc_attrs=attrs,
+    )
+
+
+@relax.expr_functor.mutator
+class _ShiftRewriter(relax.PyExprMutator):
+    def __init__(self, mod, layers, plan, encoded):
+        super().__init__(mod)
+        self.layers, self.plan, self.encoded = layers, plan, encoded
+        self.seen = 0
+
+    def visit_call_(self, call):
+        new = self.visit_expr_post_order(call)
+        if candidate_kind(call) is None:
+            return new
+        layer = self.layers[self.seen]
+        self.seen += 1
+        cfg = self.plan.get(layer.name)
+        if cfg is None:
+            return new
+        codes, alpha = self.encoded[layer.name]
+        return _kernel_call(self.builder_, layer, new.args[0], cfg, codes, alpha)
+
+
+def rewrite(mod: tvm.IRModule, layers: list[Layer], plan: dict, encoded: dict, func_name: str = "main") -> tvm.IRModule:
+    """Replace the planned layers of ``func_name`` (``plan[name] -> ShiftConfig``) by shift kernels."""
+    rw = _ShiftRewriter(mod, layers, plan, encoded)
+    func = rw.visit_expr(mod[func_name])
+    out = rw.builder_.get()
+    out[func_name] = func
+    if rw.seen != len(layers):
+        raise RuntimeError(f"shift pass visited {rw.seen} candidates, expected {len(layers)}")
+    return relax.transform.DeadCodeElimination()(out)
+
+
+def ShiftWeights(plan: dict[str, ShiftConfig]) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
+    """Module pass: fold constants, then rewrite every layer named in ``plan`` into shift kernels."""
+
+    @tvm.transform.module_pass(opt_level=0, name="ShiftWeights")
+    def _pass(mod, _ctx):
+        mod = relax.transform.FoldConstant()(mod)
+        layers = find_layers(mod)
+        unknown = set(plan) - {layer.name for layer in layers}
+        if unknown:
+            raise ValueError(f"plan names unknown layers {sorted(unknown)}")
+        encoded = {layer.name: encode(layer, plan[layer.name]) for layer in layers if layer.name in plan}
+        return rewrite(mod, layers, plan, encoded)
+
+    return _pass
+
+
+# --------------------------------------------------------------------------- selection
+def skipped(layers: list[Layer], spec: str | None) -> set[str]:
+    """Layer names excluded by ``spec``: comma-separated ``first``, ``last``, names or regexes."""
+    out: set[str] = set()
+    for item in (s.strip() for s in (spec or "").split(",")):
+        if not item:
+            continue
+        if item == "first" and layers:
+            out.add(layers[0].name)
+        elif item == "last" and layers:
+            out.add(layers[-1].name)
+        else:
+            try:
+                rx = re.compile(item)
+            except re.error as exc:
+                raise ValueError(f"--shift-skip item {item!r} is not a layer name or regex: {exc}") from None
+            out |= {layer.name for layer in layers if rx.fullmatch(layer.name)}
+    return out

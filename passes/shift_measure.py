@@ -1,0 +1,130 @@
+"""Measurements behind the shift pass: real layer inputs, per-layer error, whole-model error.
+
+* ``capture_inputs`` runs ``main`` (built for the host, FP32) on calibration samples with the input
+  of every candidate layer added as an output, so layer errors are measured on the activations
+  that really reach each layer.
+* ``layer_output_error`` is ``||op(x, W_enc) - op(x, W)|| / ||op(x, W)||`` over those samples,
+  computed in NumPy (im2col + matmul), float32.
+* ``ModelWithWeightParams`` builds ``main`` once with the candidate weights turned into function
+  parameters, so any mix of encoded weights can be evaluated without recompiling.  It runs FP32
+  conv/matmul on the *decoded* weights: the shift kernels compute the same products by exponent
+  arithmetic, identical except for flush-to-zero of subnormal terms and float32 summation order.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from shiftc.reference.shift import im2col_nchw
+
+from .shift import Layer, candidate_kind
+
+
+def _host_vm(mod):
+    """Build for the host CPU (measurement only; passes never import targets)."""
+    from tvm.target import codegen
+
+    cpu = str(codegen.llvm_get_system_cpu())
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu})
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=target)
+    return relax.VirtualMachine(ex, tvm.cpu())
+
+
+def _flatten(out) -> list[np.ndarray]:
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    return [a for o in out for a in _flatten(o)]
+
+
+def capture_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: Sequence[dict]) -> list[list[np.ndarray]]:
+    """Per sample, the first argument of every candidate layer of ``main`` (binding order)."""
+    func = relax.transform.ToNonDataflow()(mod)["main"]
+    taps = [b.value.args[0] for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)]
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(func.body.blocks, relax.Tuple(taps)))
+    tapped = tvm.IRModule({"main": relax.Function(func.params, body)})
+    for gv, f in mod.functions.items():
+        if gv.name_hint != "main":
+            tapped[gv] = f
+    vm = _host_vm(relax.transform.Normalize()(tapped))
+    dev = tvm.cpu()
+    return [_flatten(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names])) for s in samples]
+
+
+def layer_forward(layer: Layer, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The layer's op (no bias) in NumPy float32: NCHW conv2d with OIHW ``w``, or ``x @ w``."""
+    if layer.op == "matmul":
+        return np.matmul(x, w)
+    a = layer.attrs
+    O, Ig, kh, kw = w.shape
+    g = a["groups"]
+    n = x.shape[0]
+    cols, (oh, ow) = im2col_nchw(x, kh, kw, a["strides"], a["padding"], a["dilation"])  # (n, C*kh*kw, L)
+    cols = cols.reshape(n, g, Ig * kh * kw, oh * ow)
+    wg = w.reshape(g, O // g, Ig * kh * kw)
+    if g == 1:
+        y = np.matmul(wg[0], cols[:, 0])[:, None]
+    elif Ig * kh * kw <= 16:  # depthwise-like: small reduction, many groups
+        y = np.einsum("gok,ngkl->ngol", wg, cols)
+    else:
+        y = np.stack([np.matmul(wg[i], cols[:, i]) for i in range(g)], axis=1)
+    return y.reshape(n, O, oh, ow).astype(np.float32)
+
+
+def layer_output_error(layer: Layer, inputs: Sequence[np.ndarray], decoded: Sequence[np.ndarray]) -> list[float]:
+    """Relative L2 output error of each decoded weight in ``decoded``, summed over ``inputs``."""
+    num = np.zeros(len(decoded))
+    den = 0.0
+    for x in inputs:
+        x = x.astype(np.float32)
+        den += float(np.sum(layer_forward(layer, x, layer.weight).astype(np.float64) ** 2))
+        for i, wd in enumerate(decoded):
+            num[i] += float(np.sum(layer_forward(layer, x, wd - layer.weight).astype(np.float64) ** 2))
+    return [float(np.sqrt(v / den)) if den > 0 else 0.0 for v in num]
+
+
+@relax.expr_functor.mutator
+class _WeightsToParams(relax.PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.params: list = []
+
+    def visit_call_(self, call):
+        new = self.visit_expr_post_order(call)
+        if candidate_kind(call) is None:
+            return new
+        w = relax.Var(f"shift_w{len(self.params)}", call.args[1].ty)
+        self.params.append(w)
+        return relax.Call(new.op, [new.args[0], w], new.attrs)
+
+
+class ModelWithWeightParams:
+    """``main`` compiled once with every candidate weight as an extra parameter."""
+
+    def __init__(self, mod: tvm.IRModule, input_names: Sequence[str], samples: Sequence[dict]):
+        func = mod["main"]
+        mut = _WeightsToParams(mod)
+        body = relax.BlockBuilder().normalize(mut.visit_expr(func.body))
+        new_main = relax.Function(list(func.params) + mut.params, body)
+        out = tvm.IRModule({"main": new_main})
+        for gv, f in mod.functions.items():
+            if gv.name_hint != "main":
+                out[gv] = f
+        self._vm = _host_vm(relax.transform.Normalize()(out))
+        dev = self._dev = tvm.cpu()
+        self._inputs = [[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names] for s in samples]
+
+    def run(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """First output per sample, with ``weights`` (one per candidate layer, op layout)."""
+        w = [tvm.runtime.tensor(np.ascontiguousarray(a, dtype=np.float32), self._dev) for a in weights]
+        return [_flatten(self._vm["main"](*x, *w))[0] for x in self._inputs]
+
+
+def rel_l2(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    r = np.concatenate([np.asarray(a, np.float64).ravel() for a in ref])
+    g = np.concatenate([np.asarray(a, np.float64).ravel() for a in got])
+    return float(np.linalg.norm(g - r) / (np.linalg.norm(r) + 1e-30))

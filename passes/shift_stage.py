@@ -1,0 +1,177 @@
+"""The ``shift`` pipeline stage: choose per-layer codes, rewrite, and report what it cost.
+
+Uniform mode (``--shift-bits b``): every candidate layer not skipped gets ``b`` bits and
+``--shift-terms`` terms.
+
+Automatic allocation (``--accuracy-budget B``), measured, not assumed:
+
+1. every candidate layer is encoded with each rung of ``LADDER`` (cheapest first, in stored bits
+   per weight: 3b, 4b, 5b, 4b x2, 5b x2, 5b x3) and its *local* output error
+   ``||op(x, W_enc) - op(x, W)|| / ||op(x, W)||`` is measured on the real activations ``x`` that
+   reach it on the calibration samples (its sensitivity);
+2. a threshold ``tau`` gives each layer the cheapest rung whose local error is <= ``tau``
+   (the most accurate rung where none is);
+3. ``tau`` is bisected over the measured local errors for the largest value whose *whole-model*
+   output error (relative L2 vs FP32 over the calibration samples, the model built once with
+   weights as parameters) is <= ``B``.  About ``log2(layers * rungs)`` model runs.
+   If even the most accurate rung everywhere misses ``B``, that plan is used and the report says
+   the budget was not met.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from tvm import relax
+
+from shiftc.errors import InputError
+from shiftc.pipeline import Stage, register
+
+from . import shift as S
+from . import shift_measure as M
+
+log = logging.getLogger(__name__)
+
+LADDER = [(3, 1), (4, 1), (5, 1), (4, 2), (5, 2), (5, 3)]
+MEASURE_SAMPLES = 4  # calibration samples used for per-layer errors and the allocation search
+
+
+def _validate(o) -> bool:
+    if o.shift_zero not in ("free", "with-zero"):
+        raise InputError(f"--shift-zero must be 'free' or 'with-zero', got {o.shift_zero!r}")
+    if o.shift_bits is not None and o.shift_bits not in (3, 4, 5):
+        raise InputError(f"--shift-bits must be 3, 4 or 5, got {o.shift_bits}")
+    if not 1 <= int(o.shift_terms) <= 3:
+        raise InputError(f"--shift-terms must be 1, 2 or 3, got {o.shift_terms}")
+    if o.accuracy_budget is not None and not o.accuracy_budget > 0:
+        raise InputError(f"--accuracy-budget must be > 0 (a relative L2 error), got {o.accuracy_budget}")
+    return o.shift_zero == "free"
+
+
+def _bits_per_weight(cfg: S.ShiftConfig) -> int:
+    return cfg.bits * cfg.terms
+
+
+def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict]:
+    """The greedy threshold search of the module docstring: returns ``(plan, local_errors)``."""
+    rungs = [S.ShiftConfig(b, t, zero_free) for b, t in LADDER]
+    errors: dict[str, list[float]] = {}
+    decoded: dict[str, list[np.ndarray]] = {}
+    for i, layer in enumerate(layers):
+        if layer.name not in active:
+            continue
+        decoded[layer.name] = [S.decoded_weight(layer, *S.encode(layer, c)) for c in rungs]
+        errors[layer.name] = M.layer_output_error(layer, [s[i] for s in inputs], decoded[layer.name])
+
+    def plan_for(tau):
+        return {n: next((j for j, e in enumerate(errs) if e <= tau), len(rungs) - 1) for n, errs in errors.items()}
+
+    fp32 = [layer.weight for layer in layers]
+    ref = evaluator.run(fp32)
+
+    def model_error(choice):
+        return M.rel_l2(ref, evaluator.run([decoded[l.name][choice[l.name]] if l.name in choice else l.weight for l in layers]))
+
+    taus = sorted({0.0, *[e for errs in errors.values() for e in errs]})
+    lo, hi = 0, len(taus) - 1  # invariant: taus[lo] meets the budget (checked below)
+    best = plan_for(taus[0])
+    err0 = model_error(best)
+    evals = 1
+    if err0 > budget:
+        notes.append(f"accuracy budget {budget:g} not met: the most accurate rungs give model rel-L2 {err0:.4g}")
+        return {n: rungs[j] for n, j in best.items()}, errors
+    top = plan_for(taus[hi])
+    err_top = model_error(top)
+    evals += 1
+    if err_top <= budget:
+        lo, best, err0 = hi, top, err_top
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        cand = plan_for(taus[mid])
+        err = model_error(cand)
+        evals += 1
+        if err <= budget:
+            lo, best, err0 = mid, cand, err
+        else:
+            hi = mid
+    notes.append(
+        f"auto allocation: tau={taus[lo]:.4g} (largest local layer error allowed), model rel-L2 {err0:.4g} "
+        f"<= budget {budget:g} on {len(ref)} samples, {evals} model evaluations"
+    )
+    return {n: rungs[j] for n, j in best.items()}, errors
+
+
+def apply(mod, ctx):
+    o = ctx.options
+    zero_free = _validate(o)
+    report = ctx.report
+    mod = relax.transform.FoldConstant()(mod)
+    layers = S.find_layers(mod)
+    try:
+        skip = S.skipped(layers, o.shift_skip)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    active = [layer.name for layer in layers if layer.name not in skip]
+    if not layers:
+        report.notes.append("no conv2d/matmul with constant float32 weights: nothing rewritten")
+        return mod
+    names = [s.name for s in ctx.loaded.inputs]
+    samples = list(ctx.samples)[:MEASURE_SAMPLES]
+    t0 = time.perf_counter()
+    inputs = M.capture_inputs(mod, names, samples)
+    local: dict[str, list[float]] = {}
+    if o.accuracy_budget is not None:
+        if o.shift_bits is not None or o.shift_terms != 1:
+            report.notes.append("--accuracy-budget chooses bits and terms per layer; --shift-bits/--shift-terms are ignored")
+        evaluator = M.ModelWithWeightParams(mod, names, samples)
+        plan, local = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, report.notes)
+    else:
+        plan = {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}
+    encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
+
+    rows, fp32_bytes, packed_bytes, coded = [], 0, 0, 0
+    total_macs = sum(layer.macs for layer in layers)
+    for i, layer in enumerate(layers):
+        cfg = plan.get(layer.name)
+        row = {"layer": layer.name, "op": layer.op, "weight_shape": list(layer.weight.shape), "macs": layer.macs}
+        if cfg is None:
+            rows.append(dict(row, bits=None, terms=None, shift_adds=0, weight_rel_l2=0.0, output_rel_l2=0.0, kernel="fp32 (skipped)"))
+            continue
+        codes, alpha = encoded[layer.name]
+        wd = S.decoded_weight(layer, codes, alpha)
+        w_err = float(np.linalg.norm(wd - layer.weight) / (np.linalg.norm(layer.weight) + 1e-30))
+        out_err = M.layer_output_error(layer, [s[i] for s in inputs], [wd])[0]
+        nbytes = S.pack(codes, cfg).nbytes + alpha.nbytes
+        fp32_bytes += layer.weight.nbytes
+        packed_bytes += nbytes
+        coded += layer.weight.size
+        rows.append(dict(
+            row, bits=cfg.bits, terms=cfg.terms, zero="free" if cfg.zero_free else "with-zero",
+            shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
+            packed_bytes=nbytes, kernel=S.KERNEL_FORM,
+        ))
+    report.rows.extend(rows)
+    report.summary.update({
+        "layers": len(layers),
+        "rewritten": len(plan),
+        "skipped": sorted(skip),
+        "macs_total": total_macs,
+        "macs_to_shift_add": sum(r["macs"] for r in rows if r["bits"] is not None),
+        "bits_per_weight": round(8 * packed_bytes / coded, 3) if coded else None,
+        "packed_weight_bytes": packed_bytes,
+        "fp32_weight_bytes": fp32_bytes,
+        "weight_compression": round(fp32_bytes / packed_bytes, 2) if packed_bytes else None,
+        "measured_on_samples": len(samples),
+        "mode": "auto" if o.accuracy_budget is not None else "uniform",
+        "measure_s": round(time.perf_counter() - t0, 2),
+    })
+    report.notes.append(
+        "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
+        f"reaching it for {len(samples)} calibration samples (FP32 host run of the model)"
+    )
+    return S.rewrite(mod, layers, plan, encoded)
+
+
+register(Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True))
