@@ -525,8 +525,11 @@ class Integerizer:
         if isinstance(a, Q):
             return a  # an integer value seen as float: same integers, same scale
         if isinstance(a, relax.Expr) and not _is_float_type(a.ty):
-            # integer data (e.g. an attention mask) as float: the same integers at scale 1
-            return Q(self.bb.emit(relax.op.astype(a, "int32")), 1.0, 32)
+            # integer data (e.g. an attention mask) as float: the same integers at scale 1; their
+            # width is taken from the calibrated range (a 0/1 mask is int8-sized)
+            t = self.calib.thresholds.get(var.name, 2.0**31)
+            bits = max(ACT_BITS, int(math.ceil(t)).bit_length() + 1)
+            return Q(self.bb.emit(relax.op.astype(a, "int32")), 1.0, min(bits, 32))
         return None
 
     # ------------------------------------------------------------------ non-linear
