@@ -377,7 +377,7 @@ class Integerizer:
             x = self.as_int(call.args[0].name, a, WIDE_BITS)
             y = self.as_int(call.args[1].name, b, WIDE_BITS)
             out = self.bb.emit(relax.op.multiply(self.as_dtype(x, 32), self.as_dtype(y, 32)))
-            return Q(out, x.scale * y.scale, 32)
+            return Q(out, x.scale * y.scale, min(32, x.bits + y.bits))  # |product| < 2**(bx-1) * 2**(by-1)
         return None
 
     def op_divide(self, var, call, args):
