@@ -173,7 +173,12 @@ class Integerizer:
                     for b in block.bindings:
                         if not isinstance(b, relax.VarBinding):
                             raise UnsupportedModelError(f"integerize: unsupported binding {type(b).__name__}")
-                        self.vals[b.var] = self.visit(b.var, b.value)
+                        try:
+                            self.vals[b.var] = self.visit(b.var, b.value)
+                        except (ValueError, OverflowError) as exc:  # reference range checks (scales, headroom)
+                            if self._unsupported:  # a consequence of an op already listed
+                                raise self._unsupported_error() from None
+                            raise UnsupportedModelError(f"integerize: cannot rewrite {b.var.name}: {str(exc).splitlines()[0][:200]}") from None
                 result = self.output(func.body.body)
                 if self.probe:
                     named = {v.name: v for v in self.vals if isinstance(v, relax.Var)}
@@ -181,10 +186,7 @@ class Integerizer:
                 out = self.bb.emit_output(result)
             self.bb.emit_func_output(out)
         if self._unsupported and not self.opts.float_fallback:
-            raise UnsupportedModelError(
-                "integer-only: no integer form for " + "; ".join(self._unsupported[:8])
-                + " (pass --float-fallback to keep them in float)"
-            )
+            raise self._unsupported_error()
         new = self.bb.get()
         for gv, f in self.mod.functions.items():
             if gv.name_hint != self.func_name and gv.name_hint not in [g.name_hint for g in new.functions.keys()]:
@@ -192,6 +194,13 @@ class Integerizer:
                     continue  # canonical single-op helpers are consumed by the rewrite
                 new[gv.name_hint] = f
         return relax.transform.DeadCodeElimination([self.func_name])(new)
+
+    def _unsupported_error(self) -> UnsupportedModelError:
+        more = f" and {len(self._unsupported) - 8} more" if len(self._unsupported) > 8 else ""
+        return UnsupportedModelError(
+            "integer-only: no integer form for " + "; ".join(self._unsupported[:8]) + more
+            + " (pass --float-fallback to keep them in float)"
+        )
 
     def input(self, p, newp):
         if _dtype(p) != "float32":
