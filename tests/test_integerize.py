@@ -446,3 +446,38 @@ def test_additive_mask_softmax_and_masked_mean(rng):
     np.testing.assert_array_equal(got, deq(want, 2.0**-7))
     # masked entries get (almost) no probability
     assert np.all(p[mask == 0] <= 1)
+
+
+# ----------------------------------------------------------------------------- shift weights
+@pytest.mark.parametrize("op", ["matmul", "conv2d"])
+def test_shift_weights_run_as_int_shift_accumulate(rng, op):
+    from shiftc.passes import shift as S
+
+    if op == "matmul":
+        W = rand(rng, (16, 12), 0.3)
+        mod = graph(lambda bb, x: emit(bb, relax.op.matmul(x, relax.const(W)), "y"), x=(3, 16))
+        shape = (3, 16)
+    else:
+        W = rand(rng, (5, 2, 3, 3), 0.3)
+        mod = graph(lambda bb, x: emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "y"), x=(1, 2, 6, 6))
+        shape = (1, 2, 6, 6)
+    layer = S.find_layers(mod)[0]
+    cfg = S.ShiftConfig(4)
+    mod = S.ShiftWeights({layer.name: cfg})(mod)
+    codes, alpha = S.encode(layer, cfg)
+    c = Compiled(mod, [{"x": rand(rng, shape)} for _ in range(2)])
+    row = c.row(f"shift_{op}_int")
+    P = int(np.abs(codes.astype(np.int64)).max()) - 1
+    assert row["P"] == P and row["bits"] == 4
+    x = rand(rng, shape)
+    sx = c.s("x")
+    xq = iq.quantize_np(x, sx, 8)
+    if op == "matmul":
+        acc = ref.shift_matmul_int(xq, codes[0], P)
+        scale = sx * alpha.astype(np.float64) * 2.0**-P
+    else:
+        acc = ref.shift_conv2d_int(xq, codes[0], P, padding=1)
+        scale = (sx * alpha.astype(np.float64) * 2.0**-P).reshape(1, -1, 1, 1)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(acc, scale))
+    assert float_scan.float_ops(c.mod) == []
