@@ -91,14 +91,17 @@ def cmd_vit(args):
 
 
 def cmd_segmenter(args):
+    from examples.train import seg_test_set  # the fixed 2000-mosaic test set examples/ reports
+
     xtr, ytr = fm.load("train")
-    xte, yte = fm.load("test")
     ctr, _ = fm.mosaics(xtr, ytr, args.calib, seed=1)
-    cte, mte = fm.mosaics(xte, yte, args.n, seed=2)
+    cte, mte = seg_test_set()
+    cte, mte = cte[: args.n], mte[: args.n]
     cal = [{"input": v[None]} for v in fm.preprocess(ctr)]
     x = fm.preprocess(cte)
     k = 11
     rows = [{"variant": "fp32 (onnxruntime)", "miou": ev.mean_iou(ev.onnx_predict(args.model, x).argmax(1), mte, k)}]
+    rows += segmenter_model_changes(x, mte, k)
     base = dict(integer_only=True, gelu="lambda", upsample="nearest", l2norm="remove")
     for label, opts in [("integer-only, lambda-GELU, nearest, no L2", base),
                         ("same, calibrated on 1 image", dict(base, calibration_samples=1))]:
@@ -109,6 +112,39 @@ def cmd_segmenter(args):
                      "calibration": stage.summary.get("calibration"), "float_ops_in_report": stage.summary.get("float_ops"),
                      "float_ops_scan": len(float_scan(args.model, cal[: opts.get("calibration_samples") or len(cal)], **{k2: v for k2, v in opts.items() if k2 != "integer_only"})),
                      "notes": stage.notes})
+    return rows
+
+
+def segmenter_model_changes(x, masks, k):
+    """FP32 mIoU of the trained torch Segmenter with I-Segmenter's model changes applied in float
+    (nearest upsampling, no L2 norm): separates their cost from the integer arithmetic's."""
+    import torch
+    import torch.nn.functional as F
+
+    from examples.models import Segmenter
+
+    model = Segmenter()
+    state = torch.load(ROOT / "examples" / "weights" / "segmenter.pt", map_location="cpu")
+    model.load_state_dict(state)
+    model.eval()
+
+    def forward(inp, l2, mode):
+        b, _, h, w = inp.shape
+        t = model.decoder(torch.cat([model.encoder(inp), model.cls_emb.expand(b, -1, -1)], dim=1))
+        patches, cls = t[:, : -model.num_classes], t[:, -model.num_classes :]
+        if l2:
+            patches = patches / patches.norm(dim=-1, keepdim=True)
+            cls = cls / cls.norm(dim=-1, keepdim=True)
+        masks_ = model.logit_scale * (patches @ cls.transpose(1, 2))
+        masks_ = masks_.transpose(1, 2).reshape(b, model.num_classes, model.grid, model.grid)
+        return F.interpolate(masks_, size=(h, w), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+
+    rows = []
+    with torch.no_grad():
+        for label, l2, mode in [("fp32 torch, as trained (check)", True, "bilinear"), ("fp32 torch, nearest upsampling", True, "nearest"),
+                                ("fp32 torch, no L2 norm", False, "bilinear"), ("fp32 torch, nearest + no L2 norm", False, "nearest")]:
+            pred = np.concatenate([forward(torch.from_numpy(x[i : i + 100]), l2, mode).argmax(1).numpy() for i in range(0, len(x), 100)])
+            rows.append({"variant": label, "miou": ev.mean_iou(pred, masks, k)})
     return rows
 
 
