@@ -79,7 +79,8 @@ def classify(args, variants):
 
 
 def cmd_cnn(args):
-    return classify(args, [("integer-only", dict(integer_only=True))])
+    return classify(args, [("integer-only", dict(integer_only=True)),
+                           ("integer-only, pow2 requant (shift-only, VTA-style)", dict(integer_only=True, requant="pow2"))])
 
 
 def cmd_vit(args):
