@@ -43,7 +43,12 @@ def float_scan(model_path, cal, **opts) -> list[str]:
     return fs.float_ops(mod)
 
 
+METHOD = "minmax"  # --method: the calibration observer of every integer variant
+
+
 def compile_variant(model_path, cal, **opts):
+    if opts.get("integer_only"):
+        opts.setdefault("calibration_method", METHOD)
     t0 = time.perf_counter()
     cm = shiftc.compile(str(model_path), "x86", calibration=cal, **opts)
     stage = next((s for s in cm.report.stages if s.name == "integerize"), None)
@@ -185,15 +190,18 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--calib", type=int, default=64)
     p.add_argument("--sentences", type=int, default=64)
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "mse"], help="calibration observer")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    global METHOD
+    METHOD = args.method
     if args.model is None and args.which != "minilm":
         args.model = str(ROOT / "examples" / "models" / f"{args.which}.onnx")
     rows = globals()[f"cmd_{args.which}"](args)
     for r in rows:
         print(json.dumps(r))
     if args.json:
-        Path(args.json).write_text(json.dumps({"which": args.which, "n": args.n, "calib": args.calib, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"which": args.which, "n": args.n, "calib": args.calib, "method": args.method, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
