@@ -4,11 +4,13 @@ Rewrite (per layer chosen by a ``plan``)::
 
     y = R.nn.conv2d(x, W_const, ...)      ->  y = R.call_tir(shift_conv2d_float, (x, packed_u8, alpha))
     y = R.matmul(x, W_const)              ->  y = R.call_tir(shift_matmul_float, (x, packed_u8, alpha))
+    z = clip(R.add(y, b_const))           ->  z = R.call_tir(shift_..._float, (x, packed_u8, alpha, b))
 
 ``W`` is encoded per output channel (``shiftc.reference.shift``: conv OIHW axis 0, matmul the
 ``N`` axis of ``W (K, N)``) into ``terms`` b-bit codes, stored as a packed uint8 bit stream
 (``pack_codes``) and decoded inside the kernel, plus one float32 ``alpha`` per output channel.
-Only float32 NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand
+A per-output-channel constant ``add`` and a following clamp (ReLU, Clip) are folded into the
+kernel's epilogue (``min(max(acc * alpha + b, lo), hi)``, see ``shift_epilogue``).  Only float32 NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand
 matmul operands are candidates; constant transposes (ONNX Gemm ``transB``) are folded first.
 
 Layers are named ``<op>_<i>`` (``conv2d_0``, ``matmul_3``), counting candidates of each op in
@@ -18,7 +20,7 @@ binding order of ``main``; the report lists them with those names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -26,6 +28,8 @@ from tvm import relax
 
 from shiftc.reference import shift as ref
 from shiftc.schedules import shift_kernels as K
+
+from .shift_epilogue import Epilogue, _first_arg, find_epilogues
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Layer:
     attrs: dict  # conv2d: strides, padding, dilation, groups
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
+    epilogue: Epilogue = field(default_factory=Epilogue)  # bias add / clamp folded into the kernel
 
     @property
     def oi_weight(self) -> np.ndarray:
@@ -107,10 +112,16 @@ def _shape(sinfo) -> tuple[int, ...]:
     return tuple(int(d) for d in sinfo.shape)
 
 
+def _candidate_vars(func) -> list:
+    return [b.var for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)]
+
+
 def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
     """Every rewrite candidate of ``func_name`` in binding order, named ``<op>_<i>``."""
     layers: list[Layer] = []
     counts: dict[str, int] = {}
+    func = mod[func_name]
+    folds = find_epilogues(func, {b.var: candidate_kind(b.value) for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)}, mod)
     for block in mod[func_name].body.blocks:
         for binding in block.bindings:
             kind = candidate_kind(binding.value)
@@ -128,9 +139,10 @@ def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
                 }
             i = counts.get(kind, 0)
             counts[kind] = i + 1
-            layers.append(
-                Layer(f"{kind}_{i}", kind, call.args[1].value.numpy(), attrs, _shape(call.args[0].ty), _shape(binding.var.ty))
-            )
+            layers.append(Layer(
+                f"{kind}_{i}", kind, call.args[1].value.numpy(), attrs, _shape(call.args[0].ty), _shape(binding.var.ty),
+                folds[binding.var],
+            ))
     return layers
 
 
@@ -162,7 +174,9 @@ KERNEL_FORM = "float exponent-shift (packed codes decoded in-kernel)"
 def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, codes, alpha):
     packed = relax.const(pack(codes, cfg), "uint8")
     alpha_c = relax.const(alpha.astype(np.float32), "float32")
-    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True)
+    ep = layer.epilogue
+    extra = [relax.const(ep.bias, "float32")] if ep.bias is not None else []
+    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi)
     attrs = {"op_pattern": 8, "shiftc.kernel": "shift_float"}  # opaque: kept out of fusion
     # what a later pass (integerize) needs to re-emit the layer on the integer path
     attrs.update({"shiftc.op": layer.op, "shiftc.bits": cfg.bits, "shiftc.terms": cfg.terms,
@@ -172,12 +186,12 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
         attrs.update({"shiftc.strides": [int(v) for v in a["strides"]], "shiftc.padding": [int(v) for v in a["padding"]],
                       "shiftc.dilation": [int(v) for v in a["dilation"]], "shiftc.groups": int(a["groups"])})
         return bb.call_te(
-            K.shift_conv2d_float, x, packed, alpha_c, weight_shape=layer.weight.shape, stride=a["strides"],
+            K.shift_conv2d_float, x, packed, alpha_c, *extra, weight_shape=layer.weight.shape, stride=a["strides"],
             padding=a["padding"], dilation=a["dilation"], groups=a["groups"], **common,
             primfunc_name_hint="shift_conv2d_float", primfunc_attrs=attrs,
         )
     return bb.call_te(
-        K.shift_matmul_float, x, packed, alpha_c, out_features=layer.weight.shape[1], **common,
+        K.shift_matmul_float, x, packed, alpha_c, *extra, out_features=layer.weight.shape[1], **common,
         primfunc_name_hint="shift_matmul_float", primfunc_attrs=attrs,
     )
 
@@ -188,9 +202,13 @@ class _ShiftRewriter(relax.PyExprMutator):
         super().__init__(mod)
         self.layers, self.plan, self.encoded = layers, plan, encoded
         self.seen = 0
+        self.folded = [v for l in layers if l.name in plan for v in l.epilogue.consumed]
 
     def visit_call_(self, call):
         new = self.visit_expr_post_order(call)
+        first = _first_arg(call)
+        if first is not None and any(first.same_as(v) for v in self.folded):
+            return _first_arg(new)  # this bias add / clamp is already done inside the shift kernel
         if candidate_kind(call) is None:
             return new
         layer = self.layers[self.seen]
@@ -210,7 +228,7 @@ def rewrite(mod: tvm.IRModule, layers: list[Layer], plan: dict, encoded: dict, f
     out[func_name] = func
     if rw.seen != len(layers):
         raise RuntimeError(f"shift pass visited {rw.seen} candidates, expected {len(layers)}")
-    return relax.transform.DeadCodeElimination()(out)
+    return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(out))
 
 
 def ShiftWeights(plan: dict[str, ShiftConfig]) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)

@@ -6,7 +6,7 @@ Uniform mode (``--shift-bits b``): every candidate layer not skipped gets ``b`` 
 Automatic allocation (``--accuracy-budget B``), measured, not assumed:
 
 1. every candidate layer is encoded with each rung of ``LADDER`` (cheapest first, in stored bits
-   per weight: 3b, 4b, 5b, 4b x2, 5b x2, 5b x3) and its *local* output error
+   per weight: 3b, 4b, 5b, 3b x2, 4b x2, 5b x2, 5b x3) and its *local* output error
    ``||op(x, W_enc) - op(x, W)|| / ||op(x, W)||`` is measured on the real activations ``x`` that
    reach it on the calibration samples (its sensitivity);
 2. a threshold ``tau`` gives each layer the cheapest rung whose local error is <= ``tau``
@@ -15,7 +15,9 @@ Automatic allocation (``--accuracy-budget B``), measured, not assumed:
    output error (relative L2 vs FP32 over the calibration samples, the model built once with
    weights as parameters) is <= ``B``.  About ``log2(layers * rungs)`` model runs.
    If even the most accurate rung everywhere misses ``B``, that plan is used and the report says
-   the budget was not met.
+   the budget was not met;
+4. refinement: layers in decreasing weight count step down one rung at a time while the measured
+   model error stays within ``B`` (one model run per step).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from . import shift_measure as M
 
 log = logging.getLogger(__name__)
 
-LADDER = [(3, 1), (4, 1), (5, 1), (4, 2), (5, 2), (5, 3)]
+LADDER = [(3, 1), (4, 1), (5, 1), (3, 2), (4, 2), (5, 2), (5, 3)]
 MEASURE_SAMPLES = 4  # calibration samples used for per-layer errors and the allocation search
 
 
@@ -50,8 +52,18 @@ def _validate(o) -> bool:
     return o.shift_zero == "free"
 
 
-def _bits_per_weight(cfg: S.ShiftConfig) -> int:
-    return cfg.bits * cfg.terms
+def _kernel_forms() -> dict:
+    """Which form each path uses, with the x86 timings behind the integer choice (if measured)."""
+    import json
+
+    from shiftc.schedules.shift_kernels import CHOICE_FILE
+
+    measured = json.loads(CHOICE_FILE.read_text()).get("x86", {}) if CHOICE_FILE.exists() else {}
+    return {
+        "float": S.KERNEL_FORM,
+        "int_x86": measured.get("int", "shift (not measured)"),
+        "x86_total_ms": measured.get("total_ms"),
+    }
 
 
 def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict]:
@@ -96,9 +108,20 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
             lo, best, err0 = mid, cand, err
         else:
             hi = mid
+    tau_evals = evals
+    # refinement: largest layers first, step down one rung while the model stays within budget
+    by_size = sorted(best, key=lambda n: -next(l.weight.size for l in layers if l.name == n))
+    for name in by_size:
+        while best[name] > 0:
+            cand = dict(best, **{name: best[name] - 1})
+            err = model_error(cand)
+            evals += 1
+            if err > budget:
+                break
+            best, err0 = cand, err
     notes.append(
-        f"auto allocation: tau={taus[lo]:.4g} (largest local layer error allowed), model rel-L2 {err0:.4g} "
-        f"<= budget {budget:g} on {len(ref)} samples, {evals} model evaluations"
+        f"auto allocation: tau={taus[lo]:.4g} (largest local layer error allowed; {tau_evals} model runs), then "
+        f"per-layer step-down; model rel-L2 {err0:.4g} <= budget {budget:g} on {len(ref)} samples, {evals} model evaluations"
     )
     return {n: rungs[j] for n, j in best.items()}, errors
 
@@ -166,6 +189,7 @@ def apply(mod, ctx):
         "measured_on_samples": len(samples),
         "mode": "auto" if o.accuracy_budget is not None else "uniform",
         "measure_s": round(time.perf_counter() - t0, 2),
+        "kernel_forms": _kernel_forms(),
     })
     report.notes.append(
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "

@@ -25,6 +25,9 @@ mask ``z`` (0 for zero codes).  Shift amounts lie in ``[0, P]``, ``P <= 30``; th
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from tvm import te, tirx
 
@@ -91,8 +94,24 @@ def float_term(x, w):
 
 
 # --------------------------------------------------------------------------- float kernels
-def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool):
-    """``y[..., o] = alpha[o] * sum_{t,k} x[..., k] * s * 2^-p`` for codes ``(terms, O, K)``."""
+def _epilogue(acc, alpha, bias, channel, lo=None, hi=None):
+    """``min(max(acc * alpha[c] (+ bias[c]), lo), hi)`` once per output (``channel`` picks c)."""
+
+    def out(*i):
+        v = acc[i] * alpha[channel(i)]
+        if bias is not None:
+            v = v + bias[channel(i)]
+        if lo is not None:
+            v = tirx.Max(v, tirx.const(lo, "float32"))
+        if hi is not None:
+            v = tirx.Min(v, tirx.const(hi, "float32"))
+        return v
+
+    return te.compute(acc.shape, out, name="shift_scale")
+
+
+def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool, lo: float | None = None, hi: float | None = None):
+    """``y[..., o] = alpha[o] * sum_{t,k} x[..., k] * s * 2^-p (+ bias[o])`` for codes ``(terms, O, K)``."""
     K = int(x.shape[-1])
     O = out_features
     src = Codes(wcodes, (terms, O, K), bits, zero_free, packed)
@@ -107,7 +126,7 @@ def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, out
         lambda *i: te.sum(float_term(x[(*i[:-1], k)], words[t, k, i[-1]]), axis=[t, k]),
         name="shift_acc",
     )
-    return te.compute(acc.shape, lambda *i: acc[i] * alpha[i[-1]], name="shift_scale")
+    return _epilogue(acc, alpha, bias, lambda i: i[-1], lo, hi)
 
 
 def _pads(padding):
@@ -138,8 +157,8 @@ def _pad(x, padding, zero):
     )
 
 
-def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
-    """NCHW float conv with OIHW shift codes ``(terms, O, I/groups, kh, kw)``; zero padding."""
+def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, lo: float | None = None, hi: float | None = None):
+    """NCHW float conv with OIHW shift codes ``(terms, O, I/groups, kh, kw)``; zero padding; optional bias ``(O,)``."""
     O, Ig, kh, kw = (int(d) for d in weight_shape)
     n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
     og = O // groups
@@ -161,7 +180,7 @@ def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, *, wei
         ),
         name="shift_acc",
     )
-    return te.compute(acc.shape, lambda b, o, y, z: acc[b, o, y, z] * alpha[o], name="shift_scale")
+    return _epilogue(acc, alpha, bias, lambda i: i[1], lo, hi)
 
 
 # --------------------------------------------------------------------------- integer kernels
@@ -280,3 +299,16 @@ def shift_conv2d_int_dot(x: te.Tensor, wdot: te.Tensor, *, P: int, terms: int = 
         ),
         name="dot_acc",
     )
+
+
+CHOICE_FILE = Path(__file__).with_name("shift_kernel_choice.json")
+
+
+def int_kernel_form(target_name: str) -> str:
+    """``"shift"`` or ``"dot"``: the integer form measured faster on ``target_name``.
+
+    Measured by ``benchmarks/shift_kernel_forms.py --write``; targets never measured get the
+    shift form (the point of the rewrite on multiplier-less hardware such as the FPGA).
+    """
+    data = json.loads(CHOICE_FILE.read_text()) if CHOICE_FILE.exists() else {}
+    return data.get(target_name, {}).get("int", "shift")

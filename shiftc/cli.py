@@ -127,6 +127,34 @@ def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, as_js
         out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
     for spec in cm.outputs:
         out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
+    for stage in cm.report.stages:
+        _print_stage(stage)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "x".join(str(d) for d in v) if all(isinstance(d, int) for d in v) else ", ".join(map(str, v))
+    return "" if v is None else str(v)
+
+
+def _print_stage(stage) -> None:
+    """A stage's per-layer rows as a table, then its summary and measured error."""
+    if stage.rows:
+        first, last = ["layer", "op", "weight_shape", "bits", "terms"], ["kernel"]
+        keys = list(dict.fromkeys(k for r in stage.rows for k in r))
+        cols = [k for k in first if k in keys] + [k for k in keys if k not in first + last] + [k for k in last if k in keys]
+        table = Table(title=f"{stage.name}: {len(stage.rows)} layers")
+        for c in cols:
+            table.add_column(c, justify="right" if isinstance(stage.rows[0].get(c), (int, float)) else "left")
+        for r in stage.rows:
+            table.add_row(*(_fmt(r.get(c)) for c in cols))
+        out.print(table)
+    if stage.summary:
+        out.print(f"{stage.name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stage.summary.items()))
+    if stage.error:
+        out.print(f"{stage.name}: model error vs onnxruntime FP32: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stage.error.items()))
 
 
 def _target_options(**options) -> dict:

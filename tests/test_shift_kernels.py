@@ -166,3 +166,8 @@ def test_headroom_is_checked_at_build_time():
     K.shift_matmul_int(X, W, out_features=2, P=11)
     with pytest.raises(ValueError):
         K.shift_matmul_int(X, W, out_features=2, P=31)  # never a shift by >= 31
+
+
+def test_int_kernel_form_choice_is_recorded():
+    assert K.int_kernel_form("x86") in ("shift", "dot")  # measured by benchmarks/shift_kernel_forms.py
+    assert K.int_kernel_form("no-such-target") == "shift"

@@ -1,0 +1,170 @@
+"""Real-model accuracy of the shift pass (issue 3): MobileNetV2, Fashion-MNIST CNN, MiniLM.
+
+* MobileNetV2 (ImageNet weights): top-1 agreement with FP32 onnxruntime and mean KL(FP32 || shift)
+  over >= 100 real photos (skimage ``data`` photos, crops and flips), at 4-bit PoT and with the
+  automatic allocation; artifact size against the FP32 ONNX file.
+* Fashion-MNIST CNN: true accuracy on the 10k test set for FP32 (shiftc build, no shift), 4-bit,
+  5-bit, 4-bit x 2 terms and the automatic allocation.
+* all-MiniLM-L6-v2: mean/min cosine similarity of the embeddings with FP32 on >= 100 sentences.
+
+Calibration samples are distinct from the evaluation inputs (other crops / training images / other
+sentences).  Needs the ``examples`` package (data loaders) importable.
+
+Usage: python benchmarks/shift_accuracy.py [--mbv2 M.onnx] [--cnn C.onnx] [--minilm L.onnx]
+       [--photos 100] [--fmnist-n 10000] [--sentences 100] [--budget-mbv2 0.1] [--budget-cnn 0.05]
+       [--budget-minilm 0.05] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import shiftc
+from shiftc import evaluate, frontend
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+ONLY: set[str] = set()  # --only: run just these config labels
+
+
+def _wanted(label: str) -> bool:
+    return not ONLY or label in ONLY
+
+
+def _compile(model, calib, tmp, name, **opts):
+    t0 = time.perf_counter()
+    cm = shiftc.compile(str(model), "x86", calibration=calib, output=Path(tmp) / name, **opts)
+    stage = next((s for s in cm.report.stages if s.name == "shift"), None)
+    info = {"compile_s": round(time.perf_counter() - t0, 1), "artifact_bytes": _dir_bytes(Path(tmp) / name)}
+    if stage is not None:
+        info.update({k: stage.summary.get(k) for k in ("bits_per_weight", "rewritten", "packed_weight_bytes", "fp32_weight_bytes")})
+        info["calibration_error"] = stage.error
+        info["bits_terms"] = sorted({f"{r['bits']}b x{r['terms']}" for r in stage.rows if r["bits"]})
+        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy"))]
+    return cm, info
+
+
+def _run_all(cm, name, inputs):
+    return np.concatenate([cm.run({name: x[None] if x.ndim == len(cm.inputs[0].shape) - 1 else x})[cm.outputs[0].name] for x in inputs])
+
+
+def mobilenetv2(path, n_photos, budget, tmp):
+    from examples.mobilenetv2 import real_photos
+
+    photos = real_photos(n_photos, seed=0)
+    calib = [{"input": x[None]} for x in real_photos(8 + n_photos, seed=1)[-8:]]  # other crops/flips
+    loaded = frontend.load(str(path))
+    ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(loaded.proto, [{"input": x[None]} for x in photos])])
+    out = {"photos": n_photos, "onnx_bytes": Path(path).stat().st_size}
+    for label, opts in (("pot4", {"shift_bits": 4}), ("auto", {"accuracy_budget": budget})):
+        if not _wanted(label):
+            continue
+        cm, info = _compile(path, calib, tmp, label, **opts)
+        logits = _run_all(cm, "input", photos)
+        p, q = _softmax(ref.astype(np.float64)), _softmax(logits.astype(np.float64))
+        info["top1_agreement"] = float(np.mean(ref.argmax(1) == logits.argmax(1)))
+        info["mean_kl"] = float(np.mean(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)), axis=1)))
+        info["size_ratio_vs_onnx"] = round(out["onnx_bytes"] / info["artifact_bytes"], 2)
+        if label == "auto":
+            info["budget"] = budget
+        out[label] = info
+        print("mobilenetv2", label, json.dumps(info), flush=True)
+    return out
+
+
+def fashion_cnn(path, n_test, budget, tmp):
+    from examples import fashion_mnist as fm
+
+    images, labels = fm.load("test")
+    x = fm.preprocess(images[:n_test])
+    y = labels[:n_test]
+    train, _ = fm.load("train")
+    spec = frontend.load(str(path)).inputs[0]
+    calib = [{spec.name: v[None]} for v in fm.preprocess(train[:16])]
+    out = {"test_items": int(len(y))}
+    configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}),
+               ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}), ("auto", {"accuracy_budget": budget}))
+    for label, opts in configs:
+        if not _wanted(label):
+            continue
+        cm, info = _compile(path, calib, tmp, label, **opts)
+        logits = _run_all(cm, spec.name, x)
+        info["accuracy"] = float(np.mean(logits.argmax(1) == y))
+        if label == "auto":
+            info["budget"] = budget
+        out[label] = info
+        print("fashion_cnn", label, json.dumps(info), flush=True)
+    return out
+
+
+def minilm(path, n_sentences, budget, tmp):
+    from examples import minilm as ml
+
+    sents = ml.sentences()
+    evals, cal = sents[:n_sentences], sents[n_sentences : n_sentences + 4]
+    feeds = ml.tokenize(evals)
+    samples = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(evals))]
+    cfeeds = ml.tokenize(cal)
+    calib = [{k: v[i : i + 1] for k, v in cfeeds.items()} for i in range(len(cal))]
+    loaded = frontend.load(str(path))
+    ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(loaded.proto, samples)])
+    out = {"sentences": len(samples)}
+    for label, opts in (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("auto", {"accuracy_budget": budget})):
+        if not _wanted(label):
+            continue
+        cm, info = _compile(path, calib, tmp, label, **opts)
+        emb = np.concatenate([cm.run(s)[cm.outputs[0].name] for s in samples])
+        cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
+        info.update({"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())})
+        if label == "auto":
+            info["budget"] = budget
+        out[label] = info
+        print("minilm", label, json.dumps(info), flush=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mbv2", type=Path)
+    ap.add_argument("--cnn", type=Path)
+    ap.add_argument("--minilm", type=Path)
+    ap.add_argument("--photos", type=int, default=100)
+    ap.add_argument("--fmnist-n", type=int, default=10000)
+    ap.add_argument("--sentences", type=int, default=100)
+    ap.add_argument("--budget-mbv2", type=float, default=0.1)
+    ap.add_argument("--budget-cnn", type=float, default=0.05)
+    ap.add_argument("--budget-minilm", type=float, default=0.05)
+    ap.add_argument("--only", default="", help="comma list of config labels to run (e.g. pot4,auto)")
+    ap.add_argument("--json", type=Path, help="write all results here")
+    args = ap.parse_args(argv)
+    ONLY.update(x for x in args.only.split(",") if x)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="shift-acc-") as tmp:
+        if args.cnn:
+            results["fashion_cnn"] = fashion_cnn(args.cnn, args.fmnist_n, args.budget_cnn, tmp)
+        if args.mbv2:
+            results["mobilenetv2"] = mobilenetv2(args.mbv2, args.photos, args.budget_mbv2, tmp)
+        if args.minilm:
+            results["minilm"] = minilm(args.minilm, args.sentences, args.budget_minilm, tmp)
+    print(json.dumps(results, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
