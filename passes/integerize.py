@@ -722,7 +722,7 @@ class Integerizer:
             return self._legalized_maximum(call)
         if at is None or "shiftc.kernel" not in at or str(at["shiftc.kernel"]) != "shift_float":
             return None
-        x_q, packed, alpha = self.get(call.args[1])
+        x_q, packed, alpha, *bias = self.get(call.args[1])
         if not isinstance(x_q, Q) or not isinstance(packed, np.ndarray) or not isinstance(alpha, np.ndarray):
             return None
         op, bits, terms = str(at["shiftc.op"]), int(at["shiftc.bits"]), int(at["shiftc.terms"])
@@ -744,7 +744,25 @@ class Integerizer:
             out = self.emit_te(SK.shift_matmul_int, xe, pk, name="shift_matmul_int", attrs=attrs, out_features=oi_shape[0], **common)
             axis = len(_shape(var)) - 1
         self.report.rows.append({"op": f"shift_{op}_int", "value": var.name, "bits": bits, "terms": terms, "P": P})
-        return Q(out, float(x.scale) * alpha.astype(np.float64) * 2.0**-P, 32, axis=axis)
+        q = Q(out, float(x.scale) * alpha.astype(np.float64) * 2.0**-P, 32, axis=axis)
+        return self._shift_epilogue(q, var, bias[0] if bias else None, at)
+
+    def _shift_epilogue(self, q: Q, var, bias, at) -> Q:
+        """The shift kernel's folded epilogue ``min(max(y + b, lo), hi)`` on the int32 accumulator:
+        ``+ round(b / s_c)``, then clamps at ``ceil(lo / s_c)`` and ``floor(hi / s_c)`` per channel."""
+        if bias is not None:
+            q = self._add_const(q, np.asarray(bias, np.float64).reshape([-1] + [1] * (len(_shape(var)) - 1 - q.axis)), var)
+        shape = [1] * len(_shape(var))
+        shape[q.axis] = -1
+        s = np.asarray(q.scale, np.float64).reshape(shape)
+        expr = q.expr
+        if "shiftc.lo" in at:
+            lo = float(at["shiftc.lo"])
+            expr = self.bb.emit(relax.op.maximum(expr, relax.const(np.ceil(lo / s).astype(np.int32))))
+        if "shiftc.hi" in at:
+            hi = float(at["shiftc.hi"])
+            expr = self.bb.emit(relax.op.minimum(expr, relax.const(np.floor(hi / s).astype(np.int32))))
+        return Q(expr, q.scale, 32, q.axis)
 
 
 def integerize(mod: tvm.IRModule, calib: Calibration, opts: IntOptions, probe=()) -> tuple[tvm.IRModule, IntReport]:

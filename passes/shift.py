@@ -181,6 +181,7 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
     # what a later pass (integerize) needs to re-emit the layer on the integer path
     attrs.update({"shiftc.op": layer.op, "shiftc.bits": cfg.bits, "shiftc.terms": cfg.terms,
                   "shiftc.zero_free": int(cfg.zero_free), "shiftc.weight_shape": [int(d) for d in layer.weight.shape]})
+    attrs.update({f"shiftc.{k}": float(v) for k, v in (("lo", ep.lo), ("hi", ep.hi)) if v is not None})
     if layer.op == "conv2d":
         a = layer.attrs
         attrs.update({"shiftc.strides": [int(v) for v in a["strides"]], "shiftc.padding": [int(v) for v in a["padding"]],

@@ -453,13 +453,14 @@ def test_additive_mask_softmax_and_masked_mean(rng):
 def test_shift_weights_run_as_int_shift_accumulate(rng, op):
     from shiftc.passes import shift as S
 
+    # with a bias add and a ReLU that the shift pass folds into its kernel's epilogue
     if op == "matmul":
-        W = rand(rng, (16, 12), 0.3)
-        mod = graph(lambda bb, x: emit(bb, relax.op.matmul(x, relax.const(W)), "y"), x=(3, 16))
+        W, b = rand(rng, (16, 12), 0.3), rand(rng, (12,), 0.2)
+        mod = graph(lambda bb, x: emit(bb, relax.op.nn.relu(emit(bb, relax.op.add(emit(bb, relax.op.matmul(x, relax.const(W)), "m"), relax.const(b)), "h")), "y"), x=(3, 16))
         shape = (3, 16)
     else:
-        W = rand(rng, (5, 2, 3, 3), 0.3)
-        mod = graph(lambda bb, x: emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "y"), x=(1, 2, 6, 6))
+        W, b = rand(rng, (5, 2, 3, 3), 0.3), rand(rng, (5,), 0.2)
+        mod = graph(lambda bb, x: emit(bb, relax.op.nn.relu(emit(bb, relax.op.add(emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "m"), relax.const(b.reshape(1, 5, 1, 1))), "h")), "y"), x=(1, 2, 6, 6))
         shape = (1, 2, 6, 6)
     layer = S.find_layers(mod)[0]
     cfg = S.ShiftConfig(4)
@@ -478,6 +479,9 @@ def test_shift_weights_run_as_int_shift_accumulate(rng, op):
     else:
         acc = ref.shift_conv2d_int(xq, codes[0], P, padding=1)
         scale = (sx * alpha.astype(np.float64) * 2.0**-P).reshape(1, -1, 1, 1)
+    acc = np.maximum(acc.astype(np.int64) + iq.bias_codes(b.reshape(np.shape(scale)[1:] if op == "conv2d" else -1), scale), 0)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(acc, scale))
     assert float_scan.float_ops(c.mod) == []
+    kernel = next(f for g, f in mod.functions.items() if g.name_hint.startswith("shift_"))
+    assert "shiftc.lo" in kernel.attrs  # the ReLU really was folded into the float kernel first
