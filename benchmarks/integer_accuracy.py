@@ -3,7 +3,7 @@
     python benchmarks/integer_accuracy.py cnn       [--model M] [--n 10000] [--calib 64]
     python benchmarks/integer_accuracy.py vit       [--model M] [--n 10000] [--calib 64]   # + 4-bit shift weights
     python benchmarks/integer_accuracy.py segmenter [--model M] [--n 300]   [--calib 64]   # mIoU, lambda-GELU, nearest, no L2
-    python benchmarks/integer_accuracy.py minilm    [--sentences 64] [--calib 16]           # embedding cosine vs FP32
+    python benchmarks/integer_accuracy.py minilm    [--sentences 64] [--calib 16]           # embedding cosine vs FP32 (examples/minilm.py)
 
 References: onnxruntime FP32 on the same inputs, and the Fashion-MNIST test labels / masks.
 Calibration samples come from the *training* split; evaluation uses the test split. Every integer
@@ -23,7 +23,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import shiftc  # noqa: E402
 import shiftc.errors  # noqa: E402
@@ -155,15 +154,15 @@ def segmenter_model_changes(x, masks, k):
 
 
 def cmd_minilm(args):
-    """all-MiniLM-L6-v2 (exported by benchmarks/minilm_export.py: its in-graph additive mask imports
-    into Relax, unlike examples/minilm.py's export), seq len 128, embedding cosine vs onnxruntime."""
+    """all-MiniLM-L6-v2 (examples/minilm.py export: BERT, masked mean pooling, L2 norm), seq len 128,
+    embedding cosine vs onnxruntime FP32 on GPL-3 sentences not used for calibration."""
     import tempfile
 
-    import minilm_export
+    from examples import minilm
 
-    sents = minilm_export.sentences()[: args.sentences + args.calib]
-    path = Path(args.model) if args.model else minilm_export.export(Path(tempfile.mkdtemp()) / "minilm.onnx", 17, 128)
-    samples = minilm_export.tokenize(sents, 128)
+    sents = minilm.sentences()[: args.sentences + args.calib]
+    path = Path(args.model) if args.model else minilm.export_minilm(Path(tempfile.mkdtemp()) / "minilm.onnx")
+    samples = minilm.feeds(sents)
     cal, test = samples[: args.calib], samples[args.calib :]
     ref_sess = ev.session(path)
     ref = np.concatenate([ref_sess.run(None, s)[0] for s in test])
