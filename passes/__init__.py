@@ -17,3 +17,4 @@ register(Stage("fold_norm", lambda o: o.fold_norm, fold_norm.apply))
 register(Stage("ln_to_l1", _norm_is_l1, ln_to_l1.apply, lossy=True))
 
 from . import shift_stage  # noqa: E402,F401  (registers the "shift" stage)
+from . import integerize_stage  # noqa: E402,F401  (registers the "integerize" stage)

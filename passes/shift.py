@@ -178,8 +178,14 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
     extra = [relax.const(ep.bias, "float32")] if ep.bias is not None else []
     common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi)
     attrs = {"op_pattern": 8, "shiftc.kernel": "shift_float"}  # opaque: kept out of fusion
+    # what a later pass (integerize) needs to re-emit the layer on the integer path
+    attrs.update({"shiftc.op": layer.op, "shiftc.bits": cfg.bits, "shiftc.terms": cfg.terms,
+                  "shiftc.zero_free": int(cfg.zero_free), "shiftc.weight_shape": [int(d) for d in layer.weight.shape]})
+    attrs.update({f"shiftc.{k}": float(v) for k, v in (("lo", ep.lo), ("hi", ep.hi)) if v is not None})
     if layer.op == "conv2d":
         a = layer.attrs
+        attrs.update({"shiftc.strides": [int(v) for v in a["strides"]], "shiftc.padding": [int(v) for v in a["padding"]],
+                      "shiftc.dilation": [int(v) for v in a["dilation"]], "shiftc.groups": int(a["groups"])})
         return bb.call_te(
             K.shift_conv2d_float, x, packed, alpha_c, *extra, weight_shape=layer.weight.shape, stride=a["strides"],
             padding=a["padding"], dilation=a["dilation"], groups=a["groups"], **common,

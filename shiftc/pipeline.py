@@ -42,6 +42,16 @@ class PassOptions:
     shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
     accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget.", type=float)
 
+    # integerize (passes/integerize_stage.py)
+    integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
+    calibration_method: str = option("minmax", "Activation range observer for --integer-only.", type=click.Choice(["minmax", "percentile", "mse"]))
+    calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
+    gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", type=click.Choice(["shift", "lambda"]))
+    upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", type=click.Choice(["keep", "nearest"]))
+    l2norm: str = option("keep", "With --integer-only: keep L2 normalisation (stays float), or 'remove' it (changes the model, reported).", type=click.Choice(["keep", "remove"]))
+    requant: str = option("dyadic", "Requantiser scales: 'dyadic' (m * 2^-e) or 'pow2' (every scale a power of two: shift-only, for VTA).", type=click.Choice(["dyadic", "pow2"]))
+    float_fallback: bool = option(False, "With --integer-only, keep ops that have no integer form in float (each one reported) instead of failing.", cli="--float-fallback/--no-float-fallback")
+
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> "PassOptions":
         names = {f.name for f in dataclasses.fields(cls)}

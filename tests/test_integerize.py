@@ -1,0 +1,487 @@
+"""integerize: every rewritten op, built by the pass and run by TVM, matches the composition of
+``shiftc.reference`` functions on the same integers, bit for bit (outputs compared with ==)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm import relax
+
+from shiftc import calibrate
+from shiftc import reference as ref
+from shiftc.errors import UnsupportedModelError
+from shiftc.passes import float_scan
+from shiftc.passes import int_quant as iq
+from shiftc.passes.integerize import IntOptions, integerize
+from shiftc.targets.x86 import flatten_outputs
+
+F32 = "float32"
+
+
+def graph(body, **shapes):
+    """A float32 Relax ``main`` over the named inputs; ``body(bb, *params)`` returns the output."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(n, relax.TensorType(s, F32)) for n, s in shapes.items()]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *params))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+class Compiled:
+    """The integerized module, built once; ``run(x)`` returns its outputs."""
+
+    def __init__(self, mod, samples, **opts):
+        self.calib = calibrate.calibrate(mod, samples)
+        self.mod, self.report = integerize(mod, self.calib, IntOptions(**opts))
+        with tvm.transform.PassContext(opt_level=3):
+            ex = tvm.compile(self.mod, target=tvm.target.Target({"kind": "llvm"}))
+        self.vm = relax.VirtualMachine(ex, tvm.cpu())
+
+    def run(self, *xs):
+        return flatten_outputs(self.vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]))
+
+    def s(self, name, bits=8):
+        return self.calib.scale(name, bits)
+
+    def row(self, op):
+        return next(r for r in self.report.rows if r["op"] == op)
+
+
+def deq(q, scale):
+    """The output dequantiser in NumPy (float32 product, as the kernel)."""
+    return q.astype(np.float32) * np.asarray(scale, np.float32)
+
+
+def rand(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def emit(bb, expr, name):
+    return bb.emit(expr, name_hint=name)
+
+
+# ----------------------------------------------------------------------------- boundary
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-300, 300, width=32), min_size=1, max_size=64), st.floats(1e-3, 2.0))
+def test_quantize_te_matches_numpy(values, scale):
+    x = np.asarray(values, np.float32)
+    q_np = iq.quantize_np(x, scale, 8)
+    assert q_np.dtype == np.int8 and q_np.min() >= -128 and q_np.max() <= 127
+    q_tvm = _quantize_kernel(len(x), scale)(x)
+    np.testing.assert_array_equal(q_tvm, q_np)
+
+
+_QK = {}
+
+
+def _quantize_kernel(n, scale):
+    from tvm import te
+
+    key = (n, float(np.float32(1.0 / scale)))
+    if key not in _QK:
+        a = te.placeholder((n,), F32, name="a")
+        f = tvm.compile(te.create_prim_func([a, iq.quantize_te(a, scale, 8)]), target=tvm.target.Target({"kind": "llvm"}))
+        _QK.clear()
+        _QK[key] = f
+    f = _QK[key]
+
+    def run(x):
+        out = tvm.runtime.tensor(np.zeros(n, np.int8))
+        f(tvm.runtime.tensor(x), out)
+        return out.numpy()
+
+    return run
+
+
+def test_round_half_up_ties():
+    # 0.5 -> 1, -0.5 -> 0, 1.5 -> 2, -1.5 -> -1 (one rounding mode, CONTRACTS.md)
+    np.testing.assert_array_equal(iq.quantize_np(np.array([0.5, -0.5, 1.5, -1.5, 300, -300], F32), 1.0, 8), [1, 0, 2, -1, 127, -128])
+
+
+# ----------------------------------------------------------------------------- linear + requant
+def test_matmul_relu_matmul_per_channel_requant(rng):
+    W1, b1 = rand(rng, (16, 32), 0.3), rand(rng, (32,), 0.1)
+    W2, b2 = rand(rng, (32, 8), 0.3), rand(rng, (8,), 0.1)
+
+    def body(bb, x):
+        h = emit(bb, relax.op.add(emit(bb, relax.op.matmul(x, relax.const(W1)), "m1"), relax.const(b1)), "h")
+        r = emit(bb, relax.op.nn.relu(h), "r")
+        return emit(bb, relax.op.add(relax.const(b2), emit(bb, relax.op.matmul(r, relax.const(W2)), "m2")), "y")
+
+    mod = graph(body, x=(4, 16))
+    samples = [{"x": rand(rng, (4, 16))} for _ in range(4)]
+    c = Compiled(mod, samples)
+    x = rand(rng, (4, 16), 1.3)  # beyond the calibrated range: saturation is exercised too
+    sx, sr = c.s("x"), c.s("r")
+    w1, sw1 = iq.weight_codes(W1, axis=1)
+    w2, sw2 = iq.weight_codes(W2, axis=1)
+    acc1 = iq.quantize_np(x, sx, 8).astype(np.int64) @ w1 + iq.bias_codes(b1, sx * sw1)
+    m, e = ref.dyadic(sx * sw1 / sr)
+    r8 = ref.requantize(np.maximum(acc1, 0), m, e, 8, axis=-1)
+    acc2 = r8.astype(np.int64) @ w2 + iq.bias_codes(b2, sr * sw2)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(acc2, sr * sw2))
+    assert float_scan.float_ops(c.mod) == []
+
+
+def test_conv2d_maxpool_mean(rng):
+    W, b = rand(rng, (6, 3, 3, 3), 0.3), rand(rng, (6,), 0.1)
+
+    def body(bb, x):
+        cv = emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "cv")
+        h = emit(bb, relax.op.add(cv, relax.const(b.reshape(1, 6, 1, 1))), "h")
+        p = emit(bb, relax.op.nn.max_pool2d(emit(bb, relax.op.nn.relu(h), "r"), (2, 2), (2, 2)), "p")
+        return emit(bb, relax.op.mean(p, axis=[2, 3], keepdims=False), "y")
+
+    mod = graph(body, x=(1, 3, 8, 8))
+    c = Compiled(mod, [{"x": rand(rng, (1, 3, 8, 8))} for _ in range(3)])
+    x = rand(rng, (1, 3, 8, 8))
+    sx, sp = c.s("x"), c.s("p", 16)
+    w, sw = iq.weight_codes(W, axis=0)
+    xq = iq.quantize_np(x, sx, 8).astype(np.int64)
+    acc = _conv_nchw(xq, w.astype(np.int64), 1) + iq.bias_codes(b, sx * sw).reshape(1, 6, 1, 1)
+    pooled = np.maximum(acc, 0).reshape(1, 6, 4, 2, 4, 2).max(axis=(3, 5))
+    m, e = ref.dyadic(sx * sw / sp)
+    p16 = ref.requantize(pooled, m, e, 16, axis=1)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(ref.int_mean(p16, axis=(2, 3)), sp))
+
+
+def _conv_nchw(x, w, pad):
+    n, ci, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((n, co, h, wd), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            out += np.einsum("nchw,oc->nohw", xp[:, :, i : i + h, j : j + wd], w[:, :, i, j])
+    return out
+
+
+def test_activation_matmul_and_scalar_scale(rng):
+    def body(bb, a, b):
+        s = emit(bb, relax.op.matmul(a, emit(bb, relax.op.permute_dims(b, [1, 0]), "bt")), "s")
+        return emit(bb, relax.op.multiply(s, relax.const(0.25, F32)), "y")
+
+    mod = graph(body, a=(5, 8), b=(6, 8))
+    c = Compiled(mod, [{"a": rand(rng, (5, 8)), "b": rand(rng, (6, 8))} for _ in range(2)])
+    a, b = rand(rng, (5, 8)), rand(rng, (6, 8))
+    sa, sb = c.s("a"), c.s("b")
+    acc = iq.quantize_np(a, sa, 8).astype(np.int64) @ iq.quantize_np(b, sb, 8).astype(np.int64).T
+    (got,) = c.run(a, b)
+    np.testing.assert_array_equal(got, deq(acc, sa * sb * 0.25))
+
+
+# ----------------------------------------------------------------------------- residual add
+def test_residual_add_int(rng):
+    W = rand(rng, (8, 8), 0.4)
+
+    def body(bb, x):
+        h = emit(bb, relax.op.matmul(x, relax.const(W)), "h")
+        return emit(bb, relax.op.add(x, h), "y")
+
+    mod = graph(body, x=(3, 8))
+    c = Compiled(mod, [{"x": rand(rng, (3, 8))} for _ in range(3)])
+    x = rand(rng, (3, 8))
+    sx, sh, sy = c.s("x"), c.s("h", 16), c.s("y", 16)
+    w, sw = iq.weight_codes(W, axis=1)
+    xq = iq.quantize_np(x, sx, 8)
+    m, e = ref.dyadic(sx * sw / sh)
+    h16 = ref.requantize(xq.astype(np.int64) @ w, m, e, 16, axis=-1)
+    y = ref.add_int(xq, sx, h16, sh, sy, 16)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(y, sy))
+
+
+# ----------------------------------------------------------------------------- non-linear
+def _chain(rng, make, shape, scale=2.0, n=3, **opts):
+    mod = graph(lambda bb, x: emit(bb, make(x), "y"), x=shape)
+    c = Compiled(mod, [{"x": rand(rng, shape, scale)} for _ in range(n)], **opts)
+    return c
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.2, 6.0))
+def test_shiftmax(seed, spread):
+    c = _SOFTMAX.get()
+    x = rand(np.random.default_rng(seed), (4, 49), spread)
+    row = c.row("shiftmax")
+    sx = c.s("x")
+    assert row["in_scale"] == sx and row["x0"] == ref.exp_x0(sx, 12)
+    want = ref.shiftmax(iq.quantize_np(x, sx, 8), sx, 12)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(want, 2.0**-7))
+
+
+class _Lazy:
+    def __init__(self, make):
+        self.make, self.value = make, None
+
+    def get(self):
+        if self.value is None:
+            self.value = self.make()
+        return self.value
+
+
+_SOFTMAX = _Lazy(lambda: _chain(np.random.default_rng(1), lambda x: relax.op.nn.softmax(x, -1), (4, 49), 3.0))
+_GELU = _Lazy(lambda: _chain(np.random.default_rng(2), relax.op.nn.gelu, (4, 32), 2.0))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.1, 3.0))
+def test_shift_gelu(seed, spread):
+    c = _GELU.get()
+    x = rand(np.random.default_rng(seed), (4, 32), spread)
+    row = c.row("shift_gelu")
+    sx = c.s("x")
+    want = ref.shift_gelu(iq.quantize_np(x, sx, 8), row["in_scale"], 23)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(want, sx * 2.0**-15))
+
+
+def test_lambda_shift_gelu_requantised_input(rng):
+    # GELU after a matmul: the int32 accumulator is requantised to the widest legal width first
+    W = rand(rng, (16, 24), 0.3)
+    mod = graph(lambda bb, x: emit(bb, relax.op.nn.gelu(emit(bb, relax.op.matmul(x, relax.const(W)), "h")), "y"), x=(3, 16))
+    samples = [{"x": rand(rng, (3, 16))} for _ in range(3)]
+    probe = calibrate.collect(mod, samples, ["h"], "percentile")
+    terms = ref.calibrate_lambda(probe["h"].values())
+    c = Compiled(mod, samples, gelu="lambda", lambdas={"h": terms})
+    row = c.row("lambda_shift_gelu")
+    bits = row["in_bits"]
+    assert bits > 8  # a requantised, wider input
+    x = rand(rng, (3, 16))
+    sx, sh = c.s("x"), c.s("h", bits)
+    assert row["in_scale"] == sh
+    w, sw = iq.weight_codes(W, axis=1)
+    m, e = ref.dyadic(sx * sw / sh)
+    h = ref.requantize(iq.quantize_np(x, sx, 8).astype(np.int64) @ w, m, e, bits, axis=-1)
+    want = ref.lambda_shift_gelu(h, sh, terms)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(want, sh * 2.0**-15))
+    # and it is a GELU: within the stated bound of erf-GELU plus the input quantisation step
+    exact = ref.gelu_erf(h * sh)
+    assert np.abs(got - exact).max() <= ref.lambda_gelu_bound(terms) + 1e-6
+
+
+def test_layernorm_gamma_beta_folded(rng):
+    C = 24
+    g = rand(rng, (C,), 1.0)
+    g[3] = -0.5  # a negative gamma takes the sign path
+    bt = rand(rng, (C,), 0.2)
+    mod = graph(lambda bb, x: emit(bb, relax.op.nn.layer_norm(x, relax.const(g), relax.const(bt), [-1]), "y"), x=(5, C))
+    c = Compiled(mod, [{"x": rand(rng, (5, C), 2.0)} for _ in range(3)])
+    x = rand(rng, (5, C), 2.0)
+    sx, sy = c.s("x"), c.s("y")
+    ln = ref.i_layernorm(iq.quantize_np(x, sx, 8))
+    m, e = ref.dyadic(np.abs(g).astype(np.float64) * math.sqrt(C) * 2.0**-30 / sy)
+    y = ref.requantize(ln * np.where(g < 0, -1, 1), m, e, 32, axis=-1).astype(np.int64) + iq.bias_codes(bt, sy)
+    want = ref.saturate(y, 8)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(want, sy))
+    exact = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * g + bt
+    assert np.abs(got - exact).max() < 0.15  # sanity: it is a LayerNorm
+
+
+def test_avgpool_nearest_upsample(rng):
+    def make(x):
+        return relax.op.image.resize2d(relax.op.nn.avg_pool2d(x, (2, 2), (2, 2)), (8, 8), method="linear")
+
+    mod = graph(lambda bb, x: emit(bb, make_named(bb, x), "y"), x=(1, 2, 8, 8))
+    c = Compiled(mod, [{"x": rand(rng, (1, 2, 8, 8))} for _ in range(2)], upsample="nearest")
+    x = rand(rng, (1, 2, 8, 8))
+    sx = c.s("x")
+    pooled = ref.int_avgpool2d(iq.quantize_np(x, sx, 8), 2)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(ref.nearest_upsample(pooled, 2), sx))
+    assert any(r["op"] == "nearest_upsample" for r in c.report.rows)
+
+
+def make_named(bb, x):
+    p = emit(bb, relax.op.nn.avg_pool2d(x, (2, 2), (2, 2)), "p")
+    return relax.op.image.resize2d(p, (8, 8), method="linear")
+
+
+def test_bilinear_kept_is_unsupported_unless_fallback(rng):
+    mod = graph(lambda bb, x: emit(bb, make_named(bb, x), "y"), x=(1, 2, 8, 8))
+    samples = [{"x": rand(rng, (1, 2, 8, 8))}]
+    calib = calibrate.calibrate(mod, samples)
+    with pytest.raises(UnsupportedModelError, match="image.resize2d"):
+        integerize(mod, calib, IntOptions(upsample="keep"))
+    new, rep = integerize(mod, calib, IntOptions(upsample="keep", float_fallback=True))
+    assert [f["op"] for f in rep.float_ops] == ["relax.image.resize2d"]
+    # the scan sees the float island (it is not part of the boundary): its value and its kernels
+    found = float_scan.float_ops(new)
+    assert any(o.startswith("value") and "relax.image.resize2d" in o for o in found)
+    assert any(o.startswith("kernel resize2d") for o in found)
+
+
+def test_l2norm_removed(rng):
+    # a canonical l2_normalize (as passes/canonicalize emits it): a private function tagged shiftc.op
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((4, 8), F32))
+    with bb.function("l2_normalize", [xv], attrs={"shiftc.op": "l2_normalize", "shiftc.axes": [1], "shiftc.eps": 0.0}, private=True):
+        with bb.dataflow():
+            n = bb.emit(relax.op.sqrt(bb.emit(relax.op.sum(bb.emit(relax.op.multiply(xv, xv)), [1], keepdims=True))))
+            o = bb.emit_output(relax.op.divide(xv, n))
+        bb.emit_func_output(o)
+    gv = bb.get().get_global_var("l2_normalize")
+    x = relax.Var("x", relax.TensorType((4, 8), F32))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            t = bb.emit(relax.op.multiply(x, relax.const(3.0, F32)), name_hint="t")
+            o = bb.emit_output(relax.Call(gv, [t]))
+        bb.emit_func_output(o)
+    mod = bb.get()
+    samples = [{"x": rand(rng, (4, 8))}]
+    calib = calibrate.calibrate(mod, samples)
+    with pytest.raises(UnsupportedModelError, match="l2_normalize"):
+        integerize(mod, calib, IntOptions())
+    new, rep = integerize(mod, calib, IntOptions(l2norm="remove"))
+    assert "l2_normalize" not in [g.name_hint for g in new.functions.keys()]
+    ex = tvm.compile(new, target=tvm.target.Target({"kind": "llvm"}))
+    xin = rand(rng, (4, 8))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xin)).numpy()
+    sx = calib.scale("x")
+    np.testing.assert_array_equal(got, deq(iq.quantize_np(xin, sx, 8), sx * 3.0))
+
+
+def test_concat_with_constant_and_split(rng):
+    cls = rand(rng, (1, 2, 4))
+
+    def body(bb, x):
+        cat = emit(bb, relax.op.concat([x, relax.const(cls)], axis=1), "cat")
+        parts = emit(bb, relax.op.split(cat, [3], axis=1), "parts")
+        return emit(bb, relax.op.add(emit(bb, relax.TupleGetItem(parts, 1), "b"), relax.const(np.float32(0.5))), "y")
+
+    mod = graph(body, x=(1, 3, 4))
+    c = Compiled(mod, [{"x": rand(rng, (1, 3, 4))} for _ in range(2)])
+    x = rand(rng, (1, 3, 4))
+    sc = c.s("cat", 16)
+    cat = np.concatenate([ref.requantize(iq.quantize_np(x, c.s("x"), 8), *ref.dyadic(c.s("x") / sc), 16), iq.quantize_np(cls, sc, 16)], axis=1)
+    want = cat[:, 3:].astype(np.int64) + iq.bias_codes(np.float32(0.5), sc)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(want, sc))
+
+
+# ----------------------------------------------------------------------------- pow2 requant
+def test_pow2_requant_is_shift_only(rng):
+    W1, W2 = rand(rng, (8, 16), 0.3), rand(rng, (16, 4), 0.3)
+
+    def body(bb, x):
+        r = emit(bb, relax.op.nn.relu(emit(bb, relax.op.matmul(x, relax.const(W1)), "h")), "r")
+        return emit(bb, relax.op.matmul(r, relax.const(W2)), "y")
+
+    mod = graph(body, x=(2, 8))
+    c = Compiled(mod, [{"x": rand(rng, (2, 8))} for _ in range(2)], requant="pow2")
+    x = rand(rng, (2, 8))
+    sx, sr = iq.pow2_up(c.s("x")), iq.pow2_up(c.s("r"))
+    w1, sw1 = iq.weight_codes(W1, 1, pow2=True)
+    w2, sw2 = iq.weight_codes(W2, 1, pow2=True)
+    assert all(iq.log2_exact(v) for v in [sx, sr, *sw1, *sw2])
+    m, e = iq.requant_params(sx * sw1 / sr, pow2=True)
+    assert np.all((m > 0) & ((m & (m - 1)) == 0)) and np.all((m == 1) | (e == 0))  # one shift each
+    r8 = ref.requantize(np.maximum(iq.quantize_np(x, sx, 8).astype(np.int64) @ w1, 0), m, e, 8, axis=-1)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(r8.astype(np.int64) @ w2, sr * sw2))
+
+
+# ----------------------------------------------------------------------------- unsupported ops
+def test_unsupported_op_is_named(rng):
+    mod = graph(lambda bb, x: emit(bb, relax.op.sigmoid(x), "y"), x=(2, 3))
+    calib = calibrate.calibrate(mod, [{"x": rand(rng, (2, 3))}])
+    with pytest.raises(UnsupportedModelError, match=r"relax.sigmoid \(y\)"):
+        integerize(mod, calib, IntOptions())
+
+
+# ----------------------------------------------------------------------------- masks (BERT-style)
+def test_additive_mask_softmax_and_masked_mean(rng):
+    """int64 mask -> (1 - m) * -FLT_MAX added to scores -> softmax; and sum(x*m)/sum(m) pooling."""
+    fmax = float(np.finfo(np.float32).max)
+
+    def body(bb, x, m):
+        mf = emit(bb, relax.op.astype(m, F32), "mf")
+        neg = emit(bb, relax.op.multiply(emit(bb, relax.op.subtract(relax.const(1.0, F32), mf), "inv"), relax.const(-fmax, F32)), "neg")
+        p = emit(bb, relax.op.nn.softmax(emit(bb, relax.op.add(x, neg), "sc"), -1), "p")
+        num = emit(bb, relax.op.sum(emit(bb, relax.op.multiply(p, mf), "pm"), [1], keepdims=False), "num")
+        den = emit(bb, relax.op.sum(mf, [1], keepdims=False), "den")
+        return emit(bb, relax.op.divide(num, den), "y")
+
+    bb = relax.BlockBuilder()
+    xv, mv = relax.Var("x", relax.TensorType((3, 8), F32)), relax.Var("m", relax.TensorType((3, 8), "int64"))
+    with bb.function("main", [xv, mv]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, xv, mv))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    mask = np.ones((3, 8), np.int64)
+    mask[0, 5:] = 0
+    mask[2, 2:] = 0
+    samples = [{"x": rand(rng, (3, 8), 2.0), "m": mask} for _ in range(3)]
+    calib = calibrate.calibrate(mod, samples)
+    assert calib.thresholds["sc"] < 100  # the -FLT_MAX sentinels are not part of the range
+    new, rep = integerize(mod, calib, IntOptions())
+    assert float_scan.float_ops(new) == []
+    ex = tvm.compile(new, target=tvm.target.Target({"kind": "llvm"}))
+    x = rand(rng, (3, 8), 2.0)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(mask)).numpy()
+    # reference composition
+    sx, ssc = calib.scale("x"), calib.scale("sc", 16)
+    sc = ref.add_int_dyadic(iq.quantize_np(x, sx, 8), *ref.dyadic(sx / ssc), -(1 - mask), *ref.dyadic(2.0**20), 16)
+    row = next(r for r in rep.rows if r["op"] == "shiftmax")
+    bits = row["in_bits"]
+    s_in = calib.scale("sc", bits)
+    z = sc if bits == 16 else ref.requantize(sc, *ref.dyadic(ssc / s_in), bits)
+    p = ref.shiftmax(z, s_in, 12).astype(np.int64)
+    num = np.sum(p * mask, axis=1)
+    den = mask.sum(axis=1)
+    want = (num + den // 2) // den
+    np.testing.assert_array_equal(got, deq(want, 2.0**-7))
+    # masked entries get (almost) no probability
+    assert np.all(p[mask == 0] <= 1)
+
+
+# ----------------------------------------------------------------------------- shift weights
+@pytest.mark.parametrize("op", ["matmul", "conv2d"])
+def test_shift_weights_run_as_int_shift_accumulate(rng, op):
+    from shiftc.passes import shift as S
+
+    # with a bias add and a ReLU that the shift pass folds into its kernel's epilogue
+    if op == "matmul":
+        W, b = rand(rng, (16, 12), 0.3), rand(rng, (12,), 0.2)
+        mod = graph(lambda bb, x: emit(bb, relax.op.nn.relu(emit(bb, relax.op.add(emit(bb, relax.op.matmul(x, relax.const(W)), "m"), relax.const(b)), "h")), "y"), x=(3, 16))
+        shape = (3, 16)
+    else:
+        W, b = rand(rng, (5, 2, 3, 3), 0.3), rand(rng, (5,), 0.2)
+        mod = graph(lambda bb, x: emit(bb, relax.op.nn.relu(emit(bb, relax.op.add(emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "m"), relax.const(b.reshape(1, 5, 1, 1))), "h")), "y"), x=(1, 2, 6, 6))
+        shape = (1, 2, 6, 6)
+    layer = S.find_layers(mod)[0]
+    cfg = S.ShiftConfig(4)
+    mod = S.ShiftWeights({layer.name: cfg})(mod)
+    codes, alpha = S.encode(layer, cfg)
+    c = Compiled(mod, [{"x": rand(rng, shape)} for _ in range(2)])
+    row = c.row(f"shift_{op}_int")
+    P = int(np.abs(codes.astype(np.int64)).max()) - 1
+    assert row["P"] == P and row["bits"] == 4
+    x = rand(rng, shape)
+    sx = c.s("x")
+    xq = iq.quantize_np(x, sx, 8)
+    if op == "matmul":
+        acc = ref.shift_matmul_int(xq, codes[0], P)
+        scale = sx * alpha.astype(np.float64) * 2.0**-P
+    else:
+        acc = ref.shift_conv2d_int(xq, codes[0], P, padding=1)
+        scale = (sx * alpha.astype(np.float64) * 2.0**-P).reshape(1, -1, 1, 1)
+    acc = np.maximum(acc.astype(np.int64) + iq.bias_codes(b.reshape(np.shape(scale)[1:] if op == "conv2d" else -1), scale), 0)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(acc, scale))
+    assert float_scan.float_ops(c.mod) == []
+    kernel = next(f for g, f in mod.functions.items() if g.name_hint.startswith("shift_"))
+    assert "shiftc.lo" in kernel.attrs  # the ReLU really was folded into the float kernel first
