@@ -136,9 +136,11 @@ class Integerizer:
         if q.per_axis:
             mc = relax.const(np.asarray(m, np.int64))
             ec = relax.const(np.asarray(e, np.int32))
-            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis")
-        else:
-            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant")
+            attrs = {"shiftc.requant": "per_axis", "shiftc.axis": int(q.axis), "shiftc.bits": int(bits)}
+            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis", attrs=attrs)
+        else:  # the attrs let a target recognise the op (targets/vta)
+            attrs = {"shiftc.requant": "per_tensor", "shiftc.m": int(m), "shiftc.e": int(e), "shiftc.bits": int(bits)}
+            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant", attrs=attrs)
         return Q(out, s_out, bits)
 
     def as_int(self, name: str, q: Q, bits: int) -> Q:

@@ -108,6 +108,10 @@ def compile(  # noqa: A001 - the public name users expect
         targets.get(target)  # raises the unknown-target error
     tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
     tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
+    for key, value in tgt.required_options().items():
+        if options.get(key, value) != value:
+            raise InputError(f"target {target!r} needs {key}={value!r}; got {key}={options[key]!r}")
+        options[key] = value
     pass_options = pipeline.PassOptions.from_kwargs(options)
     tgt.require_tools()
 
@@ -123,6 +127,7 @@ def compile(  # noqa: A001 - the public name users expect
 
     step("build")
     t0 = time.perf_counter()
+    mod = tgt.lower(mod, report)
     executable = pipeline.build(mod, tgt)
     timings["build"] = time.perf_counter() - t0
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from shiftc.errors import InputError
 
 from .base import Target, Tool
+from .vta.target import VTA
 from .x86 import X86
 
-REGISTRY: dict[str, type[Target]] = {"x86": X86}
+REGISTRY: dict[str, type[Target]] = {"x86": X86, "vta": VTA}
 
 
 def get(name: str, **options) -> Target:

@@ -60,6 +60,16 @@ class Target(ABC):
                 f"target {self.name!r} needs {t.program} ({t.purpose}); install it with: apt-get install {t.package}"
             )
 
+    def required_options(self) -> dict:
+        """Pass options this target needs (e.g. ``{"integer_only": True}``); the API sets them and
+        rejects a conflicting user value."""
+        return {}
+
+    def lower(self, mod, report):
+        """A target-specific Relax -> Relax rewrite before the build (e.g. offloading layers to an
+        accelerator); may add a stage to ``report`` (shiftc.report.Report)."""
+        return mod
+
     @abstractmethod
     def build(self, executable, out_dir: Path) -> list[str]:
         """Export a compiled Relax executable into ``out_dir``; return the file names written."""
