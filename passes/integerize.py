@@ -8,6 +8,7 @@ accumulators of per-channel weights)::
     matmul(x, W_const) [+ b]   ->  matmul(x_i8, W_i8, out=int32) [+ b_i32]        scale s_x * s_w[c]
     conv2d(x, W_const) [+ b]   ->  conv2d(x_i8, W_i8, out=int32) [+ b_i32]        scale s_x * s_w[c]
     matmul(a, b)               ->  matmul(a_i8, b_i8, out=int32)                  scale s_a * s_b
+    shift kernel (shift pass)  ->  shift_matmul_int / shift_conv2d_int on x_i8     scale s_x * alpha_c * 2**-P
     x * c, x / c  (scalar c>0) ->  x, with its scale times c (no op)
     relu / max_pool2d          ->  the same op on the integers (same scale)
     a + b  (activations)       ->  add_int (both requantised to the sum's scale), int16
@@ -46,6 +47,7 @@ from shiftc import reference as ref
 from shiftc.calibrate import Calibration, qmax
 from shiftc.errors import UnsupportedModelError
 from shiftc.schedules import int_kernels as K
+from shiftc.schedules import shift_kernels as SK
 
 from . import int_quant as iq
 
@@ -636,7 +638,37 @@ class Integerizer:
         return self.fallback(var, call, args, str(kind or call.op.name_hint))
 
     def op_call_tir(self, var, call, args):
-        return None  # shift kernels: see passes/integerize_shift (not yet wired)
+        """A float shift kernel of the shift pass -> the int32 shift-accumulate kernel on int8 x.
+
+        Output scale per channel: ``s_x * alpha_c * 2**-P`` with ``P`` = the layer's largest code
+        exponent (CONTRACTS.md, integer path)."""
+        kernel = self.mod[call.args[0]]
+        at = kernel.attrs
+        if at is None or "shiftc.kernel" not in at or str(at["shiftc.kernel"]) != "shift_float":
+            return None
+        x_q, packed, alpha = self.get(call.args[1])
+        if not isinstance(x_q, Q) or not isinstance(packed, np.ndarray) or not isinstance(alpha, np.ndarray):
+            return None
+        op, bits, terms = str(at["shiftc.op"]), int(at["shiftc.bits"]), int(at["shiftc.terms"])
+        zero_free, wshape = bool(int(at["shiftc.zero_free"])), [int(d) for d in at["shiftc.weight_shape"]]
+        oi_shape = wshape if op == "conv2d" else [wshape[1], wshape[0]]
+        codes = ref.unpack_codes(packed.tobytes(), bits, terms * int(np.prod(oi_shape)), zero_free, shape=(terms, *oi_shape))
+        P = int(np.abs(codes.astype(np.int64)).max()) - 1 if codes.size else 0
+        P = max(P, 0)
+        x = self.as_int(call.args[1].fields[0].name, x_q, ACT_BITS)
+        common = dict(P=P, terms=terms, bits=bits, zero_free=zero_free, packed=True)
+        attrs = {"op_pattern": _OPAQUE, "shiftc.kernel": "shift_int"}
+        xe, pk = self.as_dtype(x, 8), relax.const(packed, "uint8")
+        if op == "conv2d":
+            out = self.emit_te(SK.shift_conv2d_int, xe, pk, name="shift_conv2d_int", attrs=attrs, weight_shape=wshape,
+                               stride=[int(v) for v in at["shiftc.strides"]], padding=[int(v) for v in at["shiftc.padding"]],
+                               dilation=[int(v) for v in at["shiftc.dilation"]], groups=int(at["shiftc.groups"]), **common)
+            axis = 1
+        else:
+            out = self.emit_te(SK.shift_matmul_int, xe, pk, name="shift_matmul_int", attrs=attrs, out_features=oi_shape[0], **common)
+            axis = len(_shape(var)) - 1
+        self.report.rows.append({"op": f"shift_{op}_int", "value": var.name, "bits": bits, "terms": terms, "P": P})
+        return Q(out, float(x.scale) * alpha.astype(np.float64) * 2.0**-P, 32, axis=axis)
 
 
 def integerize(mod: tvm.IRModule, calib: Calibration, opts: IntOptions, probe=()) -> tuple[tvm.IRModule, IntReport]:

@@ -164,8 +164,13 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
     alpha_c = relax.const(alpha.astype(np.float32), "float32")
     common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True)
     attrs = {"op_pattern": 8, "shiftc.kernel": "shift_float"}  # opaque: kept out of fusion
+    # what a later pass (integerize) needs to re-emit the layer on the integer path
+    attrs.update({"shiftc.op": layer.op, "shiftc.bits": cfg.bits, "shiftc.terms": cfg.terms,
+                  "shiftc.zero_free": int(cfg.zero_free), "shiftc.weight_shape": [int(d) for d in layer.weight.shape]})
     if layer.op == "conv2d":
         a = layer.attrs
+        attrs.update({"shiftc.strides": [int(v) for v in a["strides"]], "shiftc.padding": [int(v) for v in a["padding"]],
+                      "shiftc.dilation": [int(v) for v in a["dilation"]], "shiftc.groups": int(a["groups"])})
         return bb.call_te(
             K.shift_conv2d_float, x, packed, alpha_c, weight_shape=layer.weight.shape, stride=a["strides"],
             padding=a["padding"], dilation=a["dilation"], groups=a["groups"], **common,
