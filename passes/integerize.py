@@ -657,7 +657,9 @@ class Integerizer:
         P = max(P, 0)
         x = self.as_int(call.args[1].fields[0].name, x_q, ACT_BITS)
         common = dict(P=P, terms=terms, bits=bits, zero_free=zero_free, packed=True)
-        attrs = {"op_pattern": _OPAQUE, "shiftc.kernel": "shift_int"}
+        attrs = {"op_pattern": _OPAQUE, "shiftc.kernel": "shift_int", "shiftc.P": P}
+        attrs.update({k: at[k] for k in ("shiftc.op", "shiftc.bits", "shiftc.terms", "shiftc.zero_free", "shiftc.weight_shape",
+                                         "shiftc.strides", "shiftc.padding", "shiftc.dilation", "shiftc.groups") if k in at})
         xe, pk = self.as_dtype(x, 8), relax.const(packed, "uint8")
         if op == "conv2d":
             out = self.emit_te(SK.shift_conv2d_int, xe, pk, name="shift_conv2d_int", attrs=attrs, weight_shape=wshape,

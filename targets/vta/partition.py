@@ -46,6 +46,8 @@ class Chain:
     pools: list = field(default_factory=list)   # max_pool2d calls moved after the requantiser
     shift_e: object = 0                         # int or per-channel array
     out_bits: int = 32
+    wgt_mode: str = "int8"      # "shift": weight holds shift codes, integer weights sign * 2**(P - p)
+    shift_P: int | None = None
     members: list = field(default_factory=list)  # vars absorbed, in order; the last one is replaced
     notes: list = field(default_factory=list)
 
@@ -124,6 +126,8 @@ class _Finder:
     def anchor(self, b) -> tuple[Chain | None, str]:
         """A conv2d / matmul binding as the start of a chain, or why it cannot be one."""
         v, op = b.value, _op(b.value)
+        if op == "relax.call_tir":
+            return self.shift_anchor(b)
         x, w = v.args[0], _const(v.args[1])
         if _dtype(b.var) != "int32" or _dtype(x) != "int8":
             return None, f"{op.replace('relax.', '')} is not int8 x int8 -> int32"
@@ -142,6 +146,34 @@ class _Finder:
         if len(_shape(x)) != 2 or w.ndim != 2:
             return None, f"matmul of rank {len(_shape(x))} x {w.ndim} (VTA dense takes (N, K) x (K, M))"
         return Chain("dense", b.var, x, np.ascontiguousarray(w.T), members=[b.var]), ""
+
+    def shift_anchor(self, b) -> tuple[Chain | None, str]:
+        """An integer shift kernel (attrs ``shiftc.kernel = shift_int``) with constant codes."""
+        from shiftc.reference import unpack_codes
+
+        v = b.value
+        at = self.mod[v.args[0]].attrs
+        x, packed = v.args[1].fields[0], _const(v.args[1].fields[1])
+        op, terms = str(at["shiftc.op"]), int(at["shiftc.terms"])
+        if terms != 1:
+            return None, f"{terms}-term shift codes (the VTA shift core takes one code per weight)"
+        if packed is None or _dtype(x) != "int8":
+            return None, "shift kernel without int8 input and constant codes"
+        wshape = [int(d) for d in at["shiftc.weight_shape"]]
+        oi = wshape if op == "conv2d" else [wshape[1], wshape[0]]
+        codes = unpack_codes(packed.tobytes(), int(at["shiftc.bits"]), int(np.prod(oi)),
+                             bool(int(at["shiftc.zero_free"])), shape=tuple(oi)).astype(np.int8)
+        common = dict(members=[b.var], wgt_mode="shift", shift_P=int(at["shiftc.P"]))
+        if op == "conv2d":
+            if int(at["shiftc.groups"]) != 1:
+                return None, f"groups={int(at['shiftc.groups'])} (grouped/depthwise conv is not lowered to VTA)"
+            if any(int(d) != 1 for d in at["shiftc.dilation"]):
+                return None, "dilated conv is not lowered to VTA"
+            return Chain("conv2d", b.var, x, codes, tuple(int(s) for s in at["shiftc.strides"]),
+                         tuple(int(p) for p in at["shiftc.padding"]), **common), ""
+        if len(_shape(x)) != 2:
+            return None, f"shift matmul of rank {len(_shape(x))} (VTA dense takes (N, K))"
+        return Chain("dense", b.var, x, codes, **common), ""
 
     def extend(self, c: Chain) -> Chain:
         """Absorb bias, ReLU, max pools and a shift-only requantiser after the anchor."""
@@ -203,8 +235,8 @@ class _Finder:
             e = e.astype(np.int64)
         m = np.asarray(m)
         if np.any(m != 1):
-            pow2 = np.all((m > 1) & ((m & (m - 1)) == 0))
-            return None, None, ("a left shift (scale ratio > 1): VTA layers requantise by right shifts only"
+            pow2 = np.all((m >= 1) & ((m & (m - 1)) == 0))
+            return None, None, ("a left shift on some channel (scale ratio > 1): VTA layers requantise by right shifts only"
                                 if pow2 else "multiplier m != 1 (not a pure shift: use requant='pow2')")
         if np.any(np.asarray(e) < 0) or np.any(np.asarray(e) > 31):
             return None, None, "shift outside [0, 31]"
@@ -220,6 +252,13 @@ def _per_channel(c: np.ndarray, nd: int, caxis: int, channels: int) -> bool:
         return False
 
 
+def _is_shift_kernel(mod, value) -> bool:
+    if _op(value) != "relax.call_tir":
+        return False
+    at = mod[value.args[0]].attrs
+    return at is not None and "shiftc.kernel" in at and str(at["shiftc.kernel"]) == "shift_int" and "shiftc.P" in at
+
+
 def find_layers(mod: tvm.IRModule) -> tuple[list[Chain], dict]:
     """The VTA chains of ``main`` and, for every other bound call, why it stays on the host."""
     f = _Finder(mod)
@@ -229,7 +268,7 @@ def find_layers(mod: tvm.IRModule) -> tuple[list[Chain], dict]:
         if b.var in absorbed:
             continue
         op = _op(b.value)
-        if op in ("relax.nn.conv2d", "relax.matmul"):
+        if op in ("relax.nn.conv2d", "relax.matmul") or _is_shift_kernel(mod, b.value):
             c, why = f.anchor(b)
             if c is not None:
                 c = f.extend(c)

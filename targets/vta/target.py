@@ -84,7 +84,7 @@ class VTA(X86):
 
     def _compile(self, c: partition.Chain, cfg) -> runtime.Layer:
         x_shape = partition._shape(c.x)
-        common = dict(relu=c.relu, name=c.last.name, out_bits=c.out_bits)
+        common = dict(relu=c.relu, name=c.last.name, out_bits=c.out_bits, wgt_mode=c.wgt_mode, shift_P=c.shift_P)
         if c.kind == "conv2d":
             q = QConv2d(c.weight, c.bias, c.shift_e, c.stride, c.padding, **common)
         else:
