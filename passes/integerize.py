@@ -219,7 +219,8 @@ class Integerizer:
 
     def get(self, expr):
         if isinstance(expr, tvm.ir.expr.Constant):
-            return expr.value.numpy()
+            v = expr.value
+            return v.numpy() if hasattr(v, "numpy") else np.asarray(v, dtype=str(expr.ty.dtype))
         if isinstance(expr, relax.Var):
             return self.vals[expr]
         if isinstance(expr, relax.Tuple):
