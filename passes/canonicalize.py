@@ -304,6 +304,8 @@ def _l2_normalize(g: Graph, var, value, emit):
     interior += [d, sq.args[0], p]
     if not all(g.only_used_by(v, {var, *interior}) for v in interior if isinstance(v, relax.Var)):
         return None
+    if shape_of(x) is None:
+        return None
     ndim = len(shape_of(x))
     axes = sorted(int(a) % ndim for a in sm.attrs.axis)
     fn = emit.add_func(_l2_function(x.ty, axes, eps), "l2_normalize")

@@ -6,7 +6,7 @@
 ``l1_norm`` (``shiftc.schedules.norm_kernels``) computes ``gamma'(x - mu)/(mean|x - mu| + eps') + beta``:
 no squares, no square root. For Gaussian rows ``sigma2 = sqrt(pi/2) sigma1``, so folding that
 constant into gamma (and eps) keeps an LN-trained model's scale; the result is the formula of
-``shiftc.reference.norm.l1_norm_float(..., correction=True)``. It changes the model: the pipeline
+``shiftc.reference.nonlinear.l1_norm_float(..., correction=True)``. It changes the model: the pipeline
 measures the whole-model error after this stage. LayerNorms over more than the last axis, or
 with non-constant gamma/beta, are left as they are and noted.
 """

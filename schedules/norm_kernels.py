@@ -7,7 +7,7 @@
 over the last axis. No squares and no square root: two row sums, an absolute value and one
 reciprocal per row, so the same structure maps onto integer arithmetic. Converting a LayerNorm
 (``sigma2 ~ sqrt(pi/2) sigma1`` for Gaussian rows) divides ``gamma`` and ``eps`` by sqrt(pi/2)
-before calling it; see ``shiftc.passes.ln_to_l1``. NumPy reference: ``shiftc.reference.norm``.
+before calling it; see ``shiftc.passes.ln_to_l1``. NumPy reference: ``shiftc.reference.nonlinear.l1_norm_float``.
 """
 
 from __future__ import annotations

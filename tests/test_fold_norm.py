@@ -15,7 +15,8 @@ from shiftc.errors import InputError
 from shiftc.passes.canonicalize import canonicalize
 from shiftc.passes.fold_norm import fold_norm
 from shiftc.passes.ln_to_l1 import ln_to_l1
-from shiftc.reference.norm import l1_norm_float, ln_to_l1_params
+from shiftc.reference.nonlinear import l1_norm_float
+from shiftc.reference.norm import ln_to_l1_params
 
 EXACT = 1e-5
 
