@@ -60,8 +60,8 @@ class VTA(X86):
         for c in chains:
             try:
                 layer = self._compile(c, cfg)
-            except (CodegenError, SimError) as exc:
-                host[c.anchor] = f"VTA code generation failed: {exc}"
+            except (CodegenError, SimError) as exc:  # the whole chain stays on the host, reported
+                host.update({m: f"VTA code generation failed: {exc}" for m in c.members})
                 continue
             layers.append(layer)
             placed.append(c)
