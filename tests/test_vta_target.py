@@ -89,6 +89,8 @@ def test_partition_report(pair):
     depthwise = [r for r in st["rows"] if r["placement"] == "host" and "groups=20" in r["reason"]]
     assert len(depthwise) == 1 and "conv2d" in depthwise[0]["op"]
     assert {r["placement"] for r in st["rows"]} == {"vta", "host"}
+    pool = [r for r in st["rows"] if r["op"] == "nn.max_pool2d"]
+    assert len(pool) == 1 and pool[0]["placement"] == "host" and "moved after VTA layer 0" in pool[0]["reason"]
     kinds = {(r["kind"], r["nodsp"]) for r in s["resources"]}
     assert {("mac", False), ("shift", False)} <= kinds
     assert set(s["optional_tools"]) == {"iverilog", "verilator", "yosys"}

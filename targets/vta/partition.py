@@ -44,6 +44,7 @@ class Chain:
     bias: np.ndarray | None = None
     relu: bool = False
     pools: list = field(default_factory=list)   # max_pool2d calls moved after the requantiser
+    pool_vars: list = field(default_factory=list)  # their original vars (members, but host ops)
     shift_e: object = 0                         # int or per-channel array
     out_bits: int = 32
     wgt_mode: str = "int8"      # "shift": weight holds shift codes, integer weights sign * 2**(P - p)
@@ -206,6 +207,7 @@ class _Finder:
             if e is not None:
                 c.shift_e, c.out_bits = e, bits
                 c.pools = [p.value for p in pools]
+                c.pool_vars = [p.var for p in pools]
                 c.members.extend([p.var for p in pools] + [b.var])
                 return c
             if why:

@@ -73,7 +73,12 @@ class VTA(X86):
         by_var = {m: (i, c) for i, c in enumerate(placed) for m in c.members}
         for b in (b for blk in mod["main"].body.blocks for b in blk.bindings):
             label = partition.call_label(mod, b.value)
-            if b.var in by_var:
+            if b.var in by_var and b.var in by_var[b.var][1].pool_vars:
+                i, c = by_var[b.var]
+                rows.append({"value": b.var.name, "op": label, "placement": "host", "layer": i,
+                             "reason": f"moved after VTA layer {i}'s requantiser (exact: it is monotone per "
+                                       "channel); runs on the host on the int8 result"})
+            elif b.var in by_var:
                 i, c = by_var[b.var]
                 rows.append({"value": b.var.name, "op": label, "placement": "vta", "layer": i,
                              "reason": f"part of VTA layer {i} ({c.kind}: {' -> '.join(c.ops)})"})
