@@ -172,3 +172,8 @@ def test_codegen_per_channel_shifts_and_wide_outputs(out_bits):
         ed = rng.integers(0, 12, 21)
         rd = run_layer(QDense(wd, None, ed, relu, out_bits=out_bits), xd)
         assert np.array_equal(rd.output, reference_qdense(xd, wd, None, ed, relu, out_bits=out_bits))
+        if out_bits < 32:  # left shifts (negative e) on some channels, or on all
+            for el in (rng.integers(-3, 3, 21), np.full(21, -2)):
+                rl = run_layer(QDense(wd, None, el, relu, out_bits=out_bits), xd)
+                ref = reference_qdense(xd, wd, None, el, relu, out_bits=out_bits)
+                assert np.array_equal(rl.output, ref) and np.any(ref == (2 ** (out_bits - 1) - 1))

@@ -156,17 +156,28 @@ class _ConvGeom:
         return self.pl + self.W + self.xr
 
 
-def _requant_ops(e, relu: bool, out_bits: int = 8) -> tuple[list, object]:
-    """ALU (opcode, imm) sequence and the rounding constant(s) folded into the bias.
+def _requant_ops(e, relu: bool, out_bits: int = 8) -> tuple[list, object, dict]:
+    """ALU (opcode, imm) sequence, the rounding constant(s) folded into the bias, and the
+    per-channel vector operands (name -> one int32 per channel) that some ops read.
 
-    ``e``: one shift, or an array with one shift per output channel.  Per-channel shifts fold
-    every channel's rounding constant ``2**(e_c-1)`` into its bias (exact) and run one SHR
-    whose amounts come from accumulator rows (imm ``None`` below), not from the immediate."""
-    ops, fold = [], 0
+    ``e``: one shift, or an array with one shift per output channel; a negative ``e`` is a left
+    shift by ``-e`` (scale ratio > 1).  Per-channel or left shifts fold every channel's rounding
+    constant ``2**(e_c-1)`` into its bias (exact) and run one SHR whose amounts come from
+    accumulator rows (imm = the vector's name), not from the immediate.  A left shift is
+    preceded by a per-channel clamp to ``[(lo >> k) - 1, (hi >> k) + 1]``: it cannot overflow
+    int32 then, and the final saturation gives ``sat(z << k)`` exactly."""
+    ops, fold, vectors = [], 0, {}
     e_arr = np.asarray(e, dtype=np.int64)
-    if e_arr.ndim and np.unique(e_arr).size > 1:
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    if (e_arr.ndim and np.unique(e_arr).size > 1) or np.any(e_arr < 0):
         fold = np.where(e_arr >= 1, np.left_shift(np.int64(1), np.maximum(e_arr - 1, 0)), 0)
-        ops.append((isa.ALU_SHR, None))
+        if np.any(e_arr < 0):
+            k = np.maximum(-e_arr, 0)
+            vectors["lo"] = np.where(e_arr < 0, (lo >> k) - 1, -(1 << 31))
+            vectors["hi"] = np.where(e_arr < 0, (hi >> k) + 1, (1 << 31) - 1)
+            ops += [(isa.ALU_MAX, "lo"), (isa.ALU_MIN, "hi")]
+        vectors["shr"] = e_arr
+        ops.append((isa.ALU_SHR, "shr"))
     else:
         e = int(e_arr.reshape(-1)[0]) if e_arr.size else 0
         if e >= 1:
@@ -176,12 +187,11 @@ def _requant_ops(e, relu: bool, out_bits: int = 8) -> tuple[list, object]:
             else:
                 fold = rnd  # does not fit the 16-bit immediate: pre-add it through the bias
             ops.append((isa.ALU_SHR, e))
-    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
     if relu or out_bits < 32:
         ops.append((isa.ALU_MAX, 0 if relu else lo))
     if out_bits < 32:
         ops.append((isa.ALU_MIN, hi))
-    return ops, fold
+    return ops, fold, vectors
 
 
 def _choose_tiling(cfg: VTAConfig, g: _ConvGeom, CB: int, OB: int, nbuf: int,
@@ -239,11 +249,14 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     e_arr = np.asarray(e, dtype=np.int64)
     if e_arr.ndim not in (0, 1) or (e_arr.ndim == 1 and e_arr.size not in (1, g.O)):
         raise CodegenError(f"{name}: shift_e must be one int or one per output ({g.O})")
-    if np.any(e_arr < 0) or np.any(e_arr > 31):
-        raise CodegenError(f"{name}: shift_e={e} outside [0, 31] (the SHR amount must be a "
+    if np.any(e_arr < -30) or np.any(e_arr > 31):
+        raise CodegenError(f"{name}: shift_e={e} outside [-30, 31] (the SHR amount must be a "
                            "defined 32-bit shift)")
     if out_bits not in (8, 16, 32):
         raise CodegenError(f"{name}: out_bits must be 8, 16 or 32, got {out_bits}")
+    if out_bits == 32 and np.any(e_arr < 0):
+        raise CodegenError(f"{name}: a left shift (negative shift_e) needs out_bits <= 16 "
+                           "(its pre-clamp must fit int32)")
     nbytes = out_bits // 8
     notes = []
     if nbytes > 1 and nbuf != 1:
@@ -271,8 +284,8 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
             else np.asarray(bias).astype(np.int64).reshape(-1))
     if bias.shape != (g.O,):
         raise CodegenError(f"{name}: bias has {bias.size} values for {g.O} outputs")
-    ops, fold = _requant_ops(e_arr, relu, out_bits)
-    vector_shift = any(imm is None for _, imm in ops)
+    ops, fold, vectors = _requant_ops(e_arr, relu, out_bits)
+    vector_shift = bool(vectors)
     _check_headroom(W_int, bias, fold, name)
     bias_acc = bias + fold
     if np.any(np.abs(bias_acc) > (1 << 31) - 1):
@@ -287,13 +300,14 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
                          ("column stride", g.sw, 2047)):
         if v > lim:
             raise CodegenError(f"{name}: {what} {v} exceeds the 11-bit loop factor field")
-    acc_reserved = OB if vector_shift else 0
+    acc_reserved = OB * len(vectors)
     t = _choose_tiling(cfg, g, CB, OB, nbuf, acc_reserved)
     tm, tcb, toh, rin = t["tm"], t["tcb"], t["toh"], t["rin"]
     kk = g.KH * g.KW
     inp_cap, wgt_cap, acc_cap = (cfg.inp_depth // nbuf, cfg.wgt_depth // nbuf,
                                  (cfg.acc_depth - acc_reserved) // nbuf)
-    shr_base = nbuf * acc_cap  # acc rows holding the per-channel shift amounts
+    # acc rows after the buffers hold the per-channel vector operands, OB rows each
+    vec_base = {key: nbuf * acc_cap + j * OB for j, key in enumerate(vectors)}
 
     # ---- DRAM image: uops | wgt | bias (acc) | inp | out ------------------------------------
     wpk = layout.pack_weights(np.asarray(w).astype(np.int8), bo, bi)       # OB,CB,KH,KW,bo,bi
@@ -310,9 +324,10 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     alloc("uop", n_uop_max * 4, 4)
     alloc("wgt", wpk.nbytes, cfg.wgt_elem_bytes)
     alloc("acc", bpk.nbytes, cfg.acc_elem_bytes)
-    spk = layout.pack_bias(np.broadcast_to(e_arr, (g.O,)).astype(np.int32), bo)  # OB, bo
-    if vector_shift:
-        alloc("shr", spk.nbytes, cfg.acc_elem_bytes)
+    vpk = {key: layout.pack_bias(np.broadcast_to(v, (g.O,)).astype(np.int32), bo)  # OB, bo
+           for key, v in vectors.items()}
+    for key, v in vpk.items():
+        alloc("vec_" + key, v.nbytes, cfg.acc_elem_bytes)
     inp_shape = (g.N, CB, g.H, g.W, bi)
     alloc("inp", int(np.prod(inp_shape)), cfg.inp_elem_bytes)
     out_shape = (g.N, OB, OH, OW, bo)
@@ -321,8 +336,8 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     dram = np.zeros(-(-cursor // 4096) * 4096, dtype=np.uint8)
     dram[regions["wgt"]:regions["wgt"] + wpk.nbytes] = wpk.view(np.uint8).reshape(-1)
     dram[regions["acc"]:regions["acc"] + bpk.nbytes] = bpk.astype("<i4").view(np.uint8).reshape(-1)
-    if vector_shift:
-        dram[regions["shr"]:regions["shr"] + spk.nbytes] = spk.astype("<i4").view(np.uint8).reshape(-1)
+    for key, v in vpk.items():
+        dram[regions["vec_" + key]:regions["vec_" + key] + v.nbytes] = v.astype("<i4").view(np.uint8).reshape(-1)
     wgt_el = regions["wgt"] // cfg.wgt_elem_bytes
     acc_el = regions["acc"] // cfg.acc_elem_bytes
     inp_el = regions["inp"] // cfg.inp_elem_bytes
@@ -348,10 +363,10 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     body: list = []
     grp = tile = 0
     try:
-        if vector_shift:  # per-channel shift amounts, loaded once into reserved acc rows
-            body.append(isa.LoadStore(mem_type=isa.MEM_ACC, sram_base=shr_base,
-                                      dram_base=regions["shr"] // cfg.acc_elem_bytes, y_size=1,
-                                      x_size=OB, x_stride=OB))
+        for key in vectors:  # per-channel operands, loaded once into reserved acc rows
+            body.append(isa.LoadStore(mem_type=isa.MEM_ACC, sram_base=vec_base[key],
+                                      dram_base=regions["vec_" + key] // cfg.acc_elem_bytes,
+                                      y_size=1, x_size=OB, x_stride=OB))
         for n in range(g.N):
             for oh0 in range(0, OH, toh):
                 toh_a = min(toh, OH - oh0)
@@ -402,9 +417,9 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
                                             push_next=1))
                     for k, (op, imm) in enumerate(ops):
                         last = int(k == len(ops) - 1)
-                        if imm is None:  # per-channel amounts from the reserved acc rows
-                            vb, ve = kernel(("alu_vec", abuf, ob0),
-                                            lambda: [isa.Uop(dst=abuf, src=shr_base + ob0)])
+                        if isinstance(imm, str):  # per-channel operand from reserved acc rows
+                            vb, ve = kernel(("alu_vec", abuf, ob0, imm),
+                                            lambda: [isa.Uop(dst=abuf, src=vec_base[imm] + ob0)])
                             body.append(isa.Alu(alu_opcode=op, use_imm=0, uop_bgn=vb,
                                                 uop_end=ve, src_factor_out=int(tm_a > 1),
                                                 push_next=last, **rows))
@@ -442,6 +457,9 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     if vector_shift:
         notes.append("per-channel shifts: rounding constants folded into the bias, SHR by "
                      "accumulator-row amounts")
+    if "lo" in vectors:
+        notes.append("left shifts on some channels: per-channel pre-clamp (MAX/MIN from "
+                     "accumulator rows) before the shift")
     elif np.any(fold):
         notes.append(f"rounding constant 2^{e - 1} folded into the bias (exceeds the "
                      "16-bit ALU immediate)")

@@ -8,7 +8,8 @@ A VTA layer is a chain of single-use values::
       [-> maximum(., 0)]                                            ReLU
       [-> max_pool2d(.)]*                                           (moved after the requantiser, see below)
       [-> requantiser: call_tir with attrs shiftc.requant = per_axis (channel axis) | per_tensor,
-          m == 1 (pow2: a rounding right shift by e in [0, 31]), bits 8 or 16]
+          m = 1 (pow2: a rounding right shift by e <= 31) or m = 2**k, e = 0 (a saturating
+          left shift by k <= 30), bits 8 or 16]
 
 It becomes one VTA program ``sat_bits(round_half_up((x * W + b) >> e))`` (ReLU: lower bound 0).
 A chain without an accepted requantiser ends at the int32 value (stored as 4 byte planes) and the
@@ -235,14 +236,13 @@ class _Finder:
             if m is None or e is None or m.size != channels:
                 return None, None, "per-axis parameters are not constants of one value per channel"
             e = e.astype(np.int64)
-        m = np.asarray(m)
-        if np.any(m != 1):
-            pow2 = np.all((m >= 1) & ((m & (m - 1)) == 0))
-            return None, None, ("a left shift on some channel (scale ratio > 1): VTA layers requantise by right shifts only"
-                                if pow2 else "multiplier m != 1 (not a pure shift: use requant='pow2')")
-        if np.any(np.asarray(e) < 0) or np.any(np.asarray(e) > 31):
-            return None, None, "shift outside [0, 31]"
-        return e, bits, ""
+        m, e = np.asarray(m, np.int64), np.asarray(e, np.int64)
+        if not np.all((m >= 1) & ((m & (m - 1)) == 0)) or np.any((m > 1) & (e != 0)):
+            return None, None, "multiplier m is not a power of two (not a pure shift: use requant='pow2')"
+        amount = e - np.log2(m).round().astype(np.int64)  # signed: < 0 is a left shift (m = 2**k)
+        if np.any(amount < -30) or np.any(amount > 31):
+            return None, None, "shift outside [-30, 31]"
+        return (int(amount) if amount.ndim == 0 else amount), bits, ""
 
 
 def _per_channel(c: np.ndarray, nd: int, caxis: int, channels: int) -> bool:

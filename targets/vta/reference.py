@@ -38,19 +38,21 @@ OUT_DTYPES = {8: np.int8, 16: np.int16, 32: np.int32}
 
 def requantize_out(z: np.ndarray, shift_e, relu: bool, out_bits: int, axis: int) -> np.ndarray:
     """``saturate(round_half_up(z >> e), out_bits)`` (ReLU: lower bound 0); ``shift_e`` is one
-    int or one int per channel along ``axis`` of ``z``."""
+    int or one int per channel along ``axis`` of ``z``; a negative per-channel ``e`` is a left
+    shift ``z << -e`` (then saturated)."""
     if out_bits not in OUT_DTYPES:
         raise ReferenceError(f"out_bits must be 8, 16 or 32, got {out_bits}")
     e = np.asarray(shift_e, dtype=np.int64)
-    if e.ndim == 0:
+    if e.ndim == 0 and e >= 0:
         y = round_shift(z, int(e))
     else:
         shape = [1] * z.ndim
         shape[axis] = -1
         e = e.reshape(shape)
-        if np.any(e < 0) or np.any(e > 62):
-            raise ReferenceError(f"shift e outside [0, 62]: {e.reshape(-1)}")
-        y = (z + np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0)) >> e
+        if np.any(e < -30) or np.any(e > 62):
+            raise ReferenceError(f"shift e outside [-30, 62]: {e.reshape(-1)}")
+        right = (z + np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0)) >> np.maximum(e, 0)
+        y = np.where(e < 0, np.asarray(z, np.int64) << np.maximum(-e, 0), right)  # e < 0: left shift
     lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
     return np.clip(y, 0 if relu else lo, hi).astype(OUT_DTYPES[out_bits])
 
