@@ -122,12 +122,16 @@ class _Finder:
                 self.consumer.setdefault(v, b)
 
     def next_of(self, var):
-        """The single consumer binding of ``var`` (None when it has several or is the output)."""
-        return self.consumer.get(var) if self.uses.get(var, 0) == 1 else None
+        """The single consumer binding of ``var`` (None when it has several or is the output;
+        bindings of non-dataflow vars are never absorbed)."""
+        b = self.consumer.get(var) if self.uses.get(var, 0) == 1 else None
+        return b if b is not None and isinstance(b.var, relax.DataflowVar) else None
 
     def anchor(self, b) -> tuple[Chain | None, str]:
         """A conv2d / matmul binding as the start of a chain, or why it cannot be one."""
         v, op = b.value, _op(b.value)
+        if not isinstance(b.var, relax.DataflowVar):
+            return None, "bound outside a dataflow block (not offloaded)"
         if op == "relax.call_tir":
             return self.shift_anchor(b)
         x, w = v.args[0], _const(v.args[1])
