@@ -126,8 +126,9 @@ def cmd_minilm(args):
     ref_sess = ev.session(path)
     ref = np.concatenate([ref_sess.run(None, s)[0] for s in test])
     rows = []
-    for label, opts in [("integer-only", dict(integer_only=True)),
-                        ("integer-only, L2 norm removed (cosine is scale-free)", dict(integer_only=True, l2norm="remove"))]:
+    for label, opts in [("integer-only (L2 norm kept)", dict(integer_only=True)),
+                        ("integer-only, ShiftGELU, L2 norm removed (cosine is scale-free)", dict(integer_only=True, l2norm="remove")),
+                        ("integer-only, lambda-ShiftGELU, L2 norm removed", dict(integer_only=True, l2norm="remove", gelu="lambda"))]:
         try:
             cm, secs, stage = compile_variant(path, cal, **opts)
         except shiftc.errors.ShiftcError as exc:

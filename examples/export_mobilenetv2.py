@@ -16,7 +16,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.time()
     export_mobilenetv2(args.path, batch=args.batch)
-    print(f"exported {args.path} in {time.time() - start:.1f}s")
+    print(f"loaded and exported {args.path} in {time.time() - start:.1f}s")
     x = real_photos(args.batch, seed=0)
     err, ms = compare(pretrained(), args.path, {"input": x})
     print(f"onnxruntime vs torch on chelsea: max abs diff {err:.2e} ({ms:.0f} ms)")

@@ -71,9 +71,9 @@ def sentences(path=TEXT_SOURCE, min_words=5):
     return [p for p in parts if len(p.split()) >= min_words and re.search(r"[a-z]", p)]
 
 
-def export_minilm(path):
-    """Write the sentence-embedding graph as ONNX (opset 17, batch 1, seq len 128)."""
-    model = load_model()
+def export_minilm(path, model=None):
+    """Write the sentence-embedding graph (``model`` or a fresh load_model()) as ONNX."""
+    model = model if model is not None else load_model()
     feeds = tokenize(sentences()[:1])
     args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
     torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17,

@@ -27,7 +27,7 @@ CONFIGS = {
     "cnn": dict(cls=FashionCNN, epochs=6, lr=3e-3, wd=1e-4, shift=0),
     "vit": dict(cls=FashionViT, epochs=6, lr=2e-3, wd=0.05, shift=0),
     "unvit": dict(cls=FashionUNViT, epochs=6, lr=2e-3, wd=0.05, shift=0),
-    "segmenter": dict(cls=Segmenter, epochs=15, lr=2e-3, wd=0.05, shift=0),
+    "segmenter": dict(cls=Segmenter, epochs=10, lr=2e-3, wd=0.05, shift=0),
 }
 
 

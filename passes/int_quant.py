@@ -39,11 +39,14 @@ def pow2_up(s):
 def requant_params(ratio, pow2: bool = False):
     """``(m, e)`` with ``ratio ~= m * 2**-e`` (arrays for a per-axis ratio).
 
+    Ratios below ``2**-32`` become 0 (``|z * r| < 1/2`` for every int32 ``z``: the output is 0 either way).
     ``pow2``: ``ratio`` is rounded to the nearest power of two ``2**k``; ``m, e = 1, -k`` for
     ``k <= 0`` and ``2**k, 0`` for ``k > 0``."""
     r = np.asarray(ratio, dtype=np.float64)
+    # below 2**-32 a ratio maps every int32 input to 0 anyway: encode it as exactly 0
+    r = np.where(r < 2.0**-32, 0.0, r)
     if not pow2:
-        return dyadic(r)
+        return dyadic(r if r.ndim else float(r))
     k = np.where(r > 0, np.round(np.log2(np.where(r > 0, r, 1.0))), 0).astype(np.int64)
     if np.any(k > 30) or np.any(k < -62):
         raise ValueError(f"pow2 requantiser ratio out of range: {r}")

@@ -60,6 +60,7 @@ WIDE_BITS = 16  # residual sums, inputs of non-linear ops
 # reciprocal floor((2**31-1) / S) precise. Inputs are requantised to the widest width whose
 # worst-case row sum (every element at the max) stays <= 2**26.
 SHIFTMAX_N = 12
+SATURATING_RATIO = float(2**20)
 SHIFTMAX_SUM_LIMIT = 1 << 26
 _OPAQUE = 8  # TVM kOpaque: keep boundary kernels out of fusion, so the float scan can name them
 
@@ -102,6 +103,12 @@ def _shape(expr) -> tuple[int, ...]:
 
 def _dtype(expr) -> str:
     return str(expr.ty.dtype)
+
+
+def _is_float_type(ty) -> bool:
+    if isinstance(ty, relax.TupleType):
+        return any(_is_float_type(t) for t in ty.fields)
+    return isinstance(ty, relax.TensorType) and str(ty.dtype).startswith(("float", "bfloat"))
 
 
 def _op_name(call) -> str:
@@ -168,7 +175,12 @@ class Integerizer:
                     for b in block.bindings:
                         if not isinstance(b, relax.VarBinding):
                             raise UnsupportedModelError(f"integerize: unsupported binding {type(b).__name__}")
-                        self.vals[b.var] = self.visit(b.var, b.value)
+                        try:
+                            self.vals[b.var] = self.visit(b.var, b.value)
+                        except (ValueError, OverflowError) as exc:  # reference range checks (scales, headroom)
+                            if self._unsupported:  # a consequence of an op already listed
+                                raise self._unsupported_error() from None
+                            raise UnsupportedModelError(f"integerize: cannot rewrite {b.var.name}: {str(exc).splitlines()[0][:200]}") from None
                 result = self.output(func.body.body)
                 if self.probe:
                     named = {v.name: v for v in self.vals if isinstance(v, relax.Var)}
@@ -176,10 +188,7 @@ class Integerizer:
                 out = self.bb.emit_output(result)
             self.bb.emit_func_output(out)
         if self._unsupported and not self.opts.float_fallback:
-            raise UnsupportedModelError(
-                "integer-only: no integer form for " + "; ".join(self._unsupported[:8])
-                + " (pass --float-fallback to keep them in float)"
-            )
+            raise self._unsupported_error()
         new = self.bb.get()
         for gv, f in self.mod.functions.items():
             if gv.name_hint != self.func_name and gv.name_hint not in [g.name_hint for g in new.functions.keys()]:
@@ -188,9 +197,16 @@ class Integerizer:
                 new[gv.name_hint] = f
         return relax.transform.DeadCodeElimination([self.func_name])(new)
 
+    def _unsupported_error(self) -> UnsupportedModelError:
+        more = f" and {len(self._unsupported) - 8} more" if len(self._unsupported) > 8 else ""
+        return UnsupportedModelError(
+            "integer-only: no integer form for " + "; ".join(self._unsupported[:8]) + more
+            + " (pass --float-fallback to keep them in float)"
+        )
+
     def input(self, p, newp):
         if _dtype(p) != "float32":
-            return Q(newp, 1.0, 32) if _dtype(p).startswith("int") else newp
+            return newp  # integer / bool inputs (token ids, masks) are used as they are
         s = self.act_scale(p.name, ACT_BITS)
         out = self.emit_te(iq.quantize_te, newp, s, ACT_BITS, name="quantize", attrs={"op_pattern": _OPAQUE, "shiftc.kernel": iq.QUANTIZE_KERNEL})
         self.report.rows.append({"op": "quantize", "value": p.name, "scale": s})
@@ -245,6 +261,10 @@ class Integerizer:
             folded = self.fold(op, value, args)
             if folded is not None:
                 return folded
+            if not _is_float_type(var.ty) and any(isinstance(a, relax.Expr) and not isinstance(a, (relax.ShapeExpr, relax.GlobalVar)) for a in args):
+                # integer bookkeeping on integer inputs (index wrap-around, masks): unchanged
+                new_args = [relax.const(a, str(a.dtype)) if isinstance(a, np.ndarray) else a for a in args]
+                return self.bb.emit(relax.Call(value.op, new_args, value.attrs, value.ty_args))
         handler = getattr(self, "op_" + op.replace("relax.", "").replace(".", "_"), None)
         if handler is not None:
             out = handler(var, value, args)
@@ -266,11 +286,20 @@ class Integerizer:
         "relax.divide": lambda v, a: (a[0] / a[1]),
         "relax.sqrt": lambda v, a: np.sqrt(a[0]),
         "relax.astype": lambda v, a: a[0].astype(str(v.attrs.dtype)),
+        "relax.isnan": lambda v, a: np.isnan(a[0]),
+        "relax.where": lambda v, a: np.where(a[0], a[1], a[2]),
+        "relax.maximum": lambda v, a: np.maximum(a[0], a[1]),
+        "relax.take": lambda v, a: np.take(a[0], a[1], axis=int(v.attrs.axis), mode="wrap" if str(v.attrs.mode) == "wrap" else "raise"),
     }
 
     def fold(self, op, call, args):
+        if op == "relax.shape_of" and isinstance(args[0], np.ndarray):
+            return relax.ShapeExpr([int(d) for d in args[0].shape])
+        if op == "relax.shape_to_tensor" and isinstance(args[0], relax.ShapeExpr):
+            return np.array([int(v) for v in args[0].values], np.int64)
         fn = self._FOLD.get(op)
-        if fn is None or not all(isinstance(a, np.ndarray) for a in args if not isinstance(a, relax.Expr)):
+        tensors = [a for a in args if not isinstance(a, relax.ShapeExpr)]
+        if fn is None or not tensors or not all(isinstance(a, np.ndarray) for a in tensors):
             return None
         arrs = [a for a in args if isinstance(a, np.ndarray)]
         out = fn(call, arrs)
@@ -359,13 +388,15 @@ class Integerizer:
             x = self.as_int(call.args[0].name, a, WIDE_BITS)
             y = self.as_int(call.args[1].name, b, WIDE_BITS)
             out = self.bb.emit(relax.op.multiply(self.as_dtype(x, 32), self.as_dtype(y, 32)))
-            return Q(out, x.scale * y.scale, 32)
+            return Q(out, x.scale * y.scale, min(32, x.bits + y.bits))  # |product| < 2**(bx-1) * 2**(by-1)
         return None
 
     def op_divide(self, var, call, args):
         a, b = args
         if isinstance(a, Q) and self._scalar(b) is not None:
             return self._rescaled(a, 1.0 / self._scalar(b), var)
+        if isinstance(a, Q) and isinstance(b, Q):
+            return self.op_divide_act(var, call, a, b)
         return None
 
     def _add_const(self, q: Q, c: np.ndarray, var, negate_q=False):
@@ -407,15 +438,23 @@ class Integerizer:
         return None
 
     def _add_act(self, var, call, a: Q, b: Q, na, nb):
-        x = self.as_int(na, a, WIDE_BITS) if na else a
-        y = self.as_int(nb, b, WIDE_BITS) if nb else b
+        s_out = self.act_scale(var.name, WIDE_BITS)
+
+        def side(q, n):
+            if not q.per_axis and float(q.scale) / s_out >= SATURATING_RATIO:
+                # an operand far beyond the sum's range (an additive mask of -FLT_MAX): its
+                # non-zero entries only have to saturate the sum, so its ratio is capped
+                self.report.notes.append(f"{var.name}: operand at scale {float(q.scale):.3g} saturates the sum (ratio capped at 2^20)")
+                return Q(q.expr, s_out * SATURATING_RATIO, q.bits)
+            return self.as_int(n, q, WIDE_BITS) if n else q
+
+        x, y = side(a, na), side(b, nb)
         shape = _shape(var)
         xe, ye = x.expr, y.expr
         if _shape(xe) != shape:
             xe = self.bb.emit(relax.op.broadcast_to(xe, relax.ShapeExpr(shape)))
         if _shape(ye) != shape:
             ye = self.bb.emit(relax.op.broadcast_to(ye, relax.ShapeExpr(shape)))
-        s_out = self.act_scale(var.name, WIDE_BITS)
         ma, ea = iq.requant_params(x.scale / s_out, self.pow2)
         mb, eb = iq.requant_params(y.scale / s_out, self.pow2)
         out = self.emit_te(K.add_int, xe, ye, int(ma), int(ea), int(mb), int(eb), WIDE_BITS, name="add_int")
@@ -483,17 +522,25 @@ class Integerizer:
 
     def op_take(self, var, call, args):
         table, idx = args
-        if isinstance(table, np.ndarray) and isinstance(idx, Q) and idx.scale == 1.0:
+        if isinstance(table, np.ndarray) and isinstance(idx, relax.Expr) and not _is_float_type(idx.ty):
             s = self.act_scale(var.name, ACT_BITS)
             tq = relax.const(iq.quantize_np(table, s, ACT_BITS))
-            out = self.bb.emit(relax.op.take(tq, idx.expr, call.attrs.axis))
+            out = self.bb.emit(relax.op.take(tq, idx, call.attrs.axis, call.attrs.mode))
             return Q(out, s, ACT_BITS)
         return None
 
     def op_astype(self, var, call, args):
         (a,) = args
-        if isinstance(a, Q) and str(call.attrs.dtype) == "float32":
+        if str(call.attrs.dtype) != "float32":
+            return None
+        if isinstance(a, Q):
             return a  # an integer value seen as float: same integers, same scale
+        if isinstance(a, relax.Expr) and not _is_float_type(a.ty):
+            # integer data (e.g. an attention mask) as float: the same integers at scale 1; their
+            # width is taken from the calibrated range (a 0/1 mask is int8-sized)
+            t = self.calib.thresholds.get(var.name, 2.0**31)
+            bits = max(ACT_BITS, int(math.ceil(t)).bit_length() + 1)
+            return Q(self.bb.emit(relax.op.astype(a, "int32")), 1.0, min(bits, 32))
         return None
 
     # ------------------------------------------------------------------ non-linear
@@ -607,6 +654,25 @@ class Integerizer:
         self.report.rows.append({"op": "int_mean", "value": var.name})
         return Q(out, x.scale, 32)
 
+    def op_sum(self, var, call, args):
+        (a,) = args
+        if not isinstance(a, Q):
+            return None
+        x = self.as_int(call.args[0].name, a, WIDE_BITS)
+        out = self.bb.emit(relax.op.sum(self.as_dtype(x, 32), call.attrs.axis, call.attrs.keepdims))
+        return Q(out, x.scale, 32)
+
+    def op_divide_act(self, var, call, a: Q, b: Q):
+        """``a / b`` of two activations (a masked mean's sum / count): round-half-up integer
+        division ``(a + b // 2) // b`` (for ``b > 0``) at scale ``s_a / s_b``."""
+        x = self.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis else a
+        y = self.as_int(call.args[1].name, b, WIDE_BITS) if b.per_axis else b
+        xe, ye = self.as_dtype(x, 32), self.as_dtype(y, 32)
+        half = self.bb.emit(relax.op.floor_divide(ye, relax.const(2, "int32")))
+        out = self.bb.emit(relax.op.floor_divide(relax.op.add(xe, half), ye))
+        self.report.rows.append({"op": "int_divide", "value": var.name})
+        return Q(out, float(x.scale) / float(y.scale), 32)
+
     def op_nn_avg_pool2d(self, var, call, args):
         (a,) = args
         at = call.attrs
@@ -638,6 +704,15 @@ class Integerizer:
             return args[0]
         return self.fallback(var, call, args, str(kind or call.op.name_hint))
 
+    def _legalized_maximum(self, call):
+        """``maximum(x, c)`` that the ONNX importer emitted as a call_tir (a clamp from below)."""
+        x, c = self.get(call.args[1])
+        if not isinstance(x, Q) or x.per_axis or self._scalar(c) is None:
+            return None
+        lo = int(math.ceil(self._scalar(c) / float(x.scale)))
+        out = self.bb.emit(relax.op.maximum(x.expr, relax.const(lo, _dtype(x.expr))))
+        return Q(out, x.scale, x.bits)
+
     def op_call_tir(self, var, call, args):
         """A float shift kernel of the shift pass -> the int32 shift-accumulate kernel on int8 x.
 
@@ -645,6 +720,8 @@ class Integerizer:
         exponent (CONTRACTS.md, integer path)."""
         kernel = self.mod[call.args[0]]
         at = kernel.attrs
+        if call.args[0].name_hint.startswith("maximum"):
+            return self._legalized_maximum(call)
         if at is None or "shiftc.kernel" not in at or str(at["shiftc.kernel"]) != "shift_float":
             return None
         x_q, packed, alpha = self.get(call.args[1])

@@ -12,6 +12,9 @@ Observers (onnxruntime-style) see float activations and return a symmetric clipp
 of ``main`` that returns the chosen intermediate values as its outputs, built for the host and run
 on each sample. Values are named by their Relax variable name (unique in ``main``).
 
+Values with ``|x| >= 1e30`` (``-inf``, ``-FLT_MAX`` in additive attention masks) are masking
+sentinels, not part of a range: observers skip them (the integer graph saturates them).
+
 Percentile and MSE keep a bounded random subsample of ``|x|`` per value (all of it for small
 tensors and few samples, e.g. one-sample calibration); MinMax keeps the exact maximum.
 """
@@ -29,6 +32,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 _KEEP_PER_UPDATE = 1 << 17
+SENTINEL = 1e30  # |x| >= this is a masking sentinel (e.g. -FLT_MAX in additive attention masks)
 _KEEP_TOTAL = 1 << 20
 
 
@@ -48,10 +52,11 @@ class Observer:
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float32)
+        if np.any(np.isnan(x)):
+            raise InputError("calibration produced a NaN activation; check the samples")
+        x = x[np.abs(x) < SENTINEL]  # +-inf and +-FLT_MAX-like masking constants are not a range
         if x.size == 0:
             return
-        if not np.all(np.isfinite(x)):
-            raise InputError("calibration produced a non-finite activation (NaN/Inf); check the samples")
         self.absmax = max(self.absmax, float(np.max(np.abs(x))))
         self.count += 1
         self._update(x)

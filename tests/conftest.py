@@ -57,3 +57,7 @@ def conv_model(rng):
         [("y", ["N", 4, 8, 8])],
         {"w": w},
     )
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running real-model checks (deselect with -m 'not slow')")

@@ -11,7 +11,7 @@ from examples import evaluate, fashion_mnist as fm
 
 MODELS = os.path.join(os.path.dirname(__file__), "..", "examples", "models")
 # Floors for FP32 onnxruntime quality on the full real test sets (recorded values: RESULTS.md).
-THRESHOLDS = {"cnn": 0.90, "vit": 0.85, "unvit": 0.85, "segmenter": 0.60}
+THRESHOLDS = {"cnn": 0.90, "vit": 0.85, "unvit": 0.85, "segmenter": 0.55}
 
 
 def model_path(name):
@@ -125,14 +125,15 @@ def test_real_photos_are_varied_and_normalised():
 @pytest.mark.slow
 def test_minilm_export_matches_torch(tmp_path):
     from examples.minilm import INPUT_NAMES, export_minilm, load_model, sentences, tokenize
-    path = export_minilm(tmp_path / "minilm.onnx")
+    model = load_model()
+    path = export_minilm(tmp_path / "minilm.onnx", model)
     texts = sentences()
     assert len(texts) >= 100
     feeds = tokenize(texts[1:2])
     assert all(feeds[k].shape == (1, 128) and feeds[k].dtype == np.int64 for k in INPUT_NAMES)
     got = evaluate.session(path).run(None, feeds)[0]
     with torch.no_grad():
-        want = load_model()(*[torch.from_numpy(feeds[k]) for k in INPUT_NAMES]).numpy()
+        want = model(*[torch.from_numpy(feeds[k]) for k in INPUT_NAMES]).numpy()
     assert got.shape == (1, 384)
     assert np.abs(got - want).max() < 1e-4
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)

@@ -57,7 +57,7 @@ def fashion():
     xtr, _ = fm.load("train")
     xte, yte = fm.load("test")
     cal = [{"input": v[None]} for v in fm.preprocess(xtr[:32])]
-    return cal, fm.preprocess(xte[:1000]), yte[:1000]
+    return cal, fm.preprocess(xte[:500]), yte[:500]
 
 
 @pytest.mark.parametrize("name, tolerance", [("cnn", 0.01), ("vit", 0.02)])
@@ -69,7 +69,7 @@ def test_integer_only_accuracy_and_float_scan(fashion, name, tolerance):
     assert reports["integerize"].summary["float_ops"] == 0
     fp32 = ev.accuracy(ev.onnx_predict(path, x), y)
     acc = ev.accuracy(predict(mod, x), y)
-    assert acc >= fp32 - tolerance, f"{name}: integer-only {acc:.3f} vs FP32 {fp32:.3f} on 1000 test images"
+    assert acc >= fp32 - tolerance, f"{name}: integer-only {acc:.3f} vs FP32 {fp32:.3f} on 500 test images"
 
 
 def _segmenter_path(tmp_path_factory):

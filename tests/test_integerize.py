@@ -399,3 +399,85 @@ def test_unsupported_op_is_named(rng):
     calib = calibrate.calibrate(mod, [{"x": rand(rng, (2, 3))}])
     with pytest.raises(UnsupportedModelError, match=r"relax.sigmoid \(y\)"):
         integerize(mod, calib, IntOptions())
+
+
+# ----------------------------------------------------------------------------- masks (BERT-style)
+def test_additive_mask_softmax_and_masked_mean(rng):
+    """int64 mask -> (1 - m) * -FLT_MAX added to scores -> softmax; and sum(x*m)/sum(m) pooling."""
+    fmax = float(np.finfo(np.float32).max)
+
+    def body(bb, x, m):
+        mf = emit(bb, relax.op.astype(m, F32), "mf")
+        neg = emit(bb, relax.op.multiply(emit(bb, relax.op.subtract(relax.const(1.0, F32), mf), "inv"), relax.const(-fmax, F32)), "neg")
+        p = emit(bb, relax.op.nn.softmax(emit(bb, relax.op.add(x, neg), "sc"), -1), "p")
+        num = emit(bb, relax.op.sum(emit(bb, relax.op.multiply(p, mf), "pm"), [1], keepdims=False), "num")
+        den = emit(bb, relax.op.sum(mf, [1], keepdims=False), "den")
+        return emit(bb, relax.op.divide(num, den), "y")
+
+    bb = relax.BlockBuilder()
+    xv, mv = relax.Var("x", relax.TensorType((3, 8), F32)), relax.Var("m", relax.TensorType((3, 8), "int64"))
+    with bb.function("main", [xv, mv]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, xv, mv))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    mask = np.ones((3, 8), np.int64)
+    mask[0, 5:] = 0
+    mask[2, 2:] = 0
+    samples = [{"x": rand(rng, (3, 8), 2.0), "m": mask} for _ in range(3)]
+    calib = calibrate.calibrate(mod, samples)
+    assert calib.thresholds["sc"] < 100  # the -FLT_MAX sentinels are not part of the range
+    new, rep = integerize(mod, calib, IntOptions())
+    assert float_scan.float_ops(new) == []
+    ex = tvm.compile(new, target=tvm.target.Target({"kind": "llvm"}))
+    x = rand(rng, (3, 8), 2.0)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(mask)).numpy()
+    # reference composition
+    sx, ssc = calib.scale("x"), calib.scale("sc", 16)
+    sc = ref.add_int_dyadic(iq.quantize_np(x, sx, 8), *ref.dyadic(sx / ssc), -(1 - mask), *ref.dyadic(2.0**20), 16)
+    row = next(r for r in rep.rows if r["op"] == "shiftmax")
+    bits = row["in_bits"]
+    s_in = calib.scale("sc", bits)
+    z = sc if bits == 16 else ref.requantize(sc, *ref.dyadic(ssc / s_in), bits)
+    p = ref.shiftmax(z, s_in, 12).astype(np.int64)
+    num = np.sum(p * mask, axis=1)
+    den = mask.sum(axis=1)
+    want = (num + den // 2) // den
+    np.testing.assert_array_equal(got, deq(want, 2.0**-7))
+    # masked entries get (almost) no probability
+    assert np.all(p[mask == 0] <= 1)
+
+
+# ----------------------------------------------------------------------------- shift weights
+@pytest.mark.parametrize("op", ["matmul", "conv2d"])
+def test_shift_weights_run_as_int_shift_accumulate(rng, op):
+    from shiftc.passes import shift as S
+
+    if op == "matmul":
+        W = rand(rng, (16, 12), 0.3)
+        mod = graph(lambda bb, x: emit(bb, relax.op.matmul(x, relax.const(W)), "y"), x=(3, 16))
+        shape = (3, 16)
+    else:
+        W = rand(rng, (5, 2, 3, 3), 0.3)
+        mod = graph(lambda bb, x: emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "y"), x=(1, 2, 6, 6))
+        shape = (1, 2, 6, 6)
+    layer = S.find_layers(mod)[0]
+    cfg = S.ShiftConfig(4)
+    mod = S.ShiftWeights({layer.name: cfg})(mod)
+    codes, alpha = S.encode(layer, cfg)
+    c = Compiled(mod, [{"x": rand(rng, shape)} for _ in range(2)])
+    row = c.row(f"shift_{op}_int")
+    P = int(np.abs(codes.astype(np.int64)).max()) - 1
+    assert row["P"] == P and row["bits"] == 4
+    x = rand(rng, shape)
+    sx = c.s("x")
+    xq = iq.quantize_np(x, sx, 8)
+    if op == "matmul":
+        acc = ref.shift_matmul_int(xq, codes[0], P)
+        scale = sx * alpha.astype(np.float64) * 2.0**-P
+    else:
+        acc = ref.shift_conv2d_int(xq, codes[0], P, padding=1)
+        scale = (sx * alpha.astype(np.float64) * 2.0**-P).reshape(1, -1, 1, 1)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(acc, scale))
+    assert float_scan.float_ops(c.mod) == []
