@@ -67,14 +67,14 @@ def norm_counts(counts) -> dict:
 
 
 def check_minilm(args) -> dict:
-    import minilm_export
+    from examples import minilm
 
     tmp = Path(tempfile.mkdtemp(prefix="minilm-"))
-    sentences = minilm_export.sentences()
-    feeds = minilm_export.tokenize(sentences[: args.sentences], args.seq_len)
-    out = {"sentences": len(feeds), "seq_len": args.seq_len, "source": minilm_export.TEXT}
+    sentences = minilm.sentences()
+    feeds = minilm.feeds(sentences[: args.sentences], args.seq_len)
+    out = {"sentences": len(feeds), "seq_len": args.seq_len, "source": minilm.TEXT_SOURCE}
     for opset in (14, 17):
-        path = minilm_export.export(tmp / f"minilm{opset}.onnx", opset, args.seq_len)
+        path = minilm.export_minilm(tmp / f"minilm{opset}.onnx", opset=opset, seq_len=args.seq_len)
         loaded = frontend.load(path)
         mod = frontend.to_relax(loaded)
         before = op_counts(mod)

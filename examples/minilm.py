@@ -39,9 +39,13 @@ class SentenceEmbedder(nn.Module):
         self.bert = bert
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=token_type_ids).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        # The additive attention mask is built here: transformers' own mask builder exports
+        # ConstantOfShape/Where code that the Relax ONNX importer cannot convert.
+        mask = attention_mask.to(torch.float32)
+        additive = (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+        hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        tokens = self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
+        mask = mask.unsqueeze(-1)
         pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
@@ -54,13 +58,19 @@ def load_model():
     return SentenceEmbedder(bert).eval()
 
 
-def tokenize(sentences):
-    """dict of int64 numpy arrays (N x SEQ_LEN), padded/truncated to SEQ_LEN."""
+def tokenize(sentences, seq_len=SEQ_LEN):
+    """dict of int64 numpy arrays (N x seq_len), padded/truncated to seq_len."""
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_dir(), local_files_only=True)
-    enc = tok(list(sentences), padding="max_length", truncation=True, max_length=SEQ_LEN,
+    enc = tok(list(sentences), padding="max_length", truncation=True, max_length=seq_len,
               return_tensors="np", return_token_type_ids=True)
     return {k: enc[k].astype(np.int64) for k in INPUT_NAMES}
+
+
+def feeds(sentences, seq_len=SEQ_LEN):
+    """One feed dict (1 x seq_len arrays) per sentence, for batch-1 graphs."""
+    batch = tokenize(sentences, seq_len)
+    return [{k: v[i:i + 1] for k, v in batch.items()} for i in range(len(sentences))]
 
 
 def sentences(path=TEXT_SOURCE, min_words=5):
@@ -71,12 +81,15 @@ def sentences(path=TEXT_SOURCE, min_words=5):
     return [p for p in parts if len(p.split()) >= min_words and re.search(r"[a-z]", p)]
 
 
-def export_minilm(path, model=None):
-    """Write the sentence-embedding graph (``model`` or a fresh load_model()) as ONNX."""
+def export_minilm(path, model=None, opset=17, seq_len=SEQ_LEN):
+    """Write the sentence-embedding graph (``model`` or a fresh load_model()) as ONNX.
+
+    Batch 1, static ``seq_len``. Opset < 17 writes LayerNorm out in full (ReduceMean/Pow/Sqrt...).
+    """
     model = model if model is not None else load_model()
-    feeds = tokenize(sentences()[:1])
-    args = tuple(torch.from_numpy(feeds[k]) for k in INPUT_NAMES)
-    torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17,
+    example = tokenize(sentences()[:1], seq_len)
+    args = tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES)
+    torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset,
                       input_names=list(INPUT_NAMES), output_names=["embedding"],
                       do_constant_folding=True)
     return path

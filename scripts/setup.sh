@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# g++: x86 link; g++-aarch64-linux-gnu + qemu-user: arm cross-build and emulation;
-# iverilog, verilator, yosys: VTA RTL simulation and synthesis; dataset-fashion-mnist: examples.
-APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user iverilog verilator yosys dataset-fashion-mnist python3-venv)
+# Per-target toolchains (x86, arm, vta), then the examples' data and venv support.
+bash scripts/install-toolchains.sh
+EXTRA_PACKAGES=(dataset-fashion-mnist python3-venv)
 missing=()
-for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${EXTRA_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -115,12 +115,12 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
 
 
 def build(mod, target):
-    """Compile a Relax module for a target into a Relax executable."""
+    """Schedule (``target.schedule``) and compile a Relax module into a Relax executable."""
     import tvm
 
     from shiftc.schedules.shift_schedule import ScheduleShiftKernels
 
-    tvm_target = target.tvm_target()
-    mod = ScheduleShiftKernels(tvm_target)(mod)  # default schedules for untuned shift kernels
+    mod = ScheduleShiftKernels(target.tvm_target())(mod)  # default schedules for untuned shift kernels (llvm)
+    mod = target.schedule(mod)
     with tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=tvm_target)
+        return tvm.compile(mod, target=target.tvm_target())

