@@ -145,9 +145,11 @@ class Integerizer:
         if q.per_axis:
             mc = relax.const(np.asarray(m, np.int64))
             ec = relax.const(np.asarray(e, np.int32))
-            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis")
-        else:
-            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant")
+            attrs = {"shiftc.requant": "per_axis", "shiftc.axis": int(q.axis), "shiftc.bits": int(bits)}
+            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis", attrs=attrs)
+        else:  # the attrs let a target recognise the op (targets/vta)
+            attrs = {"shiftc.requant": "per_tensor", "shiftc.m": int(m), "shiftc.e": int(e), "shiftc.bits": int(bits)}
+            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant", attrs=attrs)
         return Q(out, s_out, bits)
 
     def as_int(self, name: str, q: Q, bits: int) -> Q:
@@ -733,7 +735,9 @@ class Integerizer:
         P = max(P, 0)
         x = self.as_int(call.args[1].fields[0].name, x_q, ACT_BITS)
         common = dict(P=P, terms=terms, bits=bits, zero_free=zero_free, packed=True)
-        attrs = {"op_pattern": _OPAQUE, "shiftc.kernel": "shift_int"}
+        attrs = {"op_pattern": _OPAQUE, "shiftc.kernel": "shift_int", "shiftc.P": P}
+        attrs.update({k: at[k] for k in ("shiftc.op", "shiftc.bits", "shiftc.terms", "shiftc.zero_free", "shiftc.weight_shape",
+                                         "shiftc.strides", "shiftc.padding", "shiftc.dilation", "shiftc.groups") if k in at})
         xe, pk = self.as_dtype(x, 8), relax.const(packed, "uint8")
         if op == "conv2d":
             out = self.emit_te(SK.shift_conv2d_int, xe, pk, name="shift_conv2d_int", attrs=attrs, weight_shape=wshape,

@@ -115,6 +115,10 @@ def compile(  # noqa: A001 - the public name users expect
     foreign = sorted(set(options) & other_targets)
     if foreign:
         raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(tgt_fields)}")
+    for key, value in tgt.required_options().items():
+        if options.get(key, value) != value:
+            raise InputError(f"target {target!r} needs {key}={value!r}; got {key}={options[key]!r}")
+        options[key] = value
     pass_options = pipeline.PassOptions.from_kwargs(options)
     tgt.require_tools()
 
@@ -130,6 +134,7 @@ def compile(  # noqa: A001 - the public name users expect
 
     step("build")
     t0 = time.perf_counter()
+    mod = tgt.lower(mod, report)
     executable = pipeline.build(mod, tgt)
     timings["build"] = time.perf_counter() - t0
 

@@ -98,6 +98,9 @@ def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, as_js
     from . import api, frontend
 
     shapes = dict(frontend.parse_shape(s) for s in input_shapes)
+    # only the flags the user gave: a target may require options (see Target.required_options)
+    ctx = click.get_current_context()
+    pass_options = {k: v for k, v in pass_options.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     status, step = _progress(not as_json and err.is_terminal)
     if status:
         status.start()

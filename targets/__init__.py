@@ -7,9 +7,10 @@ from shiftc.errors import InputError
 from .arm import Arm
 from .base import Target, Tool
 from .cuda import Cuda
+from .vta.target import VTA
 from .x86 import X86
 
-REGISTRY: dict[str, type[Target]] = {"x86": X86, "arm": Arm, "cuda": Cuda}
+REGISTRY: dict[str, type[Target]] = {"x86": X86, "arm": Arm, "cuda": Cuda, "vta": VTA}
 
 
 def get(name: str, **options) -> Target:

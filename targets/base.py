@@ -61,6 +61,16 @@ class Target(ABC):
                 f"target {self.name!r} needs {t.program} ({t.purpose}); install it with: apt-get install {t.package}"
             )
 
+    def required_options(self) -> dict:
+        """Pass options this target needs (e.g. ``{"integer_only": True}``); the API sets them and
+        rejects a conflicting user value."""
+        return {}
+
+    def lower(self, mod, report):
+        """A target-specific Relax -> Relax rewrite before the build (e.g. offloading layers to an
+        accelerator); may add a stage to ``report`` (shiftc.report.Report)."""
+        return mod
+
     def notes(self) -> list[str]:
         """Extra readiness facts for ``shiftc targets`` (caches, devices)."""
         return []

@@ -55,11 +55,12 @@ class QDense:
 
     weight: np.ndarray
     bias: np.ndarray | None
-    shift_e: int
+    shift_e: int | np.ndarray      # one shift, or one per output channel
     relu: bool = False
     wgt_mode: str = "int8"
     shift_P: int | None = None
     name: str = "dense"
+    out_bits: int = 8              # 16 / 32: saturate wider, stored as 2 / 4 byte planes
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +69,7 @@ class QConv2d:
 
     weight: np.ndarray
     bias: np.ndarray | None
-    shift_e: int
+    shift_e: int | np.ndarray
     stride: int | tuple = 1
     padding: int | tuple = 0
     groups: int = 1
@@ -76,6 +77,7 @@ class QConv2d:
     wgt_mode: str = "int8"
     shift_P: int | None = None
     name: str = "conv2d"
+    out_bits: int = 8
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Program:
     shift_P: int
     tiling: dict
     notes: list
+    out_bits: int = 8      # the output is out_bits // 8 byte planes of out_shape, low byte first
 
     def stream(self) -> bytes:
         return isa.encode_stream(self.insns)
@@ -153,28 +156,54 @@ class _ConvGeom:
         return self.pl + self.W + self.xr
 
 
-def _requant_ops(e: int, relu: bool) -> tuple[list, int]:
-    """ALU (opcode, imm) sequence and the rounding constant folded into the bias."""
-    ops, fold = [], 0
-    if e >= 1:
-        rnd = 1 << (e - 1)
-        if rnd <= (1 << 15) - 1:
-            ops.append((isa.ALU_ADD, rnd))
-        else:
-            fold = rnd  # does not fit the 16-bit immediate: pre-add it through the bias
-        ops.append((isa.ALU_SHR, e))
-    ops.append((isa.ALU_MAX, 0 if relu else -128))
-    ops.append((isa.ALU_MIN, 127))
-    return ops, fold
+def _requant_ops(e, relu: bool, out_bits: int = 8) -> tuple[list, object, dict]:
+    """ALU (opcode, imm) sequence, the rounding constant(s) folded into the bias, and the
+    per-channel vector operands (name -> one int32 per channel) that some ops read.
+
+    ``e``: one shift, or an array with one shift per output channel; a negative ``e`` is a left
+    shift by ``-e`` (scale ratio > 1).  Per-channel or left shifts fold every channel's rounding
+    constant ``2**(e_c-1)`` into its bias (exact) and run one SHR whose amounts come from
+    accumulator rows (imm = the vector's name), not from the immediate.  A left shift is
+    preceded by a per-channel clamp to ``[(lo >> k) - 1, (hi >> k) + 1]``: it cannot overflow
+    int32 then, and the final saturation gives ``sat(z << k)`` exactly."""
+    ops, fold, vectors = [], 0, {}
+    e_arr = np.asarray(e, dtype=np.int64)
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    if (e_arr.ndim and np.unique(e_arr).size > 1) or np.any(e_arr < 0):
+        fold = np.where(e_arr >= 1, np.left_shift(np.int64(1), np.maximum(e_arr - 1, 0)), 0)
+        if np.any(e_arr < 0):
+            k = np.maximum(-e_arr, 0)
+            vectors["lo"] = np.where(e_arr < 0, (lo >> k) - 1, -(1 << 31))
+            vectors["hi"] = np.where(e_arr < 0, (hi >> k) + 1, (1 << 31) - 1)
+            ops += [(isa.ALU_MAX, "lo"), (isa.ALU_MIN, "hi")]
+        vectors["shr"] = e_arr
+        ops.append((isa.ALU_SHR, "shr"))
+    else:
+        e = int(e_arr.reshape(-1)[0]) if e_arr.size else 0
+        if e >= 1:
+            rnd = 1 << (e - 1)
+            if rnd <= (1 << 15) - 1:
+                ops.append((isa.ALU_ADD, rnd))
+            else:
+                fold = rnd  # does not fit the 16-bit immediate: pre-add it through the bias
+            ops.append((isa.ALU_SHR, e))
+    if relu or out_bits < 32:
+        ops.append((isa.ALU_MAX, 0 if relu else lo))
+    if out_bits < 32:
+        ops.append((isa.ALU_MIN, hi))
+    return ops, fold, vectors
 
 
-def _choose_tiling(cfg: VTAConfig, g: _ConvGeom, CB: int, OB: int, nbuf: int) -> dict:
-    """Pick (oc blocks, cin blocks, output rows) per tile minimising estimated DRAM cycles."""
+def _choose_tiling(cfg: VTAConfig, g: _ConvGeom, CB: int, OB: int, nbuf: int,
+                   acc_reserved: int = 0) -> dict:
+    """Pick (oc blocks, cin blocks, output rows) per tile minimising estimated DRAM cycles.
+
+    ``acc_reserved`` accumulator rows (per-channel shift amounts) are kept out of the buffers."""
     inp_cap, wgt_cap, acc_cap = (cfg.inp_depth // nbuf, cfg.wgt_depth // nbuf,
-                                 cfg.acc_depth // nbuf)
+                                 (cfg.acc_depth - acc_reserved) // nbuf)
     kk = g.KH * g.KW
     # worst case: one uop kernel per (edge tm, edge tcb) x inp/wgt parity x acc parity
-    uop_cap = (cfg.uop_depth - 2 * nbuf) // (4 * nbuf * nbuf)
+    uop_cap = (cfg.uop_depth - 2 * nbuf - nbuf * acc_reserved) // (4 * nbuf * nbuf)
     best = None
     for tm in range(1, OB + 1):
         for tcb in range(1, CB + 1):
@@ -213,12 +242,28 @@ def _check_headroom(W: np.ndarray, bias: np.ndarray, fold: int, name: str) -> No
                            f"{worst} > 2^31-1); split K or lower shift_P")
 
 
-def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None, e: int,
-           relu: bool, wgt_mode: str, shift_P: int | None, name: str, nbuf: int) -> Program:
+def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None, e,
+           relu: bool, wgt_mode: str, shift_P: int | None, name: str, nbuf: int,
+           out_bits: int = 8) -> Program:
     bi, bo = cfg.block_in, cfg.block_out
-    if not 0 <= e <= 31:
-        raise CodegenError(f"{name}: shift_e={e} outside [0, 31] (the SHR amount must be a "
+    e_arr = np.asarray(e, dtype=np.int64)
+    if e_arr.ndim not in (0, 1) or (e_arr.ndim == 1 and e_arr.size not in (1, g.O)):
+        raise CodegenError(f"{name}: shift_e must be one int or one per output ({g.O})")
+    if np.any(e_arr < -30) or np.any(e_arr > 31):
+        raise CodegenError(f"{name}: shift_e={e} outside [-30, 31] (the SHR amount must be a "
                            "defined 32-bit shift)")
+    if out_bits not in (8, 16, 32):
+        raise CodegenError(f"{name}: out_bits must be 8, 16 or 32, got {out_bits}")
+    if out_bits == 32 and np.any(e_arr < 0):
+        raise CodegenError(f"{name}: a left shift (negative shift_e) needs out_bits <= 16 "
+                           "(its pre-clamp must fit int32)")
+    nbytes = out_bits // 8
+    notes = []
+    if nbytes > 1 and nbuf != 1:
+        # SHR 8 between byte-plane STOREs rewrites the accumulator in place; with one acc
+        # buffer the store->compute tokens stay in order (see the token comment below)
+        nbuf = 1
+        notes.append(f"{out_bits}-bit output: {nbytes} byte-plane STOREs, single-buffered")
     if wgt_mode == "shift":
         if shift_P is None or not 0 <= shift_P <= cfg.shift_max:
             raise CodegenError(f"{name}: wgt_mode='shift' needs shift_P in [0, {cfg.shift_max}]"
@@ -239,7 +284,8 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
             else np.asarray(bias).astype(np.int64).reshape(-1))
     if bias.shape != (g.O,):
         raise CodegenError(f"{name}: bias has {bias.size} values for {g.O} outputs")
-    ops, fold = _requant_ops(e, relu)
+    ops, fold, vectors = _requant_ops(e_arr, relu, out_bits)
+    vector_shift = bool(vectors)
     _check_headroom(W_int, bias, fold, name)
     bias_acc = bias + fold
     if np.any(np.abs(bias_acc) > (1 << 31) - 1):
@@ -254,11 +300,14 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
                          ("column stride", g.sw, 2047)):
         if v > lim:
             raise CodegenError(f"{name}: {what} {v} exceeds the 11-bit loop factor field")
-    t = _choose_tiling(cfg, g, CB, OB, nbuf)
+    acc_reserved = OB * len(vectors)
+    t = _choose_tiling(cfg, g, CB, OB, nbuf, acc_reserved)
     tm, tcb, toh, rin = t["tm"], t["tcb"], t["toh"], t["rin"]
     kk = g.KH * g.KW
     inp_cap, wgt_cap, acc_cap = (cfg.inp_depth // nbuf, cfg.wgt_depth // nbuf,
-                                 cfg.acc_depth // nbuf)
+                                 (cfg.acc_depth - acc_reserved) // nbuf)
+    # acc rows after the buffers hold the per-channel vector operands, OB rows each
+    vec_base = {key: nbuf * acc_cap + j * OB for j, key in enumerate(vectors)}
 
     # ---- DRAM image: uops | wgt | bias (acc) | inp | out ------------------------------------
     wpk = layout.pack_weights(np.asarray(w).astype(np.int8), bo, bi)       # OB,CB,KH,KW,bo,bi
@@ -275,13 +324,20 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     alloc("uop", n_uop_max * 4, 4)
     alloc("wgt", wpk.nbytes, cfg.wgt_elem_bytes)
     alloc("acc", bpk.nbytes, cfg.acc_elem_bytes)
+    vpk = {key: layout.pack_bias(np.broadcast_to(v, (g.O,)).astype(np.int32), bo)  # OB, bo
+           for key, v in vectors.items()}
+    for key, v in vpk.items():
+        alloc("vec_" + key, v.nbytes, cfg.acc_elem_bytes)
     inp_shape = (g.N, CB, g.H, g.W, bi)
     alloc("inp", int(np.prod(inp_shape)), cfg.inp_elem_bytes)
     out_shape = (g.N, OB, OH, OW, bo)
-    alloc("out", int(np.prod(out_shape)), cfg.out_elem_bytes)
+    plane_el = int(np.prod(out_shape)) // cfg.out_elem_bytes
+    alloc("out", nbytes * int(np.prod(out_shape)), cfg.out_elem_bytes)
     dram = np.zeros(-(-cursor // 4096) * 4096, dtype=np.uint8)
     dram[regions["wgt"]:regions["wgt"] + wpk.nbytes] = wpk.view(np.uint8).reshape(-1)
     dram[regions["acc"]:regions["acc"] + bpk.nbytes] = bpk.astype("<i4").view(np.uint8).reshape(-1)
+    for key, v in vpk.items():
+        dram[regions["vec_" + key]:regions["vec_" + key] + v.nbytes] = v.astype("<i4").view(np.uint8).reshape(-1)
     wgt_el = regions["wgt"] // cfg.wgt_elem_bytes
     acc_el = regions["acc"] // cfg.acc_elem_bytes
     inp_el = regions["inp"] // cfg.inp_elem_bytes
@@ -307,6 +363,10 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     body: list = []
     grp = tile = 0
     try:
+        for key in vectors:  # per-channel operands, loaded once into reserved acc rows
+            body.append(isa.LoadStore(mem_type=isa.MEM_ACC, sram_base=vec_base[key],
+                                      dram_base=regions["vec_" + key] // cfg.acc_elem_bytes,
+                                      y_size=1, x_size=OB, x_stride=OB))
         for n in range(g.N):
             for oh0 in range(0, OH, toh):
                 toh_a = min(toh, OH - oh0)
@@ -350,18 +410,35 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
                             src_factor_in=g.sw if OW > 1 else 0, pop_prev=1, push_prev=1))
                         grp += 1
                     abgn, aend = kernel(("alu", abuf), lambda: [isa.Uop(dst=abuf)])
+                    rows = dict(iter_out=tm_a, iter_in=toh_a * OW,
+                                dst_factor_out=toh * OW if tm_a > 1 else 0, dst_factor_in=1)
+                    if not ops:  # nothing to requantise: hand the tile to store directly
+                        body.append(isa.Alu(uop_bgn=0, uop_end=0, iter_out=0, iter_in=0,
+                                            push_next=1))
                     for k, (op, imm) in enumerate(ops):
-                        body.append(isa.Alu(
-                            alu_opcode=op, use_imm=1, imm=imm, uop_bgn=abgn, uop_end=aend,
-                            iter_out=tm_a, iter_in=toh_a * OW,
-                            dst_factor_out=toh * OW if tm_a > 1 else 0, dst_factor_in=1,
-                            push_next=int(k == len(ops) - 1)))
-                    for m in range(tm_a):
-                        body.append(isa.LoadStore(
-                            store=True, mem_type=isa.MEM_OUT, sram_base=abuf + m * toh * OW,
-                            dram_base=out_el + ((n * OB + ob0 + m) * OH + oh0) * OW,
-                            y_size=1, x_size=toh_a * OW, x_stride=toh_a * OW,
-                            pop_prev=int(m == 0), push_prev=int(m == tm_a - 1)))
+                        last = int(k == len(ops) - 1)
+                        if isinstance(imm, str):  # per-channel operand from reserved acc rows
+                            vb, ve = kernel(("alu_vec", abuf, ob0, imm),
+                                            lambda: [isa.Uop(dst=abuf, src=vec_base[imm] + ob0)])
+                            body.append(isa.Alu(alu_opcode=op, use_imm=0, uop_bgn=vb,
+                                                uop_end=ve, src_factor_out=int(tm_a > 1),
+                                                push_next=last, **rows))
+                        else:
+                            body.append(isa.Alu(alu_opcode=op, use_imm=1, imm=imm,
+                                                uop_bgn=abgn, uop_end=aend, push_next=last,
+                                                **rows))
+                    for j in range(nbytes):
+                        if j:  # next byte plane: wait for the previous STORE, shift, hand over
+                            body.append(isa.Alu(alu_opcode=isa.ALU_SHR, use_imm=1, imm=8,
+                                                uop_bgn=abgn, uop_end=aend, pop_next=1,
+                                                push_next=1, **rows))
+                        for m in range(tm_a):
+                            body.append(isa.LoadStore(
+                                store=True, mem_type=isa.MEM_OUT, sram_base=abuf + m * toh * OW,
+                                dram_base=(out_el + j * plane_el
+                                           + ((n * OB + ob0 + m) * OH + oh0) * OW),
+                                y_size=1, x_size=toh_a * OW, x_stride=toh_a * OW,
+                                pop_prev=int(m == 0), push_prev=int(m == tm_a - 1)))
                     tile += 1
         # wait for the last min(tile, nbuf) stores, then FINISH
         for _ in range(min(tile, nbuf) - 1):
@@ -377,13 +454,18 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
         raise CodegenError(f"{name}: a field does not fit the ISA: {exc}") from None
     ub = b"".join(u.encode() for u in uops)
     dram[regions["uop"]:regions["uop"] + len(ub)] = np.frombuffer(ub, dtype=np.uint8)
-    notes = []
-    if fold:
+    if vector_shift:
+        notes.append("per-channel shifts: rounding constants folded into the bias, SHR by "
+                     "accumulator-row amounts")
+    if "lo" in vectors:
+        notes.append("left shifts on some channels: per-channel pre-clamp (MAX/MIN from "
+                     "accumulator rows) before the shift")
+    elif np.any(fold):
         notes.append(f"rounding constant 2^{e - 1} folded into the bias (exceeds the "
                      "16-bit ALU immediate)")
     tiling = dict(t, uops=len(uops), OH=OH, OW=OW, CB=CB, OB=OB)
     return Program(cfg, head + body, dram, regions["inp"], inp_shape, regions["out"], out_shape,
-                   wgt_mode, int(shift_P or 0), tiling, notes)
+                   wgt_mode, int(shift_P or 0), tiling, notes, out_bits)
 
 
 def _with(insn, **kw):
@@ -417,12 +499,14 @@ def compile_layer(layer, x_shape, cfg: VTAConfig | None = None, nbuf: int = 2) -
                                f"features {K}")
         g = _ConvGeom(1, K, N, 1, w.shape[0], 1, 1, 1, 1, 0, 0, 0, 0)
         return _lower(cfg, g, w.reshape(w.shape[0], K, 1, 1), layer.bias, layer.shift_e,
-                      layer.relu, layer.wgt_mode, layer.shift_P, layer.name, nbuf)
+                      layer.relu, layer.wgt_mode, layer.shift_P, layer.name, nbuf,
+                      layer.out_bits)
     if isinstance(layer, QConv2d):
         if layer.groups != 1:
             raise CodegenError(f"{layer.name}: groups={layer.groups} is not lowered to VTA")
         return _lower(cfg, _geom_conv(layer, x_shape), np.asarray(layer.weight), layer.bias,
-                      layer.shift_e, layer.relu, layer.wgt_mode, layer.shift_P, layer.name, nbuf)
+                      layer.shift_e, layer.relu, layer.wgt_mode, layer.shift_P, layer.name, nbuf,
+                      layer.out_bits)
     raise CodegenError(f"unsupported layer type {type(layer).__name__}")
 
 
@@ -437,20 +521,27 @@ def run_program(prog: Program, x_packed: np.ndarray, trace_gemm: bool = False,
     sim.dram[:] = prog.dram
     sim.write_dram(prog.inp_byte, np.ascontiguousarray(x_packed, dtype=np.int8))
     sim.run(prog.stream())
-    nbytes = int(np.prod(prog.out_shape))
-    out = sim.read_dram(prog.out_byte, nbytes).view(np.int8).reshape(prog.out_shape)
-    return out, sim
+    return read_output(prog, sim.dram), sim
+
+
+def read_output(prog: Program, dram: np.ndarray) -> np.ndarray:
+    """The blocked output from a DRAM image: byte planes (low byte first) -> int8/16/32."""
+    size = int(np.prod(prog.out_shape))
+    nbytes = prog.out_bits // 8
+    planes = dram[prog.out_byte:prog.out_byte + nbytes * size].reshape(nbytes, size)
+    word = np.ascontiguousarray(planes.T).view(f"<i{nbytes}").reshape(prog.out_shape)
+    return word.astype(f"int{prog.out_bits}")
 
 
 def _host(layer, x, reason: str) -> LayerResult:
     if isinstance(layer, QDense):
         y = reference_qdense(x, layer.weight, layer.bias, layer.shift_e, layer.relu,
-                             layer.wgt_mode, layer.shift_P)
+                             layer.wgt_mode, layer.shift_P, layer.out_bits)
         kind = "dense"
     else:
         y = reference_qconv2d(x, layer.weight, layer.bias, layer.shift_e, layer.stride,
                               layer.padding, layer.groups, layer.relu, layer.wgt_mode,
-                              layer.shift_P)
+                              layer.shift_P, layer.out_bits)
         kind = "conv2d"
     return LayerResult(y, None, [LayerReport(layer.name, kind, "host", reason)])
 

@@ -33,6 +33,30 @@ def saturate_int8(y: np.ndarray, relu: bool = False) -> np.ndarray:
     return np.clip(y, 0 if relu else -128, 127).astype(np.int8)
 
 
+OUT_DTYPES = {8: np.int8, 16: np.int16, 32: np.int32}
+
+
+def requantize_out(z: np.ndarray, shift_e, relu: bool, out_bits: int, axis: int) -> np.ndarray:
+    """``saturate(round_half_up(z >> e), out_bits)`` (ReLU: lower bound 0); ``shift_e`` is one
+    int or one int per channel along ``axis`` of ``z``; a negative per-channel ``e`` is a left
+    shift ``z << -e`` (then saturated)."""
+    if out_bits not in OUT_DTYPES:
+        raise ReferenceError(f"out_bits must be 8, 16 or 32, got {out_bits}")
+    e = np.asarray(shift_e, dtype=np.int64)
+    if e.ndim == 0 and e >= 0:
+        y = round_shift(z, int(e))
+    else:
+        shape = [1] * z.ndim
+        shape[axis] = -1
+        e = e.reshape(shape)
+        if np.any(e < -30) or np.any(e > 62):
+            raise ReferenceError(f"shift e outside [-30, 62]: {e.reshape(-1)}")
+        right = (z + np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0)) >> np.maximum(e, 0)
+        y = np.where(e < 0, np.asarray(z, np.int64) << np.maximum(-e, 0), right)  # e < 0: left shift
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    return np.clip(y, 0 if relu else lo, hi).astype(OUT_DTYPES[out_bits])
+
+
 def shift_code_weights(codes: np.ndarray, P: int) -> np.ndarray:
     """Integer weights ``sign * 2**(P - p)`` of int8 shift codes (int64); needs p <= P."""
     c = np.asarray(codes)
@@ -61,9 +85,11 @@ def layer_weights(w: np.ndarray, wgt_mode: str, shift_P: int | None) -> np.ndarr
     raise ReferenceError(f"unknown wgt_mode {wgt_mode!r}")
 
 
-def reference_qdense(x, w, bias, shift_e: int, relu: bool = False, wgt_mode: str = "int8",
-                     shift_P: int | None = None) -> np.ndarray:
-    """``y = sat8(round_half_up((x @ W^T + b) >> e))``; x (N, K) int8, w (M, K), bias (M,)."""
+def reference_qdense(x, w, bias, shift_e, relu: bool = False, wgt_mode: str = "int8",
+                     shift_P: int | None = None, out_bits: int = 8) -> np.ndarray:
+    """``y = sat8(round_half_up((x @ W^T + b) >> e))``; x (N, K) int8, w (M, K), bias (M,).
+
+    ``shift_e``: one int or one per output; ``out_bits`` 16 / 32 saturate to int16 / int32."""
     x = np.asarray(x)
     if x.dtype != np.int8 or x.ndim != 2:
         raise ReferenceError("x must be a 2-D int8 array")
@@ -71,7 +97,7 @@ def reference_qdense(x, w, bias, shift_e: int, relu: bool = False, wgt_mode: str
     z = x.astype(np.int64) @ W.T
     if bias is not None:
         z = z + np.asarray(bias, dtype=np.int64)[None, :]
-    return saturate_int8(round_shift(z, shift_e), relu)
+    return requantize_out(z, shift_e, relu, out_bits, axis=1)
 
 
 def _pads(padding) -> tuple[int, int, int, int]:
@@ -87,9 +113,9 @@ def _pads(padding) -> tuple[int, int, int, int]:
     raise ReferenceError(f"padding must be an int, 2 or 4 values, got {padding}")
 
 
-def reference_qconv2d(x, w, bias, shift_e: int, stride=1, padding=0, groups: int = 1,
+def reference_qconv2d(x, w, bias, shift_e, stride=1, padding=0, groups: int = 1,
                       relu: bool = False, wgt_mode: str = "int8",
-                      shift_P: int | None = None) -> np.ndarray:
+                      shift_P: int | None = None, out_bits: int = 8) -> np.ndarray:
     """Quantised 2-D convolution, NCHW int8 input, OIHW weights (O, C/groups, KH, KW)."""
     x = np.asarray(x)
     if x.dtype != np.int8 or x.ndim != 4:
@@ -119,4 +145,4 @@ def reference_qconv2d(x, w, bias, shift_e: int, stride=1, padding=0, groups: int
         z[:, g * Og:(g + 1) * Og] = np.einsum("ncyxhw,ochw->noyx", pg, wg)
     if bias is not None:
         z = z + np.asarray(bias, dtype=np.int64)[None, :, None, None]
-    return saturate_int8(round_shift(z, shift_e), relu)
+    return requantize_out(z, shift_e, relu, out_bits, axis=1)
