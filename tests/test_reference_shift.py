@@ -13,8 +13,10 @@ FAST = settings(max_examples=40, deadline=None)
 weights = hnp.arrays(
     np.float32,
     st.tuples(st.integers(1, 4), st.integers(1, 12)),
+    # Magnitudes below 1e-30 are left out: alpha * 2^-p would then be a float32 subnormal, which
+    # has too few mantissa bits for "nearest representable" to hold (no trained weight is that small).
     elements=st.one_of(
-        st.floats(-4, 4, width=32),
+        st.floats(-4, 4, width=32).filter(lambda v: v == 0 or abs(v) > 1e-30),
         st.sampled_from([0.0, 1.0, -1.0, 0.5, -0.75, 1e-6]),
     ),
 )
