@@ -28,6 +28,7 @@ import math
 from collections import Counter
 
 import numpy as np
+import tvm
 from tvm import relax
 
 from .graph import Graph, const_like, count_diff, op_counts, rewrite_bindings, shape_of
@@ -312,8 +313,19 @@ def _l2_normalize(g: Graph, var, value, emit):
     return relax.Call(fn, [x])
 
 
+def _constant_transpose(value):
+    """``permute_dims(W)`` of a constant (ONNX Gemm with transB) -> the transposed constant."""
+    if not (isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.permute_dims")):
+        return None
+    (w,) = value.args
+    if not isinstance(w, tvm.ir.expr.Constant):
+        return None
+    axes = None if value.attrs.axes is None else [int(a) for a in value.attrs.axes]
+    return relax.const(np.ascontiguousarray(np.transpose(w.value.numpy(), axes)))
+
+
 def _rule(g: Graph, var, value, emit):
-    for match in (lambda: _LayerNorm.match(g, var, value), lambda: _gelu(g, var, value), lambda: _l2_normalize(g, var, value, emit)):
+    for match in (lambda: _constant_transpose(value), lambda: _LayerNorm.match(g, var, value), lambda: _gelu(g, var, value), lambda: _l2_normalize(g, var, value, emit)):
         new = match()
         if new is not None:
             return new
@@ -321,8 +333,10 @@ def _rule(g: Graph, var, value, emit):
 
 
 def canonicalize(mod):
-    """Replace written-out LayerNorm, GELU (erf, tanh) and L2 normalisation by one op each."""
-    return rewrite_bindings(mod, _rule)
+    """Replace written-out LayerNorm, GELU (erf, tanh) and L2 normalisation by one op each, and
+    fold transposes of constant weights (then inline constant bindings), so a Gemm's weight is a
+    constant operand of its matmul."""
+    return relax.transform.CanonicalizeBindings()(rewrite_bindings(mod, _rule))
 
 
 def linear_resizes(mod, func_name: str = "main") -> int:

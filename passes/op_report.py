@@ -31,3 +31,32 @@ def counts_after(loaded, stage_names, options: PassOptions | None = None) -> tup
             mod = stage.apply(mod, StageContext(options, [], loaded, sr))
             reports.append(sr)
     return before, op_counts(mod), reports
+
+
+def integer_form(op: str) -> bool:
+    """Whether the integeriser has a rewrite rule for Relax op ``op`` (it may still decline a
+    particular call, e.g. softmax over a non-last axis; ``compile --integer-only`` is definitive)."""
+    from .integerize import Integerizer
+
+    return hasattr(Integerizer, "op_" + op.replace("relax.", "").replace(".", "_"))
+
+
+def rewrite_candidates(loaded) -> dict:
+    """What the shift and integer passes would rewrite, after the exact passes (canonicalize,
+    fold_norm): every shift candidate layer, and every Relax op with or without an integer form."""
+    from shiftc import frontend
+
+    from . import canonicalize, fold_norm, shift
+
+    mod = frontend.to_relax(loaded)
+    for stage in (canonicalize, fold_norm):
+        mod = stage.apply(mod, StageContext(PassOptions(), [], loaded, StageReport(stage.__name__)))
+    layers = [
+        {"layer": l.name, "op": l.op, "weight_shape": list(l.weight.shape), "macs": l.macs}
+        for l in shift.find_layers(mod)
+    ]
+    counts = op_counts(mod)
+    return {
+        "shift": layers,
+        "integer": {op: {"count": n, "integer_form": integer_form(op)} for op, n in sorted(counts.items())},
+    }

@@ -229,6 +229,9 @@ def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
     result = stats.to_json()
     result["inputs"] = [s.to_json() for s in loaded.inputs]
     result["outputs"] = [s.to_json() for s in loaded.outputs]
+    from shiftc.passes.op_report import rewrite_candidates
+
+    result["rewrites"] = rewrite_candidates(loaded)
     stages = [s for s in after.split(",") if s.strip()] or (["canonicalize", "fold_norm"] if norm_passes else [])
     if stages:
         from shiftc.passes.op_report import counts_after
@@ -248,8 +251,25 @@ def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
         table.add_row(op, str(n), f"{macs[op]:,}" if op in macs else "")
     out.print(table)
     out.print(f"total multiply-accumulates: {stats.total_macs:,}")
+    _print_rewrites(result["rewrites"])
     if stages:
         _print_relax_counts(result["relax_ops"])
+
+
+def _print_rewrites(rewrites: dict):
+    shift_rows = rewrites["shift"]
+    table = Table(title=f"shift pass: {len(shift_rows)} layer(s) would become shift-add kernels")
+    for col in ("layer", "op", "weight", "MACs"):
+        table.add_column(col, justify="right" if col == "MACs" else "left")
+    for r in shift_rows:
+        table.add_row(r["layer"], r["op"], "x".join(map(str, r["weight_shape"])), f"{r['macs']:,}")
+    out.print(table)
+    missing = {op: v["count"] for op, v in rewrites["integer"].items() if not v["integer_form"]}
+    if missing:
+        listing = ", ".join(f"{op} x{n}" for op, n in missing.items())
+        out.print(f"integer pass: no integer form for {listing} (--integer-only would refuse them)")
+    else:
+        out.print("integer pass: every Relax op has an integer form")
 
 
 def _print_relax_counts(counts: dict):

@@ -162,3 +162,15 @@ def test_torch_opset14_export_canonicalises(tmp_path):
     after = canonicalize(mod)
     assert counts(after) == {"nn.layer_norm": 1, "matmul": 1, "add": 1, "nn.gelu": 1, "nn.gelu_tanh": 1, "l2_normalize": 1}
     assert max_rel_error(loaded, after) <= EXACT
+
+
+def test_gemm_weight_transpose_is_folded_into_a_constant_operand(rng):
+    w = rng.standard_normal((10, 16)).astype(np.float32)
+    model = make_model([n("Gemm", ["x", "w"], ["y"], transB=1)], [("x", [2, 16])], [("y", [2, 10])], {"w": w})
+    loaded, mod = imported(model)
+    assert counts(mod) == {"permute_dims": 1, "matmul": 1}
+    after = canonicalize(mod)
+    assert counts(after) == {"matmul": 1}
+    (matmul,) = [b.value for b in after["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None and b.value.op.name == "relax.matmul"]
+    np.testing.assert_array_equal(matmul.args[1].value.numpy(), w.T)
+    assert max_rel_error(loaded, after) <= EXACT
