@@ -146,6 +146,53 @@ def test_partition_ir_before_after():
     assert isinstance(new["main"], tvm.relax.Function)
 
 
+def _epilogue_graph(lower, upper=None):
+    """conv2d -> add -> maximum(., per-channel const) [-> minimum(., per-channel const)] ->
+    max_pool2d -> requantiser: the integeriser's form of a shift kernel's folded clamp."""
+    from tvm import relax
+
+    from shiftc.schedules import int_kernels as K
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 6, 6), "int8"))
+    w = RNG.integers(-127, 128, (32, 16, 3, 3)).astype(np.int8)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            c = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1, 1, 1], out_dtype="int32"))
+            r = bb.emit(relax.op.add(c, relax.const(np.ones((1, 32, 1, 1), np.int32))))
+            r = bb.emit(relax.op.maximum(r, relax.const(np.asarray(lower, np.int32).reshape(1, 32, 1, 1))))
+            if upper is not None:
+                r = bb.emit(relax.op.minimum(r, relax.const(np.asarray(upper, np.int32).reshape(1, 32, 1, 1))))
+            p = bb.emit(relax.op.nn.max_pool2d(r, pool_size=[2, 2], strides=[2, 2]))
+            m, e = relax.const(np.ones(32, np.int64)), relax.const(np.full(32, 9, np.int32))
+            q = bb.emit(bb.call_te(K.requantize_per_axis, p, m, e, 1, 8, primfunc_name_hint="requant_axis",
+                                   primfunc_attrs={"shiftc.requant": "per_axis", "shiftc.axis": 1, "shiftc.bits": 8}))
+            out = bb.emit_output(q)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_partition_per_channel_zero_lower_bound_is_relu():
+    """``maximum(., zeros per channel)`` (a shift kernel's folded ReLU, integerised) is ReLU: the chain
+    absorbs it, the max pool and the requantiser, exactly like ``maximum(., 0)``."""
+    chains, host = partition.find_layers(_epilogue_graph(np.zeros(32)))
+    assert len(chains) == 1 and not host
+    c = chains[0]
+    assert c.relu and c.out_bits == 8 and len(c.pools) == 1 and len(c.members) == 5 and not c.notes
+
+
+@pytest.mark.parametrize("lower, upper", [(np.arange(32) - 3, None), (np.zeros(32), np.full(32, 900))],
+                         ids=["lower_not_zero", "upper_bound"])
+def test_partition_other_clamps_stay_on_the_host(lower, upper):
+    """A lower bound other than 0 or an upper bound is not lowered: the chain ends before it (int32
+    output), the clamp, pool and requantiser run on the host, and a note says so."""
+    chains, host = partition.find_layers(_epilogue_graph(lower, upper))
+    assert len(chains) == 1 and chains[0].out_bits == 32 and not chains[0].pools
+    assert chains[0].relu == (upper is not None) and len(chains[0].members) == (3 if upper is not None else 2)
+    assert any("stay on the host" in n for n in chains[0].notes)
+    assert len(host) == 3  # the clamp, the max pool and the requantiser
+
+
 @pytest.mark.parametrize("out_bits", [8, 16, 32])
 def test_codegen_per_channel_shifts_and_wide_outputs(out_bits):
     """Per-channel SHR amounts from accumulator rows and byte-plane stores match the reference,

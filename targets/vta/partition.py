@@ -5,7 +5,8 @@ A VTA layer is a chain of single-use values::
 
     conv2d(x:int8 NCHW, W:const int8 OIHW, groups=1, out int32)  |  matmul(x:int8 (N,K), W:const int8 (K,M), out int32)
       [-> add(., const int32 bias per channel)]
-      [-> maximum(., 0)]                                            ReLU
+      [-> maximum(., 0)]                                            ReLU: 0 a scalar, or zeros per channel
+                                                                    (a shift kernel's folded clamp at lo = 0)
       [-> max_pool2d(.)]*                                           (moved after the requantiser, see below)
       [-> requantiser: call_tir with attrs shiftc.requant = per_axis (channel axis) | per_tensor,
           m = 1 (pow2: a rounding right shift by e <= 31) or m = 2**k, e = 0 (a saturating
@@ -196,12 +197,18 @@ class _Finder:
                 cur = b.var
                 b = self.next_of(cur)
         if b is not None and _op(b.value) == "relax.maximum" and b.value.args[0].same_as(cur):
-            zero = _const(b.value.args[1])
-            if zero is not None and zero.size == 1 and int(zero.reshape(-1)[0]) == 0:
+            lower = _const(b.value.args[1])
+            if lower is not None and _per_channel(lower, nd, caxis, channels) and not lower.any():
                 c.relu = True
                 c.members.append(b.var)
                 cur = b.var
                 b = self.next_of(cur)
+            elif lower is not None:
+                c.notes.append(f"clamp {b.var.name} (a lower bound other than 0) and what follows "
+                               "stay on the host: VTA lowers only ReLU (MAX 0) before the requantiser")
+        if b is not None and _op(b.value) == "relax.minimum" and b.value.args[0].same_as(cur):
+            c.notes.append(f"clamp {b.var.name} (an upper bound) and what follows stay on the host: "
+                           "VTA lowers only ReLU (MAX 0) before the requantiser")
         pools = []
         while c.kind == "conv2d" and b is not None and _op(b.value) == "relax.nn.max_pool2d" \
                 and b.value.attrs.layout == "NCHW":
