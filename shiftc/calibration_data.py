@@ -60,18 +60,24 @@ def load(path: str | Path, specs: list[TensorSpec]) -> list[dict[str, np.ndarray
         for f in files:
             samples.extend(load(f, specs))
         return samples
+    return from_arrays(read_arrays(path, specs, "calibration data"), specs)
+
+
+def read_arrays(path: Path, specs: list[TensorSpec], what: str = "input") -> dict[str, np.ndarray]:
+    """Arrays of an .npy (single-input models) or .npz (keyed by input name) file."""
+    path = Path(path)
     if not path.is_file():
-        raise InputError(f"calibration data not found: {path}")
+        raise InputError(f"{what} file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise InputError(f"cannot read calibration data {path}: {exc}") from None
+        raise InputError(f"cannot read {what} {path} as .npy/.npz: {exc}") from None
     if isinstance(data, np.ndarray):
         if len(specs) != 1:
-            raise InputError(f"{path} holds one array; the model has {len(specs)} inputs: use .npz keyed by input name")
-        return from_arrays({specs[0].name: data}, specs)
+            raise InputError(f"{path} holds one array but the model has {len(specs)} inputs; use an .npz keyed by input name")
+        return {specs[0].name: data}
     with data:
-        return from_arrays({k: data[k] for k in data.files}, specs)
+        return {k: data[k] for k in data.files}
 
 
 def synthetic(specs: list[TensorSpec], n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:

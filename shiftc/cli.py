@@ -165,21 +165,6 @@ def _target_options(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _read_inputs(path: Path, specs) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(f"input file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as .npy/.npz: {exc}") from None
-    if isinstance(data, np.ndarray):
-        if len(specs) != 1:
-            raise InputError(f"{path} holds one array but the model has {len(specs)} inputs; use an .npz keyed by input name")
-        return {specs[0].name: data}
-    with data:
-        return {k: data[k] for k in data.files}
-
-
 @main.command("run")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path), help=".npy (one input) or .npz keyed by input name.")
@@ -188,10 +173,10 @@ def _read_inputs(path: Path, specs) -> dict[str, np.ndarray]:
 @handle_errors
 def run_cmd(artifact, input_path, output_path, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
-    from . import api
+    from . import api, calibration_data
 
     cm = api.load(artifact)
-    outs = cm.run(_read_inputs(input_path, cm.inputs))
+    outs = cm.run(calibration_data.read_arrays(input_path, cm.inputs))
     if output_path:
         np.savez(output_path, **outs)
     summary = {
