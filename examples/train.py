@@ -112,7 +112,7 @@ def main(argv=None):
     x = fm.preprocess(images)
     path = export(model, name, x[:1])
     np.savez_compressed(os.path.join(HERE, "models", f"{name}_sample.npz"),
-                        x=x[:8], y=targets[:8], images=images[:8])
+                        input=x[:8], y=targets[:8], images=images[:8])  # keyed by the ONNX input name
     if name == "segmenter":
         metric, value = "miou", evaluate.onnx_miou(path, x, targets, fm.NUM_SEG_CLASSES)
     else:

@@ -132,6 +132,10 @@ def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, as_js
         out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
     for stage in cm.report.stages:
         _print_stage(stage)
+    if any(stage.lossy for stage in cm.report.stages):
+        synthetic = cm.report.calibration.startswith("synthetic")
+        style = "[bold yellow]" if synthetic else ""
+        out.print(f"{style}calibration / error measurement data: {cm.report.calibration}" + (" -- pass --calibrate with real inputs" if synthetic else ""))
 
 
 def _fmt(v) -> str:

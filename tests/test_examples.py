@@ -46,8 +46,8 @@ def test_mosaics_masks_follow_items():
 @pytest.mark.parametrize("name", ["cnn", "vit", "unvit", "segmenter"])
 def test_sample_npz_matches_model(name):
     sample = np.load(os.path.join(MODELS, f"{name}_sample.npz"))
-    np.testing.assert_array_equal(sample["x"], fm.preprocess(sample["images"]))
-    out = evaluate.onnx_predict(model_path(name), sample["x"])
+    np.testing.assert_array_equal(sample["input"], fm.preprocess(sample["images"]))
+    out = evaluate.onnx_predict(model_path(name), sample["input"])
     agree = (out.argmax(1) == sample["y"]).mean()
     assert agree >= 0.6, f"{name}: only {agree:.2f} of the sample predicted right"
 
