@@ -29,7 +29,7 @@ from tvm import relax
 from shiftc.reference import shift as ref
 from shiftc.schedules import shift_kernels as K
 
-from .shift_epilogue import Epilogue, _first_arg, find_epilogues
+from .shift_epilogue import Epilogue, data_arg, find_epilogues
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,6 @@ def candidate_kind(expr) -> str | None:
 
 def _shape(sinfo) -> tuple[int, ...]:
     return tuple(int(d) for d in sinfo.shape)
-
-
-def _candidate_vars(func) -> list:
-    return [b.var for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)]
 
 
 def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
@@ -207,9 +203,9 @@ class _ShiftRewriter(relax.PyExprMutator):
 
     def visit_call_(self, call):
         new = self.visit_expr_post_order(call)
-        first = _first_arg(call)
+        first = data_arg(call)
         if first is not None and any(first.same_as(v) for v in self.folded):
-            return _first_arg(new)  # this bias add / clamp is already done inside the shift kernel
+            return data_arg(new)  # this bias add / clamp is already done inside the shift kernel
         if candidate_kind(call) is None:
             return new
         layer = self.layers[self.seen]

@@ -67,7 +67,7 @@ def _clamp_step(call, mod) -> tuple[str, float] | None:
     return None
 
 
-def _first_arg(call):
+def data_arg(call):
     """The data operand: ``call_tir``'s first tensor; for ``add`` the non-constant side."""
     if _op_name(call) == "relax.call_tir":
         args = call.args[1]
@@ -92,7 +92,7 @@ def find_epilogues(func, kinds: dict, mod=None) -> dict:
         uses[v] = uses.get(v, 0) + 1
     consumer = {}
     for b in bindings:
-        first = _first_arg(b.value)
+        first = data_arg(b.value)
         if isinstance(first, relax.Var):
             consumer.setdefault(first, []).append(b)
     out = {}

@@ -68,7 +68,7 @@ def schedule_cpu(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     sch.parallel(fused)
     sch.decompose_reduction(acc, red[0])
     for name in names:
-        if name == "shift_code":  # decode codes where they are used: one O(weights) pass, no temp buffer
+        if name == "shift_code":  # read codes inside the decode stage: no temporary code buffer
             sch.compute_inline(sch.get_sblock(name))
         elif name == "shift_pad":
             _parallel_stage(sch, sch.get_sblock(name))
