@@ -91,9 +91,17 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
     return mod
 
 
-def build(mod, target):
-    """Compile a Relax module for a target into a Relax executable."""
+def build(mod, target, db=None, report=None):
+    """Compile a Relax module for a target into a Relax executable.
+
+    ``db``: a tuning-database folder (None: the shipped database for the target, if any).
+    ``report``: a ``schedules.ScheduleReport`` to fill with what was tuned / default-scheduled.
+    """
     import tvm
 
-    with tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=target.tvm_target())
+    from shiftc import schedules
+
+    tvm_target = target.tvm_target()
+    mod = schedules.prepare(mod, tvm_target, db, report)
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        return tvm.compile(mod, target=tvm_target, relax_pipeline=schedules.lowering_pipeline(tvm_target))
