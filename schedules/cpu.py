@@ -143,6 +143,12 @@ def schedule_func(func, lanes: int):
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
+    kind = schedule_in_place(sch, lanes)
+    return sch.mod["main"], kind
+
+
+def schedule_in_place(sch, lanes: int) -> str:
+    """Apply the default rules to the PrimFunc ``main`` of ``sch``; returns the rule used."""
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
     reductions = [b for b in blocks if "R" in _iter_kinds(sch, b)]
@@ -161,12 +167,12 @@ def schedule_func(func, lanes: int):
         for b in reversed(rest[1:]):
             sch.reverse_compute_inline(b)
         _schedule_reduction(sch, main, lanes)
-        return sch.mod["main"], "reduction"
+        return "reduction"
     for b in blocks[:-1]:
         sch.compute_inline(b)
     for b in sch.get_child_blocks(root):
         _schedule_injective(sch, b, lanes)
-    return sch.mod["main"], "injective"
+    return "injective"
 
 
 def apply_default_schedules(mod, target):

@@ -90,6 +90,9 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None):
     mod = fuse(mod, target)
     ms_db, source = database.resolve(db, target)
     if ms_db is not None:
+        from .intrinsics import import_tensor_intrinsics
+
+        import_tensor_intrinsics()  # records may replay tensorize steps
         before = scheduled_names(mod)
         with target, ms_db, tvm.transform.PassContext(opt_level=3):
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
