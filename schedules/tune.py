@@ -94,7 +94,7 @@ class TuneResult:
         return {"db": self.db_dir, "runner": self.runner, "tasks": [t.__dict__ for t in self.tasks]}
 
 
-def _progress_callback(results: list[TaskResult], progress):
+def _progress_callback(results: list[TaskResult], planned: int, progress):
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
 
@@ -110,7 +110,7 @@ def _progress_callback(results: list[TaskResult], progress):
                 ms_ = 1e3 * sum(float(s) for s in r.run_secs) / len(r.run_secs)
                 task.best_ms = ms_ if task.best_ms is None else min(task.best_ms, ms_)
             if progress is not None:
-                progress(task)
+                progress(task, sum(t.trials for t in results), planned)
 
     return _Progress()
 
@@ -175,11 +175,13 @@ def tune(
     trials: int,
     db_dir: str | Path,
     runner=None,
-    progress: Callable[[TaskResult], None] | None = None,
+    progress: Callable[[TaskResult, int, int], None] | None = None,
     seed: int = 0,
 ) -> TuneResult:
     """Tune every kernel of the Relax module ``mod`` for ``target`` with about ``trials`` trials in
-    total (at least one round per task) and store the records in the database folder ``db_dir``."""
+    total (at least one round per task) and store the records in the database folder ``db_dir``.
+
+    ``progress(task, trials_done, trials_planned)`` is called after every measured batch."""
     from tvm.s_tir import meta_schedule as ms
 
     from . import database as dbmod
@@ -220,7 +222,7 @@ def tune(
         builder=builder,
         runner=runner,
         database=database,
-        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(results, progress)],
+        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(results, per_task * len(contexts), progress)],
         task_scheduler="round-robin",
     )
     for ctx, res in zip(contexts, results):
