@@ -169,6 +169,15 @@ def seed_default_schedules(contexts, results, target, builder, runner, database)
         results[i].default_ms = 1e3 * sum(run_secs) / len(run_secs)
 
 
+def extract_tasks(mod, target):
+    """The tuning tasks (fused PrimFuncs) of a Relax module for a target."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .lower import fuse
+
+    return ms.relax_integration.extract_tasks(fuse(mod, target), target)
+
+
 def tune(
     mod,
     target,
@@ -186,14 +195,16 @@ def tune(
 
     from . import database as dbmod
     from .intrinsics import import_tensor_intrinsics
-    from .lower import fuse, is_cpu
+    from .lower import is_cpu
 
     if trials < 1:
         raise InputError(f"--trials must be at least 1, got {trials}")
     db_dir = Path(db_dir)
     import_tensor_intrinsics()
-    fused = fuse(mod, target)
-    extracted = ms.relax_integration.extract_tasks(fused, target)
+    quiet = logging.getLogger("tvm.s_tir.meta_schedule")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)  # MetaSchedule's per-round tables go to its log files only
+    extracted = extract_tasks(mod, target)
     if not extracted:
         raise InputError("the model has no kernels to tune")
     work_dir = db_dir / "logs"
