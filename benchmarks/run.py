@@ -418,7 +418,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH.onnx", help="benchmark this ONNX model (repeatable)")
     ap.add_argument("--all", action="store_true", help="with --model: also the models found in examples/")
     ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads and TVM_NUM_THREADS")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--calibration", type=int, default=8, help="calibration samples for ORT int8")
@@ -428,7 +428,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    # before TVM's thread pool starts (it would otherwise pick its own count: 1 on this machine)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
     cpu = cpu_info()
     results = []
     with tempfile.TemporaryDirectory(prefix="shiftc-bench-") as tmp:

@@ -20,3 +20,5 @@ def import_tensor_intrinsics() -> None:
     for name in _PSEUDO_FILES:
         inspect.modulesbyfile.setdefault(name, "builtins")
     import tvm.s_tir.tensor_intrin  # noqa: F401  (registers the intrinsics)
+
+    from . import x86_int8  # noqa: F401  (shiftc's AVX2 / fixed VNNI int8 intrinsics)

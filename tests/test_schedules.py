@@ -194,3 +194,36 @@ def test_compile_with_missing_db_exits_2(tmp_path):
     assert res.exit_code == 2, res.output
     assert "tuning database not found" in res.output
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("cpu", ["x86-64-v3", "host"])
+def test_int8_dot_intrinsic_matmul_is_bit_exact(cpu):
+    """Full-range int8 activations (offset to uint8 + zero-point correction), weights in [-64, 64]."""
+    from shiftc.schedules import cpu_features, x86_int8
+    from shiftc.targets import get
+
+    target = get("x86").tvm_target() if cpu == "host" else _x86(cpu)
+    if cpu_features.int8_dot_instruction(target) not in ("avx2", "avxvnni", "avx512vnni"):
+        pytest.skip("this host has no AVX2")
+    name, lanes = x86_int8.intrinsic_for(target)
+    assert name == (x86_int8.VNNI_DOT_16x4_INTRIN if cpu_features.has_feature(target, "avx512vnni") else x86_int8.AVX2_DOT_8x4_INTRIN)
+    x = RNG.integers(-128, 128, (12, 64)).astype(np.int8)
+    w = RNG.integers(-64, 65, (32, 64)).astype(np.int8)
+    x[0, :] = -128  # extremes: the largest pair sums the contract allows
+    w[0, :] = 64
+    w[1, :] = -64
+    np.testing.assert_array_equal(x86_int8.signed_matmul(x, w, target), x86_int8.signed_matmul_reference(x, w))
+
+
+def test_avx2_int8_gemm_uses_pmaddubsw_and_refuses_saturating_weights():
+    import tvm
+
+    from shiftc.schedules import x86_int8
+
+    target = _x86("x86-64-v3")
+    func, _ = x86_int8.int8_matmul(8, 16, 32, target)
+    asm = tvm.compile(tvm.IRModule({"main": func}), target=target).mod.inspect_source("asm")
+    assert "vpmaddubsw" in asm and "vpmaddwd" in asm and "zmm" not in asm
+    w = np.full((16, 32), 65, np.int8)
+    with pytest.raises(InputError, match="saturate"):
+        x86_int8.signed_matmul(np.zeros((8, 32), np.int8), w, target)
