@@ -186,11 +186,14 @@ def tune(
     runner=None,
     progress: Callable[[TaskResult, int, int], None] | None = None,
     seed: int = 0,
+    population: int = 128,
 ) -> TuneResult:
     """Tune every kernel of the Relax module ``mod`` for ``target`` with about ``trials`` trials in
     total (at least one round per task) and store the records in the database folder ``db_dir``.
 
-    ``progress(task, trials_done, trials_planned)`` is called after every measured batch."""
+    ``progress(task, trials_done, trials_planned)`` is called after every measured batch.
+    ``population``: evolutionary-search population (MetaSchedule's default is 512; smaller searches
+    cost far less CPU per round, which matters more than search breadth for small budgets)."""
     from tvm.s_tir import meta_schedule as ms
 
     from . import database as dbmod
@@ -210,7 +213,13 @@ def tune(
     work_dir = db_dir / "logs"
     work_dir.mkdir(parents=True, exist_ok=True)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted, work_dir=str(work_dir), num_threads=1, seed=seed
+        extracted,
+        work_dir=str(work_dir),
+        strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=population, init_min_unmeasured=max(8, population // 8), genetic_num_iters=3
+        ),
+        num_threads=1,
+        seed=seed,
     )
     results = [TaskResult(c.task_name, int(w)) for c, w in zip(contexts, weights)]
     database = dbmod.open_folder(db_dir, create=True)
