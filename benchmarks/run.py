@@ -344,6 +344,53 @@ def cpu_info() -> dict:
     }
 
 
+# ---------------------------------------------------------------- kernels
+
+
+def kernel_gops(size: int, threads: int) -> list[dict]:
+    """GOP/s of single GEMM kernels (size^3) against the AVX2 peaks: the tensorized int8 GEMM on
+    AVX2 (x86-64-v3) and with this host's best int8 instruction, the same loop nest without the
+    intrinsic, and fp32 with the default CPU schedule."""
+    import tvm
+    from tvm import te
+
+    from shiftc.schedules import cpu, x86_int8
+    from shiftc.targets import get
+
+    rows = []
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    m = n = k = size
+
+    def timed(lib, args):
+        ev = lib.mod.time_evaluator("main", dev, number=5, repeat=7, min_repeat_ms=50)
+        return float(np.median(ev(*args).results))
+
+    for label, t in (("x86-64-v3", get("x86", cpu="x86-64-v3").tvm_target()), ("host", get("x86").tvm_target())):
+        for intrinsic in (True, False):
+            func, lanes = x86_int8.int8_matmul(m, n, k, t, use_intrinsic=intrinsic)
+            lib = tvm.compile(tvm.IRModule({"main": func}), target=t)
+            args = [tvm.runtime.tensor(rng.integers(0, 255, (m, k)).astype("uint8")),
+                    tvm.runtime.tensor(rng.integers(-64, 65, (n // lanes, k // 4, lanes, 4)).astype("int8")),
+                    tvm.runtime.tensor(np.zeros((m, n), "int32"))]
+            sec = timed(lib, args)
+            rows.append({"kernel": f"int8 GEMM {size}^3", "cpu": f"{label} ({t.attrs['mcpu']})",
+                         "how": (x86_int8.intrinsic_for(t)[0] if intrinsic else "same loops, no intrinsic"),
+                         "gops": 2 * m * n * k / sec / 1e9, "peak": "int8"})
+        x = te.placeholder((m, k), "float32", name="X")
+        w = te.placeholder((k, n), "float32", name="W")
+        r = te.reduce_axis((0, k), name="r")
+        c = te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), name="C")
+        func, _ = cpu.schedule_func(te.create_prim_func([x, w, c]), cpu.vector_lanes(t))
+        lib = tvm.compile(tvm.IRModule({"main": func}), target=t)
+        args = [tvm.runtime.tensor(rng.standard_normal((m, k)).astype("float32")),
+                tvm.runtime.tensor(rng.standard_normal((k, n)).astype("float32")),
+                tvm.runtime.tensor(np.zeros((m, n), "float32"))]
+        rows.append({"kernel": f"fp32 GEMM {size}^3", "cpu": f"{label} ({t.attrs['mcpu']})", "how": "default CPU schedule",
+                     "gops": 2 * m * n * k / timed(lib, args) / 1e9, "peak": "fp32"})
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -366,6 +413,18 @@ def summarise(model: str, batch: int, variants: list[Variant], meta: dict, cpu: 
             "note": v.note,
         })
     return {"model": model, "batch": batch, **meta, "rows": rows}
+
+
+def kernel_markdown(rows: list[dict], cpu: dict) -> str:
+    lines = ["", "| kernel | CPU | how | GOP/s | % of AVX2 peak |", "|---|---|---|---|---|"]
+    for r in rows:
+        peak = cpu["avx2_int8_peak_gops"] if r["peak"] == "int8" else cpu["avx2_fp32_peak_gflops"]
+        r["pct_avx2_peak"] = 100 * r["gops"] / peak if peak else None
+        pct = "-" if r["pct_avx2_peak"] is None else f"{r['pct_avx2_peak']:.1f}"
+        lines.append(f"| {r['kernel']} | {r['cpu']} | {r['how']} | {r['gops']:.1f} | {pct} |")
+    lines.append(f"\nAVX2 peaks for {cpu['cores']} cores at {cpu['ghz']:.2f} GHz: int8 {cpu['avx2_int8_peak_gops']:.0f} GOP/s "
+                 f"(2 x vpmaddubsw per cycle, 32 MACs each), fp32 {cpu['avx2_fp32_peak_gflops']:.0f} GFLOP/s (2 FMA x 8 lanes).")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(results: list[dict], cpu: dict, args) -> str:
@@ -425,6 +484,8 @@ def main(argv=None) -> int:
     ap.add_argument("--db", default=None, help="tuning database folder (default: the shipped one for this CPU)")
     ap.add_argument("--with-naive", action="store_true", help="also time TVM without any schedule (slow)")
     ap.add_argument("--skip-int8", action="store_true")
+    ap.add_argument("--kernels", type=int, default=512, metavar="N", help="also time N^3 GEMM kernels (0: skip)")
+    ap.add_argument("--kernels-only", action="store_true", help="only the GEMM kernels")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
@@ -433,7 +494,7 @@ def main(argv=None) -> int:
     cpu = cpu_info()
     results = []
     with tempfile.TemporaryDirectory(prefix="shiftc-bench-") as tmp:
-        for spec in find_models(args):
+        for spec in ([] if args.kernels_only else find_models(args)):
             for batch in args.batches:
                 path, shapes = model_for_batch(spec, batch)
                 if path is None:
@@ -454,13 +515,14 @@ def main(argv=None) -> int:
                     ms = "-" if row["median_ms"] is None else f"{row['median_ms']:.2f} ms"
                     ratio = "" if row["vs_ort_fp32"] is None else f" ({row['vs_ort_fp32']:.2f}x ORT FP32)"
                     print(f"  {row['variant']:12s} {ms}{ratio}  {row['note']}")
+    kernels = kernel_gops(args.kernels, args.threads) if args.kernels else []
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    doc = {"cpu": cpu, "threads": args.threads, "repeats": args.repeats, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "results": results}
+    doc = {"cpu": cpu, "threads": args.threads, "repeats": args.repeats, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "results": results, "kernels": kernels}
     (args.out / f"{stamp}.json").write_text(json.dumps(doc, indent=2))
-    table = markdown(results, cpu, args)
+    table = (markdown(results, cpu, args) if results else "") + (kernel_markdown(kernels, cpu) if kernels else "")
     (args.out / "latest.md").write_text(table)
-    png = plot(results, args.out / "latest.png")
+    png = plot(results, args.out / "latest.png") if results else "no model results: no plot"
     print()
     print(table)
     print(f"peak RSS of this process: {doc['peak_rss_mb']:.0f} MB; wrote {args.out / (stamp + '.json')}, latest.md, {png}")
