@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # Loops longer than this stay unvectorised rather than emitting masked tails.
 _MIN_VECTOR = 4
+# Below this many scalar operations a kernel runs on one thread: waking the pool costs more than
+# it saves (measured on the Fashion-MNIST ViT: parallel tiny kernels made it 1.6x slower than naive).
+PARALLEL_MIN_WORK = 1 << 16
 
 
 @dataclass
@@ -98,7 +101,8 @@ def _schedule_reduction(sch, block, lanes: int) -> None:
     order = [*outer, v_outer, *reduce_] + ([reg_inner] if reg_inner is not None else []) + [v_inner]
     sch.reorder(*order)
     par = sch.fuse(*outer, v_outer) if outer else v_outer
-    sch.parallel(par)
+    if _work(sch, block) >= PARALLEL_MIN_WORK:
+        sch.parallel(par)
 
     # epilogue (bias, activation, residual) per parallel iteration, vectorised
     for consumer in sch.get_consumers(block):
@@ -123,6 +127,14 @@ def _schedule_reduction(sch, block, lanes: int) -> None:
         sch.vectorize(init_loops[-1])
 
 
+def _work(sch, block) -> int:
+    """Iterations of the loop nest around a block (its scalar operation count)."""
+    n = 1
+    for loop in sch.get_loops(block):
+        n *= _extent(sch, loop) or 1
+    return n
+
+
 def _schedule_injective(sch, block, lanes: int) -> None:
     loops = sch.get_loops(block)
     if not loops:
@@ -130,11 +142,13 @@ def _schedule_injective(sch, block, lanes: int) -> None:
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     ext = _extent(sch, fused) or 1
     v = _largest_divisor(ext, (2 * lanes, lanes, lanes // 2)) if ext >= _MIN_VECTOR else 1
+    parallel = ext >= PARALLEL_MIN_WORK
     if v >= _MIN_VECTOR:
         outer, inner = sch.split(fused, [None, v])
-        sch.parallel(outer)
+        if parallel:
+            sch.parallel(outer)
         sch.vectorize(inner)
-    else:
+    elif parallel:
         sch.parallel(fused)
 
 
