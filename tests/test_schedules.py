@@ -95,8 +95,9 @@ def test_default_schedules_match_the_unscheduled_module(make):
     np.testing.assert_allclose(scheduled, naive, rtol=1e-4, atol=1e-4)
 
 
-def test_default_conv_schedule_is_tiled_parallel_and_vectorised():
-    """Before: one naive loop nest per block. After: parallel outer loop, vectorised channels."""
+def test_default_conv_schedule_is_tiled_parallel_and_vectorised(monkeypatch):
+    """Before: one naive loop nest per block. After: parallel outer loop, vectorised channels
+    (kernels this small run on one thread by default: the threshold is lowered to see the rule)."""
     import tvm
 
     from shiftc import schedules
@@ -106,11 +107,14 @@ def test_default_conv_schedule_is_tiled_parallel_and_vectorised():
     name = next(gv.name_hint for gv, f in mod.functions_items() if gv.name_hint.startswith("fused_conv2d") and isinstance(f, tvm.tirx.PrimFunc))
     before = mod[name]
     kinds_before = _loop_kinds(before)
+    serial_after, _ = cpu.schedule_func(before, lanes=8)
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)
     after, rule = cpu.schedule_func(before, lanes=8)
     kinds_after = _loop_kinds(after)
     assert rule == "reduction"
     assert kinds_before == {"serial"}
     assert {"parallel", "vectorized"} <= kinds_after
+    assert "parallel" not in _loop_kinds(serial_after) and "vectorized" in _loop_kinds(serial_after)
 
 
 def _loop_kinds(func) -> set[str]:
