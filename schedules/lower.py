@@ -104,16 +104,8 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None):
         report.default = stats.to_json()
         if stats.naive:
             report.notes.append(f"{len(stats.naive)} kernel(s) left naive (no default rule fits): {sorted(stats.naive)}")
-    elif "gpu" in target.keys:
-        from tvm.s_tir import dlight as dl
-
-        with target:
-            mod = dl.ApplyDefaultSchedule(
-                dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
-            )(mod)
-        report.default = {"dlight_gpu": len(scheduled_names(mod)) - len(report.tuned)}
     else:
-        report.notes.append(f"no default schedules for target kind {target.kind.name!r}: kernels stay naive")
+        report.notes.append(f"no default CPU schedules for target kind {target.kind.name!r}")
     return mod
 
 

@@ -36,7 +36,8 @@ class CompiledModel:
         self.outputs = [TensorSpec.from_json(d) for d in meta["outputs"]]
         self.report = Report.from_json(meta.get("report", {}))
         self.target = targets.from_description(meta["target"])
-        self._session = self.target.load(self.path, meta)
+        # a target that cannot run on every build host (cuda) opens its session on first run
+        self._session = self.target.load(self.path, meta) if self.target.runs_here else None
         if owns_folder:
             weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
@@ -45,6 +46,8 @@ class CompiledModel:
         if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
             kwargs, args = dict(args[0]), ()
         arrays = self._order_inputs(args, kwargs)
+        if self._session is None:
+            self._session = self.target.load(self.path, self.meta)
         outs = self._session.run(arrays)
         return {spec.name: out for spec, out in zip(self.outputs, outs)}
 
@@ -111,6 +114,10 @@ def compile(  # noqa: A001 - the public name users expect
         targets.get(target)  # raises the unknown-target error
     tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
     tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
+    other_targets = {f.name for cls in targets.REGISTRY.values() for f in dataclasses.fields(cls) if f.init}
+    foreign = sorted(set(options) & other_targets)
+    if foreign:
+        raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(tgt_fields)}")
     pass_options = pipeline.PassOptions.from_kwargs(options)
     tgt.require_tools()
 

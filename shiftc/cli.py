@@ -87,13 +87,14 @@ def pass_option_flags(fn):
 @click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
-@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86.")
+@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86, cortex-a72 for arm.")
+@click.option("--arch", default=None, help="GPU architecture for cuda (sm_80, sm_89, sm_90; default sm_80).")
 @click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples: .npz or a folder of .npy/.npz.")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="Tuning database folder from `shiftc tune` (default: the one shipped for the target, if any).")
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, cpu, calibrate, db, as_json, **pass_options):
+def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, db, as_json, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder."""
     from . import api, frontend
 
@@ -103,8 +104,8 @@ def compile_cmd(model, target, output, input_shapes, cpu, calibrate, db, as_json
         status.start()
     try:
         cm = api.compile(
-            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step, cpu=cpu, db=db,
-            **pass_options,
+            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step, db=db,
+            **_target_options(cpu=cpu, arch=arch), **pass_options,
         )
     finally:
         if status:
@@ -127,6 +128,11 @@ def compile_cmd(model, target, output, input_shapes, cpu, calibrate, db, as_json
         out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
     for spec in cm.outputs:
         out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
+
+
+def _target_options(**options) -> dict:
+    """Target flags the user gave (each target takes only its own)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _read_inputs(path: Path, specs) -> dict[str, np.ndarray]:
@@ -180,9 +186,11 @@ def run_cmd(artifact, input_path, output_path, as_json):
 @main.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--after", "after", default="", metavar="STAGE,..", help="Also count Relax ops before/after these pipeline stages.")
+@click.option("--passes", "norm_passes", is_flag=True, help="Same as --after canonicalize,fold_norm.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def inspect_cmd(model, input_shapes, as_json):
+def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
     """Op histogram, multiply-accumulates per op type, and rewrite candidates of MODEL."""
     from . import frontend, model_stats
 
@@ -191,6 +199,13 @@ def inspect_cmd(model, input_shapes, as_json):
     result = stats.to_json()
     result["inputs"] = [s.to_json() for s in loaded.inputs]
     result["outputs"] = [s.to_json() for s in loaded.outputs]
+    stages = [s for s in after.split(",") if s.strip()] or (["canonicalize", "fold_norm"] if norm_passes else [])
+    if stages:
+        from shiftc.passes.op_report import counts_after
+
+        before, after_counts, reports = counts_after(loaded, [s.strip() for s in stages])
+        result["relax_ops"] = {"stages": stages, "before": dict(before), "after": dict(after_counts),
+                               "notes": [n for r in reports for n in r.notes]}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -203,6 +218,22 @@ def inspect_cmd(model, input_shapes, as_json):
         table.add_row(op, str(n), f"{macs[op]:,}" if op in macs else "")
     out.print(table)
     out.print(f"total multiply-accumulates: {stats.total_macs:,}")
+    if stages:
+        _print_relax_counts(result["relax_ops"])
+
+
+def _print_relax_counts(counts: dict):
+    table = Table(title="Relax ops before / after " + ", ".join(counts["stages"]))
+    for col in ("op", "before", "after"):
+        table.add_column(col, justify="left" if col == "op" else "right")
+    before, after = counts["before"], counts["after"]
+    for op in sorted(set(before) | set(after), key=lambda o: (-before.get(o, 0), o)):
+        b, a = before.get(op, 0), after.get(op, 0)
+        style = "" if a == b else "bold"
+        table.add_row(op, str(b), str(a), style=style)
+    out.print(table)
+    for note in counts["notes"]:
+        out.print(f"note: {note}")
 
 
 @main.command("tune")
@@ -270,17 +301,72 @@ def targets_cmd(as_json):
             "ready": not missing,
             "tools": [{"program": t.program, "package": t.package, "present": t.path() is not None} for t in tgt.tools],
             "install": " ".join(sorted({t.package for t in missing})),
+            "notes": tgt.notes(),
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="shiftc targets")
-    for col in ("target", "description", "toolchain"):
+    for col in ("target", "description", "toolchain", "notes"):
         table.add_column(col)
     for r in rows:
         status = "[green]ready[/]" if r["ready"] else f"[red]missing[/]: apt-get install {r['install']}"
-        table.add_row(r["name"], r["summary"], status)
+        table.add_row(r["name"], r["summary"], status, "; ".join(r["notes"]))
     out.print(table)
+
+
+@main.command("matrix")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--targets", "target_list", default="x86,arm,cuda", show_default=True, help="Comma-separated targets.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max allowed error vs onnxruntime (max |d| / max(1,|ref|)).")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the artifacts in this folder (one per target).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON result to this file.")
+@handle_errors
+def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_out):
+    """Compile MODEL for several targets, run what can run here, compare with onnxruntime.
+
+    Exits 1 when a build whose toolchain is present fails or an output exceeds the tolerance.
+    """
+    from . import frontend, matrix
+
+    names = [t.strip() for t in target_list.split(",") if t.strip()]
+    if not names:
+        raise InputError("--targets is empty")
+    status, step = _progress(not as_json and err.is_terminal)
+    if status:
+        status.start()
+    try:
+        shapes = dict(frontend.parse_shape(s) for s in input_shapes)
+        rows = matrix.run_matrix(model, names, input_shapes=shapes, tolerance=tolerance, work_dir=keep, progress=step)
+    finally:
+        if status:
+            status.stop()
+    ok = all(r.ok for r in rows)
+    result = {"model": str(model), "tolerance": tolerance, "ok": ok, "rows": [r.to_json() for r in rows]}
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        table = Table(title=f"shiftc matrix: {model.name} (tolerance {tolerance:g})")
+        for col in ("target", "build ok", "ran", "max error", "artifact size", "build s", "run s"):
+            table.add_column(col, justify="right" if col in ("max error", "artifact size", "build s", "run s") else "left")
+        for r in rows:
+            built = "[green]yes[/]" if r.built else ("[red]FAILED[/]: " if not r.ok else "[yellow]no[/]: ") + r.build_note
+            ran = r.run_note if r.ok or r.ran else f"[red]{r.run_note}[/]"
+            err_cell = "" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
+            table.add_row(
+                r.target, built, ran, err_cell,
+                "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
+                "" if r.build_s is None else f"{r.build_s:.1f}",
+                "" if r.run_s is None else f"{r.run_s:.2f}",
+            )  # fmt: skip
+        out.print(table)
+        out.print("[green]matrix ok[/]" if ok else "[red]matrix FAILED[/]")
+    if not ok:
+        sys.exit(1)
 
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import click
+
 from .errors import InputError
 from .report import Report, StageReport
 
@@ -28,6 +30,10 @@ def option(default, help: str, cli: str | None = None, **click_kwargs):
 @dataclass
 class PassOptions:
     """Options of the Relax passes. Every field becomes a ``shiftc compile`` flag."""
+
+    canonicalize: bool = option(True, "Rewrite written-out LayerNorm/GELU/L2-norm into one op each (exact).", cli="--canonicalize/--no-canonicalize")
+    fold_norm: bool = option(True, "Fold BatchNorm into convs and per-channel affines into their consumers (exact).", cli="--fold-norm/--no-fold-norm")
+    norm: str = option("ln", "LayerNorm kernel: 'ln' keeps it; 'l1' uses mean|x-mu| (lossy, error reported).", type=click.Choice(["ln", "l1"]))
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> "PassOptions":
@@ -92,16 +98,27 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
 
 
 def build(mod, target, db=None, report=None):
-    """Compile a Relax module for a target into a Relax executable.
+    """Schedule and compile a Relax module for a target into a Relax executable.
 
-    ``db``: a tuning-database folder (None: the shipped database for the target, if any).
-    ``report``: a ``schedules.ScheduleReport`` to fill with what was tuned / default-scheduled.
+    CPU (LLVM) targets go through ``schedules.prepare``: fusion, the tuning database ``db`` (None:
+    the one shipped for the target, if any) and default CPU schedules, recorded in ``report`` (a
+    ``schedules.ScheduleReport``). A target with its own ``schedule`` hook (cuda) uses that instead.
     """
     import tvm
 
     from shiftc import schedules
+    from shiftc.errors import InputError
+    from shiftc.targets import Target
 
     tvm_target = target.tvm_target()
-    mod = schedules.prepare(mod, tvm_target, db, report)
-    with tvm_target, tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=tvm_target, relax_pipeline=schedules.lowering_pipeline(tvm_target))
+    if type(target).schedule is Target.schedule and schedules.is_cpu(tvm_target):
+        mod = schedules.prepare(mod, tvm_target, db, report)
+        with tvm_target, tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=schedules.lowering_pipeline(tvm_target))
+    if db is not None:
+        raise InputError(f"--db (tuning databases) is supported for CPU targets only, not {target.name!r}")
+    if report is not None:
+        report.notes.append(f"scheduled by the {target.name} target's own hook")
+    mod = target.schedule(mod)
+    with tvm.transform.PassContext(opt_level=3):
+        return tvm.compile(mod, target=tvm_target)

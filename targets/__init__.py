@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from shiftc.errors import InputError
 
+from .arm import Arm
 from .base import Target, Tool
+from .cuda import Cuda
 from .x86 import X86
 
-REGISTRY: dict[str, type[Target]] = {"x86": X86}
+REGISTRY: dict[str, type[Target]] = {"x86": X86, "arm": Arm, "cuda": Cuda}
 
 
 def get(name: str, **options) -> Target:

@@ -21,6 +21,7 @@ class Tool:
     program: str
     package: str
     purpose: str
+    needed_for: str = "build"  # "build" (compile needs it) or "run" (only running the artifact here)
 
     def path(self) -> str | None:
         return shutil.which(self.program)
@@ -52,13 +53,24 @@ class Target(ABC):
     def missing_tools(self) -> list[Tool]:
         return [t for t in self.tools if t.path() is None]
 
-    def require_tools(self) -> None:
-        missing = self.missing_tools()
+    def require_tools(self, needed_for: str = "build") -> None:
+        missing = [t for t in self.missing_tools() if t.needed_for == needed_for]
         if missing:
             t = missing[0]
             raise ToolchainError(
                 f"target {self.name!r} needs {t.program} ({t.purpose}); install it with: apt-get install {t.package}"
             )
+
+    def notes(self) -> list[str]:
+        """Extra readiness facts for ``shiftc targets`` (caches, devices)."""
+        return []
+
+    def schedule(self, mod):
+        """Schedule the Relax module's kernels for this target before ``tvm.compile`` (default: none).
+
+        The pipeline calls this just before the build; targets ask ``shiftc.schedules`` for theirs.
+        """
+        return mod
 
     @abstractmethod
     def build(self, executable, out_dir: Path) -> list[str]:

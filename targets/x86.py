@@ -50,11 +50,11 @@ class X86(Target):
 class VMSession:
     """Relax VM over a shared library on the host CPU."""
 
-    def __init__(self, lib_path: Path):
+    def __init__(self, lib_path: Path, device: str = "cpu"):
         import tvm
         from tvm import relax
 
-        self._dev = tvm.cpu()
+        self._dev = tvm.device(device, 0)
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), self._dev)
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -1,0 +1,60 @@
+"""LayerNorm -> L1 normalisation (lossy, opt-in with ``norm='l1'``).
+
+    nn.layer_norm(x, gamma, beta, axes=[-1], eps)
+      ->  call_tir(l1_norm, x, gamma / sqrt(pi/2), beta, eps / sqrt(pi/2))
+
+``l1_norm`` (``shiftc.schedules.norm_kernels``) computes ``gamma'(x - mu)/(mean|x - mu| + eps') + beta``:
+no squares, no square root. For Gaussian rows ``sigma2 = sqrt(pi/2) sigma1``, so folding that
+constant into gamma (and eps) keeps an LN-trained model's scale; the result is the formula of
+``shiftc.reference.nonlinear.l1_norm_float(..., correction=True)``. It changes the model: the pipeline
+measures the whole-model error after this stage. LayerNorms over more than the last axis, or
+with non-constant gamma/beta, are left as they are and noted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from shiftc.reference.norm import ln_to_l1_params
+from shiftc.schedules.norm_kernels import l1_norm
+
+from .graph import const_like, count_diff, op_counts, rewrite_bindings, shape_of
+
+
+def ln_to_l1(mod, notes: list[str] | None = None):
+    """Replace every last-axis LayerNorm by the L1-norm kernel; returns (module, count)."""
+    notes = [] if notes is None else notes
+    done = []
+
+    def rule(g, var, value, emit):
+        ln = g.call(value, "relax.nn.layer_norm")
+        if ln is None:
+            return None
+        x, gamma, beta = ln.args
+        shape = shape_of(x)
+        axes = [int(a) % len(shape) for a in ln.attrs.axes] if shape else []
+        gamma_v, beta_v = g.const(gamma), g.const(beta)
+        if axes != [len(shape) - 1] or gamma_v is None or beta_v is None:
+            notes.append(f"layer_norm {var.name} kept: L1 conversion needs one trailing axis and constant gamma/beta")
+            return None
+        n = shape[-1]
+        if not bool(ln.attrs.scale):
+            gamma_v = np.ones(n)
+        if not bool(ln.attrs.center):
+            beta_v = np.zeros(n)
+        gamma_l1, eps_l1 = ln_to_l1_params(np.broadcast_to(gamma_v, (n,)), float(ln.attrs.epsilon))
+        dtype = str(x.ty.dtype)
+        done.append(var)
+        return emit.call_te(l1_norm, x, const_like(gamma_l1, dtype), const_like(np.broadcast_to(beta_v, (n,)), dtype), eps=eps_l1)
+
+    mod = rewrite_bindings(mod, rule)
+    return mod, len(done)
+
+
+def apply(mod, ctx):
+    """Pipeline stage (lossy): convert, record counts; the pipeline adds the measured error."""
+    before = op_counts(mod)
+    mod, n = ln_to_l1(mod, ctx.report.notes)
+    ctx.report.summary.update({"layer_norm_to_l1": n, "ops_changed": count_diff(before, op_counts(mod))})
+    return mod

@@ -1,0 +1,152 @@
+"""The cross-compile matrix: build one model for several targets, run what can run here, compare.
+
+Every target is compiled; x86 runs natively, arm under qemu-aarch64, cuda only where a GPU is
+present, any other registered target where its ``load`` works here. Each output is compared with
+onnxruntime FP32 on the same synthetic inputs. The error is ``max |got - ref| / max(1, |ref|)``
+over all outputs (so small values are compared absolutely, large ones relatively).
+
+A row fails when its toolchain is present but the build fails, or when it ran and the error
+exceeds the tolerance. A target whose toolchain is missing is reported (with the apt package) but
+does not fail the matrix; ``shiftc targets`` shows the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import api, calibration_data, evaluate, frontend
+from .errors import InputError, ShiftcError, ToolchainError
+
+
+@dataclass
+class MatrixRow:
+    target: str
+    built: bool
+    build_note: str = ""
+    build_s: float | None = None
+    ran: bool = False
+    run_note: str = ""
+    run_s: float | None = None
+    max_error: float | None = None
+    size_bytes: int | None = None
+    ok: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def output_error(got: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> float:
+    """``max |got - ref| / max(1, |ref|)`` over all outputs; a shape or count mismatch is infinite."""
+    if len(got) != len(ref):
+        return float("inf")
+    worst = 0.0
+    for g, r in zip(got, ref):
+        g, r = np.asarray(g, np.float64), np.asarray(r, np.float64)
+        if g.shape != r.shape:
+            return float("inf")
+        if g.size:
+            worst = max(worst, float((np.abs(g - r) / np.maximum(1.0, np.abs(r))).max()))
+    return worst
+
+
+def run_matrix(
+    model: str | Path,
+    target_names: Sequence[str],
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    tolerance: float = 1e-4,
+    work_dir: str | Path | None = None,
+    target_options: Mapping[str, dict] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[MatrixRow]:
+    """Compile ``model`` for each target into ``work_dir/<target>`` and check what runs here."""
+    from shiftc import targets
+
+    step = progress or (lambda s: None)
+    unknown = [t for t in target_names if t not in targets.REGISTRY]
+    if unknown:
+        raise InputError(f"unknown target(s) {unknown}; known targets: {', '.join(sorted(targets.REGISTRY))}")
+    shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    loaded = frontend.load(model, shapes)
+    sample = calibration_data.synthetic(loaded.inputs, n=1)[0]
+    reference = evaluate.onnxruntime_outputs(loaded.proto, [sample])[0]
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="shiftc-matrix-"))
+        return [_row(model, name, Path(work_dir), shapes, sample, reference, tolerance, target_options, step) for name in target_names]
+
+
+def _row(model, name, work, shapes, sample, reference, tolerance, target_options, step) -> MatrixRow:
+    """Build, and where possible run and compare, one target."""
+    from shiftc import targets
+
+    row = MatrixRow(target=name, built=False)
+    options = dict((target_options or {}).get(name, {}))
+    tgt = targets.get(name, **options)
+    missing = [t for t in tgt.missing_tools() if t.needed_for == "build"]
+    if missing:
+        row.build_note = "no toolchain: apt-get install " + " ".join(sorted({t.package for t in missing}))
+        row.ran, row.run_note = False, "no (not built)"
+        return row
+    step(f"build {name}")
+    t0 = time.perf_counter()
+    try:
+        cm = api.compile(model, name, input_shapes=shapes, output=work / name, **options)
+    except Exception as exc:  # noqa: BLE001 - any build failure is this row's result
+        row.build_note, row.ok = _one_line(exc), False
+        row.run_note = "no (build failed)"
+        return row
+    row.build_s = time.perf_counter() - t0
+    row.built = True
+    row.size_bytes = sum((work / name / f).stat().st_size for f in cm.meta["files"])
+    step(f"run {name}")
+    reason = _cannot_run_here(tgt)
+    if reason:
+        row.run_note = f"no ({reason})"
+        return row
+    t0 = time.perf_counter()
+    try:
+        outs = cm.run(sample)
+    except ToolchainError as exc:
+        row.run_note = f"no ({exc})"
+        return row
+    except Exception as exc:  # noqa: BLE001
+        row.run_note, row.ok = f"failed: {_one_line(exc)}", False
+        return row
+    row.run_s = time.perf_counter() - t0
+    row.ran = True
+    row.run_note = "yes" + (" (qemu)" if name == "arm" and _emulated(tgt) else "")
+    row.max_error = output_error(list(outs.values()), reference)
+    row.ok = row.max_error <= tolerance
+    return row
+
+
+def _cannot_run_here(tgt) -> str | None:
+    """Why a built artifact cannot run on this machine (None when it can)."""
+    if tgt.name == "cuda":
+        from shiftc.targets.cuda import gpu_present
+
+        return None if gpu_present() else "no GPU"
+    run_missing = [t for t in tgt.missing_tools() if t.needed_for == "run"]
+    if run_missing:
+        t = run_missing[0]
+        return f"{t.program} missing: apt-get install {t.package}"
+    return None
+
+
+def _emulated(tgt) -> bool:
+    from shiftc.targets.arm import host_is_aarch64
+
+    return not host_is_aarch64()
+
+
+def _one_line(exc: Exception) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    return text if isinstance(exc, ShiftcError) else f"{type(exc).__name__}: {text}"

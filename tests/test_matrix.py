@@ -1,0 +1,96 @@
+"""shiftc matrix: every target built, x86 and arm (qemu) run and compared, cuda reported honestly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shiftc import matrix
+from shiftc.targets import arm, cuda
+
+from conftest import make_model
+
+SHIFTC = str(Path(sys.executable).with_name("shiftc"))
+HAVE_CROSS = bool(arm.Arm().tools[0].path() and arm.Arm().tools[1].path())
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    import numpy as np
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("MatMul", ["f", "m"], ["y"])],
+        [("x", [1, 3, 8, 8])],
+        [("y", [1, 10])],
+        {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "m": rng.standard_normal((256, 10)).astype(np.float32)},
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("matrix") / "small.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def matrix_json(model_path, tmp_path_factory):
+    keep = tmp_path_factory.mktemp("keep")
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86,arm,cuda", "--keep", str(keep), "--json"], capture_output=True, text=True)
+    return proc, json.loads(proc.stdout) if proc.stdout else None, keep
+
+
+def test_matrix_json(matrix_json):
+    proc, result, keep = matrix_json
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["target"]: r for r in result["rows"]}
+    assert list(rows) == ["x86", "arm", "cuda"] and result["ok"]
+    assert rows["x86"]["built"] and rows["x86"]["ran"] and rows["x86"]["max_error"] <= 1e-4
+    if HAVE_CROSS:
+        assert rows["arm"]["built"] and rows["arm"]["ran"] and rows["arm"]["max_error"] <= 1e-4
+        assert rows["arm"]["size_bytes"] > 1_000_000  # carries the aarch64 runtime
+    if cuda.Cuda().tools[0].path():
+        assert rows["cuda"]["built"] and (keep / "cuda" / "kernels.ptx").is_file()
+        assert rows["cuda"]["ran"] == cuda.gpu_present()
+        if not cuda.gpu_present():
+            assert rows["cuda"]["run_note"] == "no (no GPU)" and rows["cuda"]["max_error"] is None
+    for name, row in rows.items():
+        if row["built"]:
+            assert (keep / name / "meta.json").is_file()
+
+
+def test_matrix_fails_above_tolerance(model_path, matrix_json):
+    x86_error = matrix_json[1]["rows"][0]["max_error"]
+    if x86_error == 0:
+        pytest.skip("x86 matched onnxruntime exactly; no tolerance below the error exists")
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86", "--tolerance", f"{x86_error / 2:g}"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "matrix FAILED" in proc.stdout and "x86" in proc.stdout
+
+
+def test_matrix_table_and_unknown_target(model_path):
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "shiftc matrix" in proc.stdout and "max error" in proc.stdout and "matrix ok" in proc.stdout
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86,riscv"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown target" in proc.stderr
+
+
+def test_missing_toolchain_is_reported_not_failed(model_path, tmp_path, monkeypatch):
+    from test_arm import _path_without
+
+    monkeypatch.setenv("PATH", _path_without("aarch64-linux-gnu-g++", tmp_path))
+    (row,) = matrix.run_matrix(model_path, ["arm"])
+    assert not row.built and row.ok and row.build_note == "no toolchain: apt-get install g++-aarch64-linux-gnu"
+
+
+def test_output_error():
+    import numpy as np
+
+    ref = [np.array([1.0, 100.0]), np.array([3], np.int64)]
+    assert matrix.output_error([np.array([1.0, 100.0]), np.array([3])], ref) == 0
+    assert matrix.output_error([np.array([1.5, 101.0]), np.array([3])], ref) == pytest.approx(0.5)
+    assert matrix.output_error([np.array([1.0, 100.0])], ref) == float("inf")
