@@ -207,6 +207,11 @@ def tune(
     quiet = logging.getLogger("tvm.s_tir.meta_schedule")
     if quiet.level == logging.NOTSET:
         quiet.setLevel(logging.WARNING)  # MetaSchedule's per-round tables go to its log files only
+    # MetaSchedule re-lists the handlers already on its logger by name when it configures logging;
+    # handlers left from an earlier tune in this process (or unnamed ones) break that: start afresh.
+    for handler in list(quiet.handlers):
+        quiet.removeHandler(handler)
+        handler.close()
     extracted = extract_tasks(mod, target)
     if not extracted:
         raise InputError("the model has no kernels to tune")
