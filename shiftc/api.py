@@ -94,14 +94,17 @@ def compile(  # noqa: A001 - the public name users expect
     calibration: str | Path | Iterable[Mapping[str, np.ndarray]] | None = None,
     output: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    db: str | Path | None = None,
     **options,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
 
     ``options`` holds target options (e.g. ``cpu``) and pass options (see ``pipeline.PassOptions``).
     With ``output`` the artifact is written there; otherwise it lives in a temporary folder until
-    ``save()`` is called.
+    ``save()`` is called. ``db`` is a tuning-database folder (``shiftc tune``); without it the
+    database shipped for the target is used when one matches.
     """
+    from shiftc.schedules import ScheduleReport
     from shiftc import targets
 
     step = progress or (lambda s: None)
@@ -135,8 +138,12 @@ def compile(  # noqa: A001 - the public name users expect
     step("build")
     t0 = time.perf_counter()
     mod = tgt.lower(mod, report)
-    executable = pipeline.build(mod, tgt)
+    sched = ScheduleReport()
+    executable = pipeline.build(mod, tgt, db=db, report=sched)
     timings["build"] = time.perf_counter() - t0
+    sr = report.stage("schedule")
+    sr.summary = sched.to_json()
+    sr.notes = list(sched.notes)
 
     meta = {
         "shiftc_version": __version__,

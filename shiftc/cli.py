@@ -90,10 +90,11 @@ def pass_option_flags(fn):
 @click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86, cortex-a72 for arm.")
 @click.option("--arch", default=None, help="GPU architecture for cuda (sm_80, sm_89, sm_90; default sm_80).")
 @click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples: .npz or a folder of .npy/.npz.")
+@click.option("--db", type=click.Path(path_type=Path), default=None, help="Tuning database folder from `shiftc tune` (default: the one shipped for the target, if any).")
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, as_json, **pass_options):
+def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, db, as_json, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder."""
     from . import api, frontend
 
@@ -106,7 +107,7 @@ def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, as_js
         status.start()
     try:
         cm = api.compile(
-            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step,
+            model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step, db=db,
             **_target_options(cpu=cpu, arch=arch), **pass_options,
         )
     finally:
@@ -273,6 +274,54 @@ def _print_relax_counts(counts: dict):
     out.print(table)
     for note in counts["notes"]:
         out.print(f"note: {note}")
+
+
+@main.command("tune")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
+@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86.")
+@click.option("--trials", type=int, required=True, help="Total measurement trials (every kernel gets at least one round).")
+@click.option("--db", type=click.Path(path_type=Path), required=True, help="Database folder to create or extend.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
+@click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on devices behind a TVM RPC tracker.")
+@click.option("--rpc-key", default=None, help="Device key at the RPC tracker (with --rpc-tracker).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key, as_json):
+    """Tune MODEL's kernels with MetaSchedule into a database folder for `shiftc compile --db`.
+
+    Boards join a tracker with: python -m tvm.exec.rpc_server --tracker=HOST:PORT --key=KEY
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import frontend, targets
+    from .schedules import tune as tuning
+
+    if (rpc_tracker is None) != (rpc_key is None):
+        raise InputError("--rpc-tracker and --rpc-key go together")
+    tgt = targets.get(target, cpu=cpu) if cpu else targets.get(target)
+    loaded = frontend.load(model, dict(frontend.parse_shape(s) for s in input_shapes))
+    mod = frontend.to_relax(loaded)
+    runner = tuning.rpc_runner(rpc_tracker, rpc_key) if rpc_tracker else None
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
+                  TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as bar:
+        job = bar.add_task("tuning", total=None, best="")
+
+        def progress(task, done, planned):
+            best = f"{task.name}: best {task.best_ms:.3f} ms" if task.best_ms is not None else task.name
+            bar.update(job, completed=done, total=planned, best=best)
+
+        result = tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    table = Table(title=f"{model.name}: tuned into {db} ({result.runner} runner)")
+    for col in ("kernel", "weight", "default ms", "tuned ms", "trials"):
+        table.add_column(col, justify="left" if col == "kernel" else "right")
+    for t in result.tasks:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(t.name, str(t.weight), fmt(t.default_ms), fmt(t.best_ms), f"{t.trials} ({t.errors} failed)" if t.errors else str(t.trials))
+    out.print(table)
 
 
 @main.command("targets")

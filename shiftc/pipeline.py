@@ -114,14 +114,30 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
     return mod
 
 
-def build(mod, target):
-    """Schedule (``target.schedule``) and compile a Relax module into a Relax executable."""
+def build(mod, target, db=None, report=None):
+    """Schedule and compile a Relax module for a target into a Relax executable.
+
+    CPU (LLVM) targets go through ``schedules.prepare``: fusion, the tuning database ``db`` (None:
+    the one shipped for the target, if any) and default CPU schedules, recorded in ``report`` (a
+    ``schedules.ScheduleReport``). A target with its own ``schedule`` hook (cuda) uses that instead.
+    """
     import tvm
 
+    from shiftc import schedules
+    from shiftc.errors import InputError
     from shiftc.schedules.shift_schedule import ScheduleShiftKernels
+    from shiftc.targets import Target
 
     tvm_target = target.tvm_target()
     mod = ScheduleShiftKernels(tvm_target)(mod)  # default schedules for untuned shift kernels
+    if type(target).schedule is Target.schedule and schedules.is_cpu(tvm_target):
+        mod = schedules.prepare(mod, tvm_target, db, report)
+        with tvm_target, tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=schedules.lowering_pipeline(tvm_target))
+    if db is not None:
+        raise InputError(f"--db (tuning databases) is supported for CPU targets only, not {target.name!r}")
+    if report is not None:
+        report.notes.append(f"scheduled by the {target.name} target's own hook")
     mod = target.schedule(mod)
     with tvm.transform.PassContext(opt_level=3):
         return tvm.compile(mod, target=tvm_target)

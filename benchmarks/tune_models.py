@@ -1,0 +1,89 @@
+"""Tune the benchmark models and write the databases shiftc ships (not run in CI).
+
+    python benchmarks/tune_models.py --cpu znver5 --cpu x86-64-v3 --rounds 1
+    python benchmarks/tune_models.py --model mobilenetv2=path.onnx --cpu x86-64-v3
+
+For every model and CPU it runs ``shiftc.schedules.tune`` (default schedules measured and seeded
+first, then ``--rounds`` trials per kernel) and copies the two database files into
+``schedules/databases/<cpu>/<model>/``, where builds for that ``mcpu`` find them. Budgets are kept
+small on purpose: the build machine has 2 shared cores. The per-kernel table (default vs tuned ms)
+is written next to the database as ``tuning.json``.
+
+The models are compiled through the same frontend + pass pipeline as ``shiftc compile`` with
+default options, so the fused kernels (and their structural hashes) are the ones a build looks up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import find_models, model_for_batch  # noqa: E402
+
+
+def relax_module(path: Path, shapes: dict):
+    """The Relax module ``shiftc.compile`` hands to ``build`` with default options."""
+    from shiftc import calibration_data, frontend, pipeline
+    from shiftc.report import Report
+
+    loaded = frontend.load(str(path), shapes)
+    mod = frontend.to_relax(loaded)
+    options = pipeline.PassOptions()
+    samples = calibration_data.synthetic(loaded.inputs)
+    return pipeline.run(mod, loaded, options, samples, Report(), lambda s: None, {})
+
+
+def main(argv=None) -> int:
+    from shiftc import targets
+    from shiftc.schedules import database, tune
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH.onnx")
+    ap.add_argument("--all", action="store_true", help="with --model: also the models found in examples/")
+    ap.add_argument("--cpu", action="append", default=None, help="LLVM CPU (repeatable; default: x86-64-v3 and this host's)")
+    ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1])
+    ap.add_argument("--rounds", type=int, default=1, help="search trials per kernel after the seeded default")
+    ap.add_argument("--only", default=None, help="comma-separated model names to tune")
+    args = ap.parse_args(argv)
+    cpus = args.cpu or ["x86-64-v3", targets.get("x86").cpu]
+
+    for spec in find_models(args):
+        if args.only and spec.name not in args.only.split(","):
+            continue
+        for batch in args.batches:
+            path, shapes = model_for_batch(spec, batch)
+            if path is None:
+                print(f"{spec.name} b{batch}: skipped ({shapes})")
+                continue
+            name = spec.name if batch == 1 else f"{spec.name}-b{batch}"
+            mod = relax_module(path, shapes)
+            for cpu in cpus:
+                target = targets.get("x86", cpu=cpu).tvm_target()
+                dest = database.SHIPPED / database.target_key(target) / name
+                with tempfile.TemporaryDirectory(prefix="shiftc-tune-") as tmp:
+                    t0 = time.time()
+                    n_tasks = len(tune.extract_tasks(mod, target))
+                    result = tune.tune(mod, target, args.rounds * n_tasks, Path(tmp) / "db")
+                    dest.mkdir(parents=True, exist_ok=True)
+                    for f in (database.WORKLOAD, database.RECORDS):
+                        shutil.copy(Path(tmp) / "db" / f, dest / f)
+                summary = result.to_json()
+                summary.update(model=name, cpu=cpu, seconds=round(time.time() - t0, 1), rounds=args.rounds)
+                summary.pop("db")
+                (dest / "tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
+                default = sum(t.default_ms or 0 for t in result.tasks)
+                best = sum(t.best_ms or 0 for t in result.tasks)
+                print(f"{name} [{cpu}]: {n_tasks} kernels, sum default {default:.2f} ms -> tuned {best:.2f} ms ({time.time() - t0:.0f}s) -> {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

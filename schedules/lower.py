@@ -1,0 +1,137 @@
+"""From a Relax module to fused, scheduled TIR: the step between passes and targets.
+
+``fuse`` is the one lowering that both tuning and building use, so that the PrimFuncs MetaSchedule
+tunes are structurally the very ones a later build looks up in a database:
+
+    DecomposeOpsForInference -> [CPU: conv2d to NHWC/HWIO] -> library dispatch -> LegalizeOps
+    -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR -> DeadCodeElimination
+
+``prepare`` then applies a tuning database (a user's, else the shipped one for the target) and, on
+CPU targets, the default schedules of ``shiftc.schedules.cpu`` to every PrimFunc left untuned.
+``LOWER`` is the Relax pipeline that finishes a prepared module (no second fusion).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+# Channel-last activations and HWIO weights: the output-channel axis is contiguous in the output
+# and in the weights, so CPU schedules vectorise over channels (also for depthwise convolutions).
+CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+
+
+@dataclass
+class ScheduleReport:
+    """What ``prepare`` did, for the compile report."""
+
+    database: str | None = None
+    tuned: list[str] = field(default_factory=list)
+    default: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"database": self.database, "tuned": sorted(self.tuned), "default": self.default, "notes": self.notes}
+
+
+def is_cpu(target) -> bool:
+    return target.kind.name == "llvm"
+
+
+def fuse(mod, target):
+    """Lower Relax ops to fused TIR PrimFuncs (no schedules yet)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import pipeline as relax_pipeline
+
+    seq = [relax.transform.DecomposeOpsForInference()]
+    if is_cpu(target):
+        seq.append(relax.transform.ConvertLayout(CPU_CONV_LAYOUT))
+    seq += [
+        *relax_pipeline.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def primfunc_names(mod) -> list[str]:
+    import tvm
+
+    return sorted(gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def scheduled_names(mod) -> set[str]:
+    import tvm
+
+    return {
+        gv.name_hint
+        for gv, f in mod.functions_items()
+        if isinstance(f, tvm.tirx.PrimFunc) and f.attrs.get("tirx.is_scheduled", False)
+    }
+
+
+def prepare(mod, target, db=None, report: ScheduleReport | None = None):
+    """Fuse, apply the tuning database ``db`` (a folder; None: the shipped one, if any), then
+    give every PrimFunc still unscheduled a default CPU schedule. Returns the prepared module."""
+    import tvm
+    from tvm import relax
+
+    from . import cpu, database
+
+    report = report if report is not None else ScheduleReport()
+    mod = fuse(mod, target)
+    ms_db, source = database.resolve(db, target)
+    if ms_db is not None:
+        from .intrinsics import import_tensor_intrinsics
+
+        import_tensor_intrinsics()  # records may replay tensorize steps
+        before = scheduled_names(mod)
+        with target, ms_db, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        report.database = source
+        report.tuned = sorted(scheduled_names(mod) - before)
+        log.info("tuning database %s: %d of %d kernels tuned", source, len(report.tuned), len(primfunc_names(mod)))
+    if is_cpu(target):
+        mod, stats = cpu.apply_default_schedules(mod, target)
+        report.default = stats.to_json()
+        if stats.naive:
+            report.notes.append(f"{len(stats.naive)} kernel(s) left naive (no default rule fits): {sorted(stats.naive)}")
+    else:
+        report.notes.append(f"no default CPU schedules for target kind {target.kind.name!r}")
+    return mod
+
+
+def lowering_pipeline(target):
+    """The Relax pipeline that finishes a prepared (already fused and scheduled) module: the
+    dataflow-lowering and finalisation passes of TVM's default pipeline, without a second fusion."""
+    import tvm
+    from tvm import relax
+
+    passes = [
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        relax.transform.CallTIRRewrite(),
+        relax.transform.StaticPlanBlockMemory(),
+        relax.transform.LowerAllocTensor(),
+        relax.transform.KillAfterLastUse(),
+        relax.transform.LowerRuntimeBuiltin(),
+        relax.transform.ComputePrimValue(),
+        relax.transform.VMShapeLower(),
+        relax.transform.AttachGlobalSymbol(),
+    ]
+
+    @tvm.transform.module_pass(opt_level=0, name="shiftc.FinishPrepared")
+    def _finish(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _finish

@@ -1,0 +1,233 @@
+"""Default CPU schedules, MetaSchedule tuning with shiftc's builder, and database round trips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import shiftc
+from shiftc import frontend
+from shiftc.errors import InputError
+
+RNG = np.random.default_rng(0)
+
+
+def _x86(cpu="x86-64-v3"):
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu, "num-cores": 2})
+
+
+def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def matmul_model(m=16, k=32, n=24) -> onnx.ModelProto:
+    """x @ W + b, then Relu: one fused matmul kernel."""
+    inits = {"W": RNG.standard_normal((k, n)).astype("float32"), "b": RNG.standard_normal(n).astype("float32")}
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
+
+
+def conv_model() -> onnx.ModelProto:
+    """conv3x3 s2 -> relu -> depthwise 3x3 -> 1x1 conv + residual -> global mean -> dense."""
+    c = 16
+    inits = {
+        "w0": RNG.standard_normal((c, 3, 3, 3)).astype("float32") * 0.2,
+        "b0": RNG.standard_normal(c).astype("float32"),
+        "wd": RNG.standard_normal((c, 1, 3, 3)).astype("float32") * 0.3,
+        "w1": RNG.standard_normal((c, c, 1, 1)).astype("float32") * 0.2,
+        "wf": RNG.standard_normal((c, 10)).astype("float32"),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "wd"], ["d0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=c),
+        helper.make_node("Conv", ["d0", "w1"], ["p0"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["p0", "r0"], ["s0"]),
+        helper.make_node("GlobalAveragePool", ["s0"], ["g0"]),
+        helper.make_node("Flatten", ["g0"], ["m0"]),
+        helper.make_node("MatMul", ["m0", "wf"], ["y"]),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+
+
+def _run_relax(executable, x):
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("make", [matmul_model, conv_model], ids=["matmul", "conv-depthwise-residual"])
+def test_default_schedules_match_the_unscheduled_module(make):
+    import tvm
+
+    from shiftc import schedules
+
+    model = make()
+    loaded = frontend.load(model)
+    mod = frontend.to_relax(loaded)
+    x = RNG.standard_normal(loaded.inputs[0].shape).astype("float32")
+    target = _x86()
+    with target, tvm.transform.PassContext(opt_level=3):
+        naive = _run_relax(tvm.compile(mod, target=target), x)
+
+    report = schedules.ScheduleReport()
+    prepared = schedules.prepare(mod, target, None, report)
+    with target, tvm.transform.PassContext(opt_level=3):
+        scheduled = _run_relax(tvm.compile(prepared, target=target, relax_pipeline=schedules.lowering_pipeline(target)), x)
+
+    assert report.default["naive"] == {}
+    assert report.default["reduction"] >= 1
+    np.testing.assert_allclose(scheduled, naive, rtol=1e-4, atol=1e-4)
+
+
+def test_default_conv_schedule_is_tiled_parallel_and_vectorised(monkeypatch):
+    """Before: one naive loop nest per block. After: parallel outer loop, vectorised channels
+    (kernels this small run on one thread by default: the threshold is lowered to see the rule)."""
+    import tvm
+
+    from shiftc import schedules
+    from shiftc.schedules import cpu
+
+    mod = schedules.fuse(frontend.to_relax(frontend.load(conv_model())), _x86())
+    name = next(gv.name_hint for gv, f in mod.functions_items() if gv.name_hint.startswith("fused_conv2d") and isinstance(f, tvm.tirx.PrimFunc))
+    before = mod[name]
+    kinds_before = _loop_kinds(before)
+    serial_after, _ = cpu.schedule_func(before, lanes=8)
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)
+    after, rule = cpu.schedule_func(before, lanes=8)
+    kinds_after = _loop_kinds(after)
+    assert rule == "reduction"
+    assert kinds_before == {"serial"}
+    assert {"parallel", "vectorized"} <= kinds_after
+    assert "parallel" not in _loop_kinds(serial_after) and "vectorized" in _loop_kinds(serial_after)
+
+
+def _loop_kinds(func) -> set[str]:
+    """Loop kinds as TVMScript prints them (T.parallel / T.vectorized / T.unroll; range/T.grid)."""
+    text = func.script()
+    kinds = {k for k in ("parallel", "vectorized", "unroll") if f"T.{k}(" in text}
+    if " in range(" in text or "in T.grid(" in text:
+        kinds.add("serial")
+    return kinds
+
+
+def test_vector_width_follows_the_target_cpu_not_the_host():
+    from shiftc.schedules import cpu, cpu_features
+
+    assert cpu.vector_lanes(_x86("x86-64-v3")) == 8
+    assert cpu.vector_lanes(_x86("znver5")) == 16
+    assert cpu_features.int8_dot_instruction(_x86("x86-64-v3")) == "avx2"
+    assert cpu_features.int8_dot_instruction(_x86("znver5")) == "avx512vnni"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A 2-trial tune of a tiny matmul with shiftc's builder (the default one times out here)."""
+    from shiftc.schedules import database, tune
+
+    path = tmp_path_factory.mktemp("tune") / "mm.onnx"
+    onnx.save(matmul_model(), path)
+    db = path.parent / "db"
+    mod = frontend.to_relax(frontend.load(path))
+    result = tune.tune(mod, _x86(), 2, db)
+    return path, db, result, database.record_count(db)
+
+
+def test_custom_builder_tunes_a_tiny_matmul(tuned):
+    _, db, result, records = tuned
+    (task,) = result.tasks
+    assert task.name.startswith("fused_matmul")
+    assert task.trials >= 1 and task.errors == 0, "every candidate must build and run"
+    assert task.default_ms is not None and task.best_ms is not None
+    assert task.best_ms <= task.default_ms  # the default schedule is a record, so tuning never loses
+    assert records >= 1 + task.trials  # the seeded default + the measured candidates
+
+
+def test_database_round_trip_in_a_fresh_process(tuned, tmp_path):
+    path, db, result, _ = tuned
+    out = tmp_path / "art"
+    proc = subprocess.run(
+        [sys.executable, "-m", "shiftc.cli", "compile", str(path), "--cpu", "x86-64-v3", "--db", str(db), "-o", str(out), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stage = next(s for s in json.loads(proc.stdout)["report"]["stages"] if s["name"] == "schedule")
+    assert stage["summary"]["database"] == str(db)
+    assert stage["summary"]["tuned"] == [t.name for t in result.tasks]  # looked up and applied
+    cm = shiftc.load(out)
+    x = RNG.standard_normal((16, 32)).astype("float32")
+    proto = onnx.load(path)
+    w, b = (numpy_helper.to_array(i) for i in proto.graph.initializer)
+    np.testing.assert_allclose(cm.run(x)["y"], np.maximum(x @ w + b, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_missing_or_corrupt_database_is_an_input_error(tmp_path):
+    from shiftc.schedules import database
+
+    with pytest.raises(InputError, match="not found"):
+        database.open_folder(tmp_path / "nope")
+    (tmp_path / database.WORKLOAD).write_text("{not json\n")
+    (tmp_path / database.RECORDS).write_text("")
+    with pytest.raises(InputError, match="corrupt"):
+        database.open_folder(tmp_path)
+
+
+def test_compile_with_missing_db_exits_2(tmp_path):
+    from click.testing import CliRunner
+
+    from shiftc.cli import main
+
+    path = tmp_path / "mm.onnx"
+    onnx.save(matmul_model(), path)
+    res = CliRunner().invoke(main, ["compile", str(path), "--db", str(tmp_path / "missing"), "-o", str(tmp_path / "a")])
+    assert res.exit_code == 2, res.output
+    assert "tuning database not found" in res.output
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("cpu", ["x86-64-v3", "host"])
+def test_int8_dot_intrinsic_matmul_is_bit_exact(cpu):
+    """Full-range int8 activations (offset to uint8 + zero-point correction), weights in [-64, 64]."""
+    from shiftc.schedules import cpu_features, x86_int8
+    from shiftc.targets import get
+
+    target = get("x86").tvm_target() if cpu == "host" else _x86(cpu)
+    if cpu_features.int8_dot_instruction(target) not in ("avx2", "avxvnni", "avx512vnni"):
+        pytest.skip("this host has no AVX2")
+    name, lanes = x86_int8.intrinsic_for(target)
+    assert name == (x86_int8.VNNI_DOT_16x4_INTRIN if cpu_features.has_feature(target, "avx512vnni") else x86_int8.AVX2_DOT_8x4_INTRIN)
+    x = RNG.integers(-128, 128, (12, 64)).astype(np.int8)
+    w = RNG.integers(-64, 65, (32, 64)).astype(np.int8)
+    x[0, :] = -128  # extremes: the largest pair sums the contract allows
+    w[0, :] = 64
+    w[1, :] = -64
+    np.testing.assert_array_equal(x86_int8.signed_matmul(x, w, target), x86_int8.signed_matmul_reference(x, w))
+
+
+def test_avx2_int8_gemm_uses_pmaddubsw_and_refuses_saturating_weights():
+    import tvm
+
+    from shiftc.schedules import x86_int8
+
+    target = _x86("x86-64-v3")
+    func, _ = x86_int8.int8_matmul(8, 16, 32, target)
+    asm = tvm.compile(tvm.IRModule({"main": func}), target=target).mod.inspect_source("asm")
+    assert "vpmaddubsw" in asm and "vpmaddwd" in asm and "zmm" not in asm
+    w = np.full((16, 32), 65, np.int8)
+    with pytest.raises(InputError, match="saturate"):
+        x86_int8.signed_matmul(np.zeros((8, 32), np.int8), w, target)
