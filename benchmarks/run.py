@@ -10,7 +10,7 @@ Variants (each one says when it is not available instead of being skipped silent
 - ``tvm_fp32``   shiftc FP32 build: the shipped tuning database where one matches, otherwise the
                  default CPU schedules (the row says which, and how many kernels were tuned)
 - ``tvm_naive``  (``--with-naive``) plain ``tvm.compile`` without schedules: the starting point
-- ``shift_float`` / ``shift_int8``: shiftc's shift-add rewrites, once ``PassOptions`` has them
+- ``shift_float`` / ``shift_int8``: shiftc's 4-bit shift-add rewrite, float / integer-only
 
 Every run is timed round-robin over the variants (one call each, repeated), so machine noise hits
 all of them alike; compare the ratios, not absolute numbers, on this shared machine.
@@ -202,18 +202,11 @@ def tvm_naive(loaded, threads):
     return vm
 
 
-def shift_variants() -> dict[str, dict | str]:
-    """Pass options of the shift variants, or why they are not available."""
-    from shiftc.pipeline import PassOptions
-
-    names = {f.name for f in dataclasses.fields(PassOptions)}
-    out: dict[str, dict | str] = {}
-    out["shift_float"] = {"shift": True} if "shift" in names else "not available (PassOptions has no 'shift' option yet)"
-    if "shift" in names and "integerize" in names:
-        out["shift_int8"] = {"shift": True, "integerize": True}
-    else:
-        out["shift_int8"] = "not available (PassOptions needs 'shift' and 'integerize')"
-    return out
+def shift_variants() -> dict[str, dict]:
+    """Pass options of the shift variants: 4-bit PoT weights on float activations, and the same
+    on the integer-only path (calibrated on the benchmark's random inputs: speed only; accuracy
+    is measured by benchmarks/shift_accuracy.py and benchmarks/integer_accuracy.py)."""
+    return {"shift_float": {"shift_bits": 4}, "shift_int8": {"shift_bits": 4, "integer_only": True}}
 
 
 def build_variants(path: Path, shapes: dict, args, workdir: Path, tag: str) -> tuple[list[Variant], dict]:
@@ -262,7 +255,9 @@ def build_variants(path: Path, shapes: dict, args, workdir: Path, tag: str) -> t
             import tvm
 
             t0 = time.perf_counter()
-            cm = shiftc.compile(str(path), "x86", input_shapes=shapes, db=args.db, output=workdir / f"{tag}.{label}", **options)
+            calib = [make_inputs(loaded, np.random.default_rng(i)) for i in range(4)] if options else None
+            cm = shiftc.compile(str(path), "x86", input_shapes=shapes, db=args.db, calibration=calib,
+                                output=workdir / f"{tag}.{label}", **options)
             compile_s = time.perf_counter() - t0
             sched = next(s for s in cm.report.stages if s.name == "schedule").summary
             tuned = len(sched.get("tuned", []))
@@ -278,10 +273,7 @@ def build_variants(path: Path, shapes: dict, args, workdir: Path, tag: str) -> t
 
     add("tvm_fp32", f_shiftc({}, "fp32"))
     for name, opts in shift_variants().items():
-        if isinstance(opts, str):
-            variants.append(Variant(name, note=opts))
-        else:
-            add(name, f_shiftc(opts, name))
+        add(name, f_shiftc(opts, name))
     if args.with_naive:
         def make_naive():
             import tvm
