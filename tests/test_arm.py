@@ -207,7 +207,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mobilenetv2.py"
 
 @pytest.mark.slow
 @needs_cross
-@pytest.mark.skipif(not EXAMPLES.is_file(), reason="examples/mobilenetv2.py (branch examples) is not in this checkout")
 @pytest.mark.parametrize("cpu", ["cortex-a53", "cortex-a72"])
 def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
     path, x, x86_logits, ort_logits = mobilenetv2
@@ -217,6 +216,19 @@ def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
     np.testing.assert_allclose(logits, x86_logits, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(logits, ort_logits, rtol=1e-3, atol=1e-3)
     assert logits.argmax() == ort_logits.argmax()
+
+
+@pytest.mark.slow
+@needs_cross
+def test_mobilenetv2_4bit_shift_under_qemu_matches_x86(mobilenetv2, tmp_path):
+    """The float shift-add kernels (exponent arithmetic) give the same logits on aarch64."""
+    path, x, _, _ = mobilenetv2
+    options = dict(shift_bits=4, calibration=[{"input": x}])
+    x86 = api.compile(path, "x86", **options)
+    arm = api.compile(path, "arm", cpu="cortex-a72", output=tmp_path / "arm4", **options)
+    layers = [[r["layer"] for s in cm.report.stages if s.name == "shift" for r in s.rows] for cm in (x86, arm)]
+    assert layers[0] == layers[1] and len(layers[0]) == 53  # 52 convs + the classifier
+    np.testing.assert_allclose(arm.run(x)["logits"], x86.run(x)["logits"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
