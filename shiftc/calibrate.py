@@ -22,6 +22,7 @@ tensors and few samples, e.g. one-sample calibration); MinMax keeps the exact ma
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -41,7 +42,7 @@ def qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
-class Observer:
+class Observer(ABC):
     """Running statistics of one float tensor value; ``threshold()`` is its clipping range."""
 
     method = ""
@@ -64,8 +65,9 @@ class Observer:
     def _update(self, x: np.ndarray) -> None:
         pass
 
+    @abstractmethod
     def threshold(self) -> float:
-        raise NotImplementedError
+        """The clipping threshold (a positive float) chosen from what was observed."""
 
     def scale(self, bits: int = 8) -> float:
         """Symmetric per-tensor scale for ``bits``-bit codes (never 0: a constant-zero tensor gets

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import numpy as np
@@ -95,7 +94,6 @@ def test_integer_shift_kernels_ptx(kernel, arg_types, kwargs):
     assert not cuda.data_multiplies(ptx), cuda.data_multiplies(ptx)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("shiftc.schedules.shift_kernels") is None, reason="shiftc.schedules.shift_kernels (branch shift) is not merged here")
 def test_shift_matmul_kernel_ptx():
     from shiftc.schedules import shift_kernels as sk
 

@@ -24,11 +24,8 @@ MODELS = ROOT / "examples" / "models"
 pytestmark = pytest.mark.slow
 
 
-def model_or_skip(name: str) -> Path:
-    path = MODELS / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not in this checkout (trained on branch examples)")
-    return path
+def model_path(name: str) -> Path:
+    return MODELS / name  # committed by examples/train.py
 
 
 def test_minilm_canonicalises_every_layer_norm_and_gelu(tmp_path):
@@ -57,7 +54,7 @@ def fashion(n):
 def test_unvit_folds_exactly_and_loses_its_norm_ops():
     from norm_checks import session
 
-    loaded, mod = imported(str(model_or_skip("unvit.onnx")))
+    loaded, mod = imported(str(model_path("unvit.onnx")))
     mod = canonicalize(mod)
     notes = []
     folded, info = fold_norm(mod, notes)
@@ -74,7 +71,7 @@ def test_unvit_folds_exactly_and_loses_its_norm_ops():
 def test_vit_layer_norm_to_l1_is_measured():
     from norm_checks import ort_session, session
 
-    loaded, mod = imported(str(model_or_skip("vit.onnx")))
+    loaded, mod = imported(str(model_path("vit.onnx")))
     n_ln = counts(mod)["nn.layer_norm"]
     l1, converted = ln_to_l1(fold_norm(canonicalize(mod))[0])
     assert converted == n_ln and "nn.layer_norm" not in counts(l1)
