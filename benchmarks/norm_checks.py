@@ -34,13 +34,10 @@ NORM_OPS = ("nn.layer_norm", "nn.gelu", "nn.gelu_tanh", "l2_normalize", "mean", 
 def session(mod, specs):
     """Build ``mod`` once for the host; returns run(feed) -> first output."""
     import tvm
-    from tvm import relax
 
-    from shiftc.targets.x86 import flatten_outputs, host_cpu
+    from shiftc.host import flatten_outputs, host_vm
 
-    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": host_cpu()})
-    with tvm.transform.PassContext(opt_level=3):
-        vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+    vm = host_vm(mod)
 
     def run(feed):
         args = [tvm.runtime.tensor(np.ascontiguousarray(feed[s.name]), tvm.cpu()) for s in specs]

@@ -19,26 +19,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from shiftc.host import flatten_outputs, host_vm
 from shiftc.reference.shift import im2col_nchw
 
 from .shift import Layer, candidate_kind
-
-
-def _host_vm(mod):
-    """Build for the host CPU (measurement only; passes never import targets)."""
-    from tvm.target import codegen
-
-    cpu = str(codegen.llvm_get_system_cpu())
-    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": cpu})
-    with tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(mod, target=target)
-    return relax.VirtualMachine(ex, tvm.cpu())
-
-
-def _flatten(out) -> list[np.ndarray]:
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    return [a for o in out for a in _flatten(o)]
 
 
 def capture_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: Sequence[dict]) -> list[list[np.ndarray]]:
@@ -50,9 +34,9 @@ def capture_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: Seque
     for gv, f in mod.functions.items():
         if gv.name_hint != "main":
             tapped[gv] = f
-    vm = _host_vm(relax.transform.Normalize()(tapped))
+    vm = host_vm(relax.transform.Normalize()(tapped))
     dev = tvm.cpu()
-    return [_flatten(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names])) for s in samples]
+    return [flatten_outputs(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names])) for s in samples]
 
 
 def layer_forward(layer: Layer, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -114,14 +98,14 @@ class ModelWithWeightParams:
         for gv, f in mod.functions.items():
             if gv.name_hint != "main":
                 out[gv] = f
-        self._vm = _host_vm(relax.transform.Normalize()(out))
+        self._vm = host_vm(relax.transform.Normalize()(out))
         dev = self._dev = tvm.cpu()
         self._inputs = [[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names] for s in samples]
 
     def run(self, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
         """First output per sample, with ``weights`` (one per candidate layer, op layout)."""
         w = [tvm.runtime.tensor(np.ascontiguousarray(a, dtype=np.float32), self._dev) for a in weights]
-        return [_flatten(self._vm["main"](*x, *w))[0] for x in self._inputs]
+        return [flatten_outputs(self._vm["main"](*x, *w))[0] for x in self._inputs]
 
 
 def rel_l2(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:

@@ -215,9 +215,8 @@ def collect(
     limits how many are used (1 = one-sample calibration). Returns ``{value_name: observer}``.
     """
     import tvm
-    from tvm import relax
 
-    from shiftc.targets.x86 import flatten_outputs, host_cpu
+    from .host import flatten_outputs, host_vm
 
     samples = list(samples)
     if max_samples is not None:
@@ -232,10 +231,7 @@ def collect(
     if not names:
         return observers
     probe = probe_module(mod, names, func_name)
-    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": host_cpu()})
-    with tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(probe, target=target)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
+    vm = host_vm(probe)
     params = [p.name for p in func.params]
     for s in samples:
         missing = [p for p in params if p not in s]

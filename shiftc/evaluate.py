@@ -22,15 +22,11 @@ def onnxruntime_outputs(proto, samples: Sequence[dict[str, np.ndarray]]) -> list
 def relax_outputs(mod, specs: list[TensorSpec], samples: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     """Build ``mod`` for the host CPU and run every sample."""
     import tvm
-    from tvm import relax
 
-    from shiftc.targets.x86 import flatten_outputs, host_cpu
+    from .host import flatten_outputs, host_vm
 
-    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": host_cpu()})
-    with tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(mod, target=target)
     dev = tvm.cpu()
-    vm = relax.VirtualMachine(ex, dev)
+    vm = host_vm(mod)
     results = []
     for s in samples:
         args = [tvm.runtime.tensor(np.ascontiguousarray(s[spec.name]), dev) for spec in specs]

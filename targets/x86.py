@@ -8,14 +8,9 @@ from typing import Sequence
 
 import numpy as np
 
+from shiftc.host import flatten_outputs, host_cpu  # noqa: F401 (re-exported)
+
 from .base import Target, Tool
-
-
-def host_cpu() -> str:
-    """LLVM's name for this machine's CPU (e.g. znver3); it decides which vector units LLVM uses."""
-    from tvm.target import codegen
-
-    return str(codegen.llvm_get_system_cpu())
 
 
 @dataclass
@@ -63,13 +58,3 @@ class VMSession:
 
         out = self._vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), self._dev) for x in inputs])
         return flatten_outputs(out)
-
-
-def flatten_outputs(out) -> list[np.ndarray]:
-    """The VM returns a tensor or a (nested) tuple of tensors."""
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    result = []
-    for o in out:
-        result.extend(flatten_outputs(o))
-    return result
