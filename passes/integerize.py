@@ -159,6 +159,18 @@ class Integerizer:
             return q
         return self.requant(q, self.act_scale(name, bits), bits, name)
 
+    def fitting_input(self, name: str, q: Q, ok, **widths) -> Q | None:
+        """``q`` as per-tensor integers at the widest width (``iq.bits_for``) whose calibrated scale
+        an op accepts (``ok(scale, bits)``); requantised again if its current scale is not
+        accepted. None when no width fits."""
+        bits = iq.bits_for(lambda b: ok(self.act_scale(name, b), b), **widths)
+        if bits is None:
+            return None
+        x = self.as_int(name, q, bits)
+        if not ok(float(x.scale), x.bits):
+            x = self.requant(q, self.act_scale(name, bits), bits, name)
+        return x
+
     def as_dtype(self, q: Q, bits: int) -> relax.Expr:
         dt = iq.int_dtype(bits)
         return q.expr if _dtype(q.expr) == dt else self.bb.emit(relax.op.astype(q.expr, dt))
@@ -558,12 +570,9 @@ class Integerizer:
             except ValueError:
                 return False
 
-        bits = iq.bits_for(lambda b: ok_scale(self.act_scale(name, b)))
-        if bits is None:
+        x = self.fitting_input(name, a, lambda s, b: ok_scale(s))
+        if x is None:
             return None
-        x = self.as_int(name, a, bits)
-        if not ok_scale(float(x.scale)):
-            x = self.requant(a, self.act_scale(name, bits), bits, name)
         x0 = ref.exp_x0(float(x.scale), n)
         out = self.emit_te(K.shiftmax, x.expr, x0, n, name="shiftmax")
         self.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
@@ -586,12 +595,9 @@ class Integerizer:
                 except ValueError:
                     return None
 
-            bits = iq.bits_for(lambda b: params(self.act_scale(name, b), b) is not None)
-            if bits is None:
+            x = self.fitting_input(name, a, lambda s, b: params(s, b) is not None)
+            if x is None:
                 return None
-            x = self.as_int(name, a, bits)
-            if params(float(x.scale), x.bits) is None:
-                x = self.requant(a, self.act_scale(name, bits), bits, name)
             p = ref.lambda_gelu_params(float(x.scale), terms)
             out = self.emit_te(lambda t: K.lambda_shift_gelu(t, p), x.expr, name="lambda_gelu")
             self.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "lambda": ref.lam_value(terms)})
@@ -605,12 +611,9 @@ class Integerizer:
                 except ValueError:
                     return False
 
-            bits = iq.bits_for(lambda b: ok(self.act_scale(name, b)), widest=16, narrowest=6)
-            if bits is None:
+            x = self.fitting_input(name, a, lambda s, b: ok(s), widest=16, narrowest=6)
+            if x is None:
                 return None
-            x = self.as_int(name, a, bits)
-            if not ok(float(x.scale)):
-                x = self.requant(a, self.act_scale(name, bits), bits, name)
             x0 = ref.exp_x0(float(x.scale), n)
             out = self.emit_te(K.shift_gelu, x.expr, x0, n, name="shift_gelu")
             self.report.rows.append({"op": "shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
