@@ -469,7 +469,8 @@ class Integerizer:
             ye = self.bb.emit(relax.op.broadcast_to(ye, relax.ShapeExpr(shape)))
         ma, ea = iq.requant_params(x.scale / s_out, self.pow2)
         mb, eb = iq.requant_params(y.scale / s_out, self.pow2)
-        out = self.emit_te(K.add_int, xe, ye, int(ma), int(ea), int(mb), int(eb), WIDE_BITS, name="add_int")
+        params = [int(ma), int(ea), int(mb), int(eb), WIDE_BITS]
+        out = self.emit_te(K.add_int, xe, ye, *params, name="add_int", attrs={"shiftc.add_int": params})
         self.report.rows.append({"op": "add_int", "value": var.name})
         return Q(out, s_out, WIDE_BITS)
 

@@ -3,8 +3,13 @@
 ``fuse`` is the one lowering that both tuning and building use, so that the PrimFuncs MetaSchedule
 tunes are structurally the very ones a later build looks up in a database:
 
-    DecomposeOpsForInference -> [CPU: conv2d to NHWC/HWIO] -> library dispatch -> LegalizeOps
-    -> AnnotateTIROpPattern -> FoldConstant -> FuseOps -> FuseTIR -> DeadCodeElimination
+    DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, conv2d to
+    NHWC/HWIO] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    -> FuseOps -> FuseTIR -> DeadCodeElimination
+
+The CPU integer lowerings turn integer shift kernels into their int dot-product form where that
+form was measured faster (``shift_dot``) and requantisers / residual adds into Relax ops
+(``int_relax``), so that both take the conv's layout and fuse into its kernel.
 
 ``prepare`` then applies a tuning database (a user's, else the shipped one for the target) and, on
 CPU targets, the default schedules of ``shiftc.schedules.cpu`` to every PrimFunc left untuned.
@@ -40,15 +45,27 @@ def is_cpu(target) -> bool:
     return target.kind.name == "llvm"
 
 
+def cpu_family(target) -> str:
+    """shiftc's target name for an LLVM target: 'x86' or 'arm' (by its triple)."""
+    return "arm" if str(target.attrs.get("mtriple", "")).startswith("aarch64") else "x86"
+
+
 def fuse(mod, target):
     """Lower Relax ops to fused TIR PrimFuncs (no schedules yet)."""
     import tvm
     from tvm import relax
     from tvm.relax import pipeline as relax_pipeline
 
+    from .int_relax import LowerIntElementwise
+    from .shift_dot import LowerShiftToDot
+    from .shift_kernels import int_kernel_form
+    from .shift_schedule import ScheduleShiftKernels
+
     seq = [relax.transform.DecomposeOpsForInference()]
     if is_cpu(target):
-        seq.append(relax.transform.ConvertLayout(CPU_CONV_LAYOUT))
+        if int_kernel_form(cpu_family(target)) == "dot":
+            seq.append(LowerShiftToDot())
+        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
     seq += [
         *relax_pipeline.library_dispatch_passes(target),
         relax.transform.LegalizeOps(),
@@ -85,8 +102,12 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None):
     from tvm import relax
 
     from . import cpu, database
+    from .shift_dot import has_shift_int
+    from .shift_kernels import int_kernel_form
 
     report = report if report is not None else ScheduleReport()
+    if is_cpu(target) and int_kernel_form(cpu_family(target)) == "dot" and has_shift_int(mod):
+        report.notes.append("integer shift kernels run as their equal int dot product (the form measured faster here)")
     mod = fuse(mod, target)
     ms_db, source = database.resolve(db, target)
     if ms_db is not None:

@@ -90,7 +90,8 @@ def ScheduleShiftKernels(target: tvm.target.Target) -> tvm.transform.Pass:  # no
         for gv, func in list(mod.functions.items()):
             if (isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs
                     and str(func.attrs[KERNEL_ATTR]).startswith("shift")):  # other shiftc kernels carry the tag too
-                out[gv] = schedule_cpu(func.with_attr("global_symbol", gv.name_hint)).with_attr(KERNEL_ATTR, func.attrs[KERNEL_ATTR])
+                scheduled = schedule_cpu(func.with_attr("global_symbol", gv.name_hint))
+                out[gv] = scheduled.with_attr(KERNEL_ATTR, func.attrs[KERNEL_ATTR]).with_attr("tirx.is_scheduled", True)
         return out
 
     return _pass

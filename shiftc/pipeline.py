@@ -125,11 +125,9 @@ def build(mod, target, db=None, report=None):
 
     from shiftc import schedules
     from shiftc.errors import InputError
-    from shiftc.schedules.shift_schedule import ScheduleShiftKernels
     from shiftc.targets import Target
 
     tvm_target = target.tvm_target()
-    mod = ScheduleShiftKernels(tvm_target)(mod)  # default schedules for untuned shift kernels
     if type(target).schedule is Target.schedule and schedules.is_cpu(tvm_target):
         mod = schedules.prepare(mod, tvm_target, db, report)
         with tvm_target, tvm.transform.PassContext(opt_level=3):

@@ -1,0 +1,113 @@
+"""Lower the integer requantisers and residual adds to plain Relax ops, for CPU builds.
+
+    call_tir(requant_axis, [z, m, e])  ->  astype(min(max(right_shift(z64 * M + H, E), lo), hi), int<bits>)
+    call_tir(requant,      [z])        ->  the same with scalar M, H, E
+    call_tir(add_int,      [a, b])     ->  astype(min(max(rr(a64 * ma, ea) + rr(b64 * mb, eb), lo), hi), int<bits>)
+
+with ``rr(v, e) = (v + H) >> e`` and ``H = 2^(e-1)`` (0 for ``e = 0``): the round-half-up shift of
+``shiftc.reference``, in int64 like the TE kernels of ``int_kernels.py``, so results are equal bit
+for bit. ``M``/``H``/``E`` are constants shaped to broadcast along the channel axis; ``e`` is
+clamped to ``[0, 62]`` exactly as the TE kernel clamps it, so no shift is undefined.
+
+Why: a TE call is opaque to ``ConvertLayout`` and ``FuseOps``. As Relax ops the requantiser
+takes the NHWC layout of the conv before it and fuses into the conv's kernel, instead of a
+transpose / requantise / transpose kernel of its own after every conv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+MAX_SHIFT = 62
+
+
+def _out_dtype(bits: int) -> str:
+    return "int8" if bits <= 8 else "int16" if bits <= 16 else "int32"
+
+
+def _saturate(v, bits: int):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    # maximum/minimum, not clip: ConvertLayout knows how to carry them through NHWC
+    v = relax.op.minimum(relax.op.maximum(v, relax.const(lo, "int64")), relax.const(hi, "int64"))
+    return relax.op.astype(v, _out_dtype(bits))
+
+
+def _rshift_round(v64, m, e, shape):
+    """``(v64 * m + half(e)) >> e`` with int64 constants ``m``, ``e`` reshaped to ``shape``."""
+    e = np.clip(np.asarray(e, np.int64), 0, MAX_SHIFT)
+    half = np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0).astype(np.int64)
+    const = lambda a: relax.const(np.asarray(a, np.int64).reshape(shape), "int64")  # noqa: E731
+    prod = relax.op.multiply(v64, const(m))
+    if not np.any(e):
+        return prod
+    return relax.op.right_shift(relax.op.add(prod, const(half)), const(e))
+
+
+def _channel_shape(ndim: int, axis: int) -> list[int]:
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return shape
+
+
+def _const(e) -> np.ndarray | None:
+    return e.value.numpy() if isinstance(e, tvm.ir.expr.Constant) else None
+
+
+def lowered(func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
+    """The Relax form of one requantiser / residual-add call, or None if it is not one."""
+    at = func.attrs
+    if at is None:
+        return None
+    if "shiftc.requant" in at:
+        bits = int(at["shiftc.bits"])
+        z = args[0]
+        z64 = relax.op.astype(z, "int64")
+        if str(at["shiftc.requant"]) == "per_tensor":
+            return _saturate(_rshift_round(z64, int(at["shiftc.m"]), int(at["shiftc.e"]), []), bits)
+        m, e = _const(args[1]), _const(args[2])
+        if m is None or e is None:
+            return None
+        shape = _channel_shape(len(z.ty.shape.values), int(at["shiftc.axis"]))
+        return _saturate(_rshift_round(z64, m, e, shape), bits)
+    if "shiftc.add_int" in at:
+        ma, ea, mb, eb, bits = (int(v) for v in at["shiftc.add_int"])
+        a, b = (relax.op.astype(t, "int64") for t in args)
+        return _saturate(relax.op.add(_rshift_round(a, ma, ea, []), _rshift_round(b, mb, eb, [])), bits)
+    return None
+
+
+@relax.expr_functor.mutator
+class _Lowering(relax.PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.count = 0
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not call.op.same_as(tvm.ir.Op.get("relax.call_tir")):
+            return call
+        func = self.mod_[call.args[0]]
+        new = lowered(func, list(call.args[1].fields)) if isinstance(func, tvm.tirx.PrimFunc) else None
+        if new is None:
+            return call
+        self.count += 1
+        return new
+
+
+def LowerIntElementwise() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
+    """Module pass: requantisers and residual adds become Relax ops (see module doc)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerIntElementwise")
+    def _pass(mod, _ctx):
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                lowering = _Lowering(mod)
+                new = lowering.visit_expr(func)
+                if lowering.count:
+                    mod[gv] = new
+        return relax.transform.DeadCodeElimination()(mod)
+
+    return _pass
