@@ -708,14 +708,28 @@ class Integerizer:
             return args[0]
         return self.fallback(var, call, args, str(kind or call.op.name_hint))
 
-    def _legalized_maximum(self, call):
-        """``maximum(x, c)`` that the ONNX importer emitted as a call_tir (a clamp from below)."""
+    def _legalized_clamp(self, call, op: str):
+        """``maximum(x, c)`` / ``minimum(x, c)`` that the ONNX importer emitted as a call_tir (the
+        halves of Clip/ReLU6): the bound ``c / s`` rounded inwards (per channel for per-axis ``x``)."""
         x, c = self.get(call.args[1])
-        if not isinstance(x, Q) or x.per_axis or self._scalar(c) is None:
+        if not isinstance(x, Q) or self._scalar(c) is None:
             return None
-        lo = int(math.ceil(self._scalar(c) / float(x.scale)))
-        out = self.bb.emit(relax.op.maximum(x.expr, relax.const(lo, _dtype(x.expr))))
-        return Q(out, x.scale, x.bits)
+        s = self._channel_scales(x, call.args[1].fields[0])
+        bound = np.divide(self._scalar(c), s, out=np.zeros(np.shape(s)), where=s > 0)  # scale 0: the value is 0 anyway
+        ints = np.ceil(bound) if op == "maximum" else np.floor(bound)
+        dtype = _dtype(x.expr)
+        info = np.iinfo(dtype)
+        const = relax.const(np.clip(ints, info.min, info.max).astype(dtype))
+        out = self.bb.emit((relax.op.maximum if op == "maximum" else relax.op.minimum)(x.expr, const))
+        return Q(out, x.scale, x.bits, x.axis)
+
+    def _channel_scales(self, q: Q, like) -> np.ndarray:
+        """``q``'s scale as an array that broadcasts against ``like`` (per-axis: along its axis)."""
+        if not q.per_axis:
+            return np.asarray(float(q.scale), np.float64)
+        shape = [1] * len(_shape(like))
+        shape[q.axis] = -1
+        return np.asarray(q.scale, np.float64).reshape(shape)
 
     def op_call_tir(self, var, call, args):
         """A float shift kernel of the shift pass -> the int32 shift-accumulate kernel on int8 x.
@@ -724,8 +738,9 @@ class Integerizer:
         exponent (CONTRACTS.md, integer path)."""
         kernel = self.mod[call.args[0]]
         at = kernel.attrs
-        if call.args[0].name_hint.startswith("maximum"):
-            return self._legalized_maximum(call)
+        for op in ("maximum", "minimum"):
+            if call.args[0].name_hint.startswith(op):
+                return self._legalized_clamp(call, op)
         if at is None or "shiftc.kernel" not in at or str(at["shiftc.kernel"]) != "shift_float":
             return None
         x_q, packed, alpha, *bias = self.get(call.args[1])

@@ -34,12 +34,14 @@ PARALLEL_MIN_WORK = 1 << 16
 class ScheduleStats:
     """Which PrimFuncs got which default schedule (for the compile report)."""
 
+    tensorized: list[str] = field(default_factory=list)  # int8 GEMMs on the dot-product intrinsic
     reduction: list[str] = field(default_factory=list)
     injective: list[str] = field(default_factory=list)
     naive: dict[str, str] = field(default_factory=dict)  # name -> why no rule applied
 
     def to_json(self) -> dict:
-        return {"reduction": len(self.reduction), "injective": len(self.injective), "naive": dict(self.naive)}
+        return {"tensorized": len(self.tensorized), "reduction": len(self.reduction), "injective": len(self.injective),
+                "naive": dict(self.naive)}
 
 
 def vector_lanes(target) -> int:
@@ -152,17 +154,23 @@ def _schedule_injective(sch, block, lanes: int) -> None:
         sch.parallel(fused)
 
 
-def schedule_func(func, lanes: int):
-    """A scheduled copy of one PrimFunc and the rule used ('reduction'/'injective')."""
+def schedule_func(func, lanes: int, target=None):
+    """A scheduled copy of one PrimFunc and the rule used ('tensorized'/'reduction'/'injective')."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    kind = schedule_in_place(sch, lanes)
+    kind = schedule_in_place(sch, lanes, target)
     return sch.mod["main"], kind
 
 
-def schedule_in_place(sch, lanes: int) -> str:
-    """Apply the default rules to the PrimFunc ``main`` of ``sch``; returns the rule used."""
+def schedule_in_place(sch, lanes: int, target=None) -> str:
+    """Apply the default rules to the PrimFunc ``main`` of ``sch``; returns the rule used.
+
+    With an x86 ``target``, an int8 GEMM kernel (``int8_gemm``) gets its tensorized schedule."""
+    from . import int8_gemm
+
+    if target is not None and int8_gemm.schedule_in_place(sch, target):
+        return "tensorized"
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
     reductions = [b for b in blocks if "R" in _iter_kinds(sch, b)]
@@ -200,7 +208,7 @@ def apply_default_schedules(mod, target):
         if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
             continue
         try:
-            new, kind = schedule_func(func, lanes)
+            new, kind = schedule_func(func, lanes, target)
         except Exception as exc:  # noqa: BLE001 - the function stays naive and the report says why
             why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             stats.naive[gv.name_hint] = why

@@ -4,7 +4,7 @@
 tunes are structurally the very ones a later build looks up in a database:
 
     DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, conv2d to
-    NHWC/HWIO] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    NHWC/HWIO, x86: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
     -> FuseOps -> FuseTIR -> DeadCodeElimination
 
 The CPU integer lowerings turn integer shift kernels into their int dot-product form where that
@@ -56,6 +56,7 @@ def fuse(mod, target):
     from tvm import relax
     from tvm.relax import pipeline as relax_pipeline
 
+    from .int8_gemm import UseInt8DotIntrinsic
     from .int_relax import LowerIntElementwise
     from .shift_dot import LowerShiftToDot
     from .shift_kernels import int_kernel_form
@@ -66,6 +67,8 @@ def fuse(mod, target):
         if int_kernel_form(cpu_family(target)) == "dot":
             seq.append(LowerShiftToDot())
         seq += [LowerIntElementwise(), ScheduleShiftKernels(target), relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
+        if cpu_family(target) == "x86":  # int8 pointwise convs/matmuls onto the dot-product intrinsic
+            seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [
         *relax_pipeline.library_dispatch_passes(target),
         relax.transform.LegalizeOps(),

@@ -153,7 +153,7 @@ def seed_default_schedules(contexts, results, target, builder, runner, database)
     for i, ctx in enumerate(contexts):
         sch = s_tir.Schedule(ctx.mod)
         try:
-            cpu.schedule_in_place(sch, lanes)
+            cpu.schedule_in_place(sch, lanes, target)
         except Exception as exc:  # noqa: BLE001 - no default for this kernel; the search covers it
             log.info("no default schedule for %s: %s", results[i].name, str(exc).splitlines()[0][:120])
             continue

@@ -148,3 +148,46 @@ def test_fashion_cnn_integer_shift_model_is_bit_exact_in_both_forms(monkeypatch,
         a, b = dot.run(images[i : i + 1]), shift.run(images[i : i + 1])
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("cpu,limit", [("znver5", 127), ("x86-64-v3", 64)])
+def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limit):
+    """int8 1x1 conv (NHWC after the CPU layout) and matmul -> the tensorized u8 x s8 GEMM with the
+    +128 offset correction: equal to the int32 NumPy result. VNNI (znver5) takes full-range int8
+    weights; AVX2 (x86-64-v3) only |w| <= 64, wider weights keep the default schedule."""
+    from shiftc.schedules import lower
+    from shiftc.schedules.cpu_features import int8_dot_instruction
+    from shiftc.targets.x86 import X86
+
+    target = X86(cpu=cpu).tvm_target()
+    if int8_dot_instruction(target) == "none" or (cpu == "znver5" and int8_dot_instruction(target) != "avx512vnni"):
+        pytest.skip(f"LLVM gives {cpu} no int8 dot instruction here")
+    rng = np.random.default_rng(1)
+    wc = rng.integers(-limit, limit + 1, (32, 16, 1, 1)).astype(np.int8)
+    wm = rng.integers(-limit, limit + 1, (32, 16)).astype(np.int8)
+    wide = np.full((32, 16), 127, np.int8)
+
+    def build(bb, x, v):
+        y = bb.emit(relax.op.nn.conv2d(x, relax.const(wc), out_dtype="int32"))
+        y = bb.emit(relax.op.maximum(y, relax.const(-5000, "int32")))  # a fused epilogue
+        m = bb.emit(relax.op.matmul(v, relax.const(wm.T.copy()), out_dtype="int32"))
+        m2 = bb.emit(relax.op.matmul(v, relax.const(wide.T.copy()), out_dtype="int32"))
+        return relax.Tuple([y, m, m2])
+
+    mod = _module(build, ((1, 16, 6, 8), "int8"), ((5, 16), "int8"))
+    report = lower.ScheduleReport()
+    prepared = lower.prepare(mod, target, None, report)
+    # kernels: conv, one GEMM shared by both matmuls (same structure) or, on AVX2, the wide matmul
+    # on the default schedule (its 127 weights would saturate int16 pair sums)
+    assert report.default["tensorized"] == 2
+    assert report.default["reduction"] == (0 if limit == 127 else 1)
+    with target, tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(prepared, target=target, relax_pipeline=lower.lowering_pipeline(target))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = rng.integers(-128, 128, (1, 16, 6, 8)).astype(np.int8)
+    v = rng.integers(-128, 128, (5, 16)).astype(np.int8)
+    y, m, m2 = flatten_outputs(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(v)))
+    conv = np.einsum("nchw,oc->nohw", x.astype(np.int32), wc[:, :, 0, 0].astype(np.int32))
+    np.testing.assert_array_equal(y, np.maximum(conv, -5000))
+    np.testing.assert_array_equal(m, v.astype(np.int32) @ wm.T.astype(np.int32))
+    np.testing.assert_array_equal(m2, v.astype(np.int32) @ wide.T.astype(np.int32))
