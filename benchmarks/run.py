@@ -205,9 +205,9 @@ def tvm_naive(loaded, threads):
 
 def shift_variants() -> dict[str, dict]:
     """Pass options of shiftc's lossy variants: calibrated int8 alone, 4-bit PoT weights on float
-    activations, and the same on the integer-only path (``--float-fallback``: MiniLM's final
-    L2-norm stays float; the compile report names it) (calibrated on the benchmark's random inputs: speed only; accuracy
-    is measured by benchmarks/shift_accuracy.py and benchmarks/integer_accuracy.py)."""
+    activations, and both together. ``float_fallback``: MiniLM's final L2-norm stays float (the
+    compile report names it). Calibrated on the benchmark's random inputs: these rows measure
+    speed; accuracy is measured by benchmarks/shift_accuracy.py and benchmarks/integer_accuracy.py."""
     return {
         "int8": {"integer_only": True, "float_fallback": True},
         "shift_float": {"shift_bits": 4},

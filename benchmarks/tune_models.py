@@ -26,24 +26,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import find_models, model_for_batch  # noqa: E402
+from run import find_models, model_for_batch, shift_variants  # noqa: E402
 
 
-def relax_module(path: Path, shapes: dict):
-    """The Relax module ``shiftc.compile`` hands to ``build`` with default options."""
+def relax_module(path: Path, shapes: dict, options: dict | None = None):
+    """The Relax module ``shiftc.compile`` hands to ``build`` with these pass options (synthetic
+    calibration: integer kernels' tuning keys do not depend on the calibration data)."""
     from shiftc import calibration_data, frontend, pipeline
     from shiftc.report import Report
 
     loaded = frontend.load(str(path), shapes)
     mod = frontend.to_relax(loaded)
-    options = pipeline.PassOptions()
     samples = calibration_data.synthetic(loaded.inputs)
-    return pipeline.run(mod, loaded, options, samples, Report(), lambda s: None, {})
+    return pipeline.run(mod, loaded, pipeline.PassOptions(**(options or {})), samples, Report(), lambda s: None, {})
 
 
 def main(argv=None) -> int:
     from shiftc import targets
-    from shiftc.schedules import database, tune
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH.onnx")
@@ -52,6 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1])
     ap.add_argument("--rounds", type=int, default=1, help="search trials per kernel after the seeded default")
     ap.add_argument("--only", default=None, help="comma-separated model names to tune")
+    variants = {"fp32": {}, **shift_variants()}
+    ap.add_argument("--variant", action="append", default=None, choices=sorted(variants),
+                    help="pass options to tune for, as in benchmarks/run.py (repeatable; default fp32)")
     args = ap.parse_args(argv)
     cpus = args.cpu or ["x86-64-v3", targets.get("x86").cpu]
 
@@ -63,27 +65,35 @@ def main(argv=None) -> int:
             if path is None:
                 print(f"{spec.name} b{batch}: skipped ({shapes})")
                 continue
-            name = spec.name if batch == 1 else f"{spec.name}-b{batch}"
-            mod = relax_module(path, shapes)
-            for cpu in cpus:
-                target = targets.get("x86", cpu=cpu).tvm_target()
-                dest = database.SHIPPED / database.target_key(target) / name
-                with tempfile.TemporaryDirectory(prefix="shiftc-tune-") as tmp:
-                    t0 = time.time()
-                    n_tasks = len(tune.extract_tasks(mod, target))
-                    result = tune.tune(mod, target, args.rounds * n_tasks, Path(tmp) / "db")
-                    dest.mkdir(parents=True, exist_ok=True)
-                    for f in (database.WORKLOAD, database.RECORDS):
-                        shutil.copy(Path(tmp) / "db" / f, dest / f)
-                summary = result.to_json()
-                summary.update(model=name, cpu=cpu, seconds=round(time.time() - t0, 1), rounds=args.rounds)
-                summary.pop("db")
-                (dest / "tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
-                default = sum(t.default_ms or 0 for t in result.tasks)
-                best = sum(t.best_ms or 0 for t in result.tasks)
-                print(f"{name} [{cpu}]: {n_tasks} kernels, sum default {default:.2f} ms -> tuned {best:.2f} ms ({time.time() - t0:.0f}s) -> {dest}")
+            for variant in args.variant or ["fp32"]:
+                name = spec.name if batch == 1 else f"{spec.name}-b{batch}"
+                name = name if variant == "fp32" else f"{name}-{variant}"
+                _tune(relax_module(path, shapes, variants[variant]), name, cpus, args.rounds)
     return 0
 
+
+def _tune(mod, name: str, cpus: list[str], rounds: int) -> None:
+    """Tune ``mod`` for each CPU and write ``schedules/databases/<cpu>/<name>/``."""
+    from shiftc import targets
+    from shiftc.schedules import database, tune
+
+    for cpu in cpus:
+        target = targets.get("x86", cpu=cpu).tvm_target()
+        dest = database.SHIPPED / database.target_key(target) / name
+        with tempfile.TemporaryDirectory(prefix="shiftc-tune-") as tmp:
+            t0 = time.time()
+            n_tasks = len(tune.extract_tasks(mod, target))
+            result = tune.tune(mod, target, rounds * n_tasks, Path(tmp) / "db")
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in (database.WORKLOAD, database.RECORDS):
+                shutil.copy(Path(tmp) / "db" / f, dest / f)
+        summary = result.to_json()
+        summary.update(model=name, cpu=cpu, seconds=round(time.time() - t0, 1), rounds=rounds)
+        summary.pop("db")
+        (dest / "tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
+        default = sum(t.default_ms or 0 for t in result.tasks)
+        best = sum(t.best_ms or 0 for t in result.tasks)
+        print(f"{name} [{cpu}]: {n_tasks} kernels, sum default {default:.2f} ms -> tuned {best:.2f} ms ({time.time() - t0:.0f}s) -> {dest}")
 
 if __name__ == "__main__":
     sys.exit(main())

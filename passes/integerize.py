@@ -719,7 +719,7 @@ class Integerizer:
         ints = np.ceil(bound) if op == "maximum" else np.floor(bound)
         dtype = _dtype(x.expr)
         info = np.iinfo(dtype)
-        const = relax.const(np.clip(ints, info.min, info.max).astype(dtype))
+        const = relax.const(np.atleast_1d(np.clip(ints, info.min, info.max)).astype(dtype))  # a tensor: kernel code independent of calibration
         out = self.bb.emit((relax.op.maximum if op == "maximum" else relax.op.minimum)(x.expr, const))
         return Q(out, x.scale, x.bits, x.axis)
 

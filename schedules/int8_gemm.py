@@ -1,19 +1,22 @@
-"""int8 pointwise convolutions and matmuls on x86's dot-product instructions (AVX2 / AVX-512 VNNI).
+"""Integer pointwise convolutions and matmuls on x86's dot-product instructions (AVX2 / AVX-512 VNNI).
 
     conv2d(x_i8, W_i8) [NHWC, HWIO, 1x1, stride 1, int32 out]   (also matmul(x_i8, W_i8))
-        ->  int8_dot_gemm(u8(x + 128), pack(W)) - 128 * colsum(W)
+        ->  int8_dot_gemm(u8(x + 128), pack(W, 4)) - 128 * colsum(W)
+    conv2d(x_i16, W_i16) / matmul(x_i16, W_i16)
+        ->  int16_dot_gemm(x, pack(W, 2))
 
-``vpmaddubsw`` / ``vpdpbusd`` multiply unsigned by signed bytes, so the signed activation is offset
-to uint8 and the offset removed with a per-output-channel constant: ``sum_k x*w = sum_k (x+128)*w
-- 128 * sum_k w``, exact in int32. ``W`` is packed to the intrinsic's tile ``[N/L, K/4, L, 4]``
-(``x86_int8.pack_weights``). The GEMM is an out-elementwise-fusable TE kernel, so the correction,
-bias, clamps and requantiser after it fuse into its kernel; ``schedule_in_place`` below tiles it and
-tensorizes the inner ``L x 4`` step with ``x86_int8``'s intrinsic.
+``vpmaddubsw`` / ``vpdpbusd`` multiply unsigned by signed bytes, so a signed int8 activation is
+offset to uint8 and the offset removed with a per-output-channel constant: ``sum_k x*w = sum_k
+(x+128)*w - 128 * sum_k w``, exact in int32. int16 operands (the shift dot form's ``+-2^q`` weights
+with ``q = 7``, see ``shift_dot``) use ``vpmaddwd`` / ``vpdpwssd`` on signed pairs directly. ``W``
+is packed to the intrinsic's tile ``[N/L, K/g, L, g]`` (``x86_int8.pack_weights``). The GEMM is an
+out-elementwise-fusable TE kernel, so the correction, bias, clamps and requantiser after it fuse
+into its kernel; ``schedule_in_place`` below tiles it and tensorizes the inner ``L x g`` step.
 
-Applies where it is exact and tiles: constant int8 weights, ``N % L == 0``, ``K % 4 == 0``, and on
-AVX2 (no VNNI) ``|W| <= 64`` so no int16 pair sum saturates (``x86_int8`` module doc). The shift
-dot form's weights ``+-2^q`` qualify up to ``q = 6`` (int8); wider ones are int16 and stay on the
-default schedule.
+Applies where it is exact and tiles: constant weights, ``N % L == 0``, ``K % g == 0``; int8 on AVX2
+(no VNNI) only with ``|W| <= 64``, so no int16 pair sum saturates (``x86_int8`` module doc); int16
+activations must be int8-range values widened (true of the shift dot form), so a pair sum is at
+most ``2 * 128 * 2^15``.
 """
 
 from __future__ import annotations
@@ -23,20 +26,22 @@ import tvm
 from tvm import relax, te
 
 from . import x86_int8
+from .relax_rewrite import rewrite_functions
 
-BLOCK = "int8_dot_gemm"
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind.kOutEWiseFusable
+# block name -> (pair/quad size g, the intrinsic for a target)
+FORMS = {"int8_dot_gemm": (4, x86_int8.intrinsic_for), "int16_dot_gemm": (2, x86_int8.int16_intrinsic_for)}
 
 
-def gemm_te(xu: te.Tensor, wp: te.Tensor, lanes: int) -> te.Tensor:
-    """``out[..., n] = sum_k xu[..., k] * W[n, k]`` with ``W`` packed ``[N/L, K/4, L, 4]`` (int32)."""
-    *lead, K = (int(d) for d in xu.shape)
+def gemm_te(x: te.Tensor, wp: te.Tensor, lanes: int, group: int, name: str) -> te.Tensor:
+    """``out[..., n] = sum_k x[..., k] * W[n, k]`` with ``W`` packed ``[N/L, K/g, L, g]`` (int32)."""
+    *lead, K = (int(d) for d in x.shape)
     N = int(wp.shape[0]) * lanes
     r = te.reduce_axis((0, K), name="k")
     return te.compute(
         (*lead, N),
-        lambda *i: te.sum(xu[(*i[:-1], r)].astype("int32") * wp[i[-1] // lanes, r // 4, i[-1] % lanes, r % 4].astype("int32"), axis=r),
-        name=BLOCK,
+        lambda *i: te.sum(x[(*i[:-1], r)].astype("int32") * wp[i[-1] // lanes, r // group, i[-1] % lanes, r % group].astype("int32"), axis=r),
+        name=name,
     )
 
 
@@ -51,13 +56,14 @@ def _dtype(e) -> str:
 
 @relax.expr_functor.mutator
 class _Lowering(relax.PyExprMutator):
-    def __init__(self, mod, var2val, lanes: int, weight_limit: int | None):
+    def __init__(self, mod, target, weight_limit: int | None):
         super().__init__(mod)
-        self.var2val, self.lanes, self.weight_limit = var2val, lanes, weight_limit
+        self.lanes = {name: pick(target)[1] for name, (_, pick) in FORMS.items()}
+        self.var2val, self.weight_limit = {}, weight_limit
         self.count = 0
 
-    def _weights_nk(self, call) -> np.ndarray | None:
-        """The (N, K) int8 weight matrix of a pointwise NHWC conv or a matmul, if it qualifies."""
+    def _weights_nk(self, call) -> tuple[str, np.ndarray] | None:
+        """The GEMM form and (N, K) weights of a pointwise NHWC conv or a matmul, if it qualifies."""
         name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
         if name == "relax.nn.conv2d":
             at = call.attrs
@@ -78,31 +84,38 @@ class _Lowering(relax.PyExprMutator):
             w = w.T
         else:
             return None
-        if _dtype(call.args[0]) != "int8" or w.dtype != np.int8:
+        types = (_dtype(call.args[0]), str(w.dtype))
+        name = {("int8", "int8"): "int8_dot_gemm", ("int16", "int16"): "int16_dot_gemm"}.get(types)
+        if name is None:
             return None
         n, k = w.shape
-        if n % self.lanes or k % 4:
+        if n % self.lanes[name] or k % FORMS[name][0]:
             return None
-        if self.weight_limit is not None and np.abs(w.astype(np.int32)).max(initial=0) > self.weight_limit:
+        if name == "int8_dot_gemm" and self.weight_limit is not None and np.abs(w.astype(np.int32)).max(initial=0) > self.weight_limit:
             return None
-        return w
+        return name, w
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        w = self._weights_nk(call)
-        if w is None:
+        found = self._weights_nk(call)
+        if found is None:
             return call
+        name, w = found
+        group, lanes = FORMS[name][0], self.lanes[name]
         x = call.args[0]
-        xu = self.builder_.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
-        packed = relax.const(x86_int8.pack_weights(w, self.lanes), "int8")
-        y = self.builder_.emit(self.builder_.call_te(gemm_te, xu, packed, lanes=self.lanes, primfunc_name_hint=BLOCK,
-                                                     primfunc_attrs={"op_pattern": OUT_EWISE_FUSABLE}))
+        if name == "int8_dot_gemm":
+            x = self.builder_.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
+        packed = relax.const(x86_int8.pack_weights(w, lanes, group), str(w.dtype))
+        y = self.builder_.call_te(gemm_te, x, packed, lanes=lanes, group=group, name=name, primfunc_name_hint=name,
+                                  primfunc_attrs={"op_pattern": OUT_EWISE_FUSABLE})
         self.count += 1
-        return relax.op.subtract(y, relax.const(128 * w.astype(np.int32).sum(axis=1), "int32"))
+        if name == "int16_dot_gemm":
+            return y  # the binding's own value (an alias of an emitted var would not fuse)
+        return relax.op.subtract(self.builder_.emit(y), relax.const(128 * w.astype(np.int32).sum(axis=1), "int32"))
 
 
 def UseInt8DotIntrinsic(target) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
-    """Module pass: qualifying int8 pointwise convs / matmuls become the tensorizable GEMM (module doc)."""
+    """Module pass: qualifying integer pointwise convs / matmuls become the tensorizable GEMM (module doc)."""
     from .cpu_features import int8_dot_instruction
 
     kind = int8_dot_instruction(target)
@@ -111,16 +124,12 @@ def UseInt8DotIntrinsic(target) -> tvm.transform.Pass:  # noqa: N802 (TVM pass s
     def _pass(mod, _ctx):
         if kind == "none":
             return mod
-        _, lanes = x86_int8.intrinsic_for(target)
-        limit = None if kind == "avx512vnni" else x86_int8.WEIGHT_LIMIT
-        lowering = _Lowering(mod, {}, lanes, limit)
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                lowering.var2val = relax.analysis.get_var2val(func)
-                lowering.builder_.update_func(gv, lowering.visit_expr(func))
-        if not lowering.count:
-            return mod
-        return relax.transform.DeadCodeElimination()(lowering.builder_.get())
+        lowering = _Lowering(mod, target, None if kind == "avx512vnni" else x86_int8.WEIGHT_LIMIT)
+
+        def look_up_bindings(func):
+            lowering.var2val = relax.analysis.get_var2val(func)
+
+        return rewrite_functions(mod, lowering, look_up_bindings)
 
     return _pass
 
@@ -130,18 +139,26 @@ def _divisor(x: int, cands) -> int:
 
 
 def schedule_in_place(sch, target) -> bool:
-    """Tile and tensorize a fused PrimFunc holding an ``int8_dot_gemm`` block; False if it has none.
+    """Tile and tensorize a fused PrimFunc holding a GEMM block of ``FORMS``; False if it has none.
 
     Loop nest: ``parallel(outer rows x column tiles) / k by 4 / rows (unrolled) / column tiles
     (unrolled) / L lanes x 4 (the intrinsic)``; the fused epilogue runs per tile, vectorised.
     """
-    try:
-        gemm = sch.get_sblock(BLOCK)
-    except Exception:  # noqa: BLE001 - not an int8 GEMM kernel
+    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    block = next((n for n in FORMS if n in names), None)
+    if block is None:
         return False
-    name, lanes = x86_int8.intrinsic_for(target)
+    gemm = sch.get_sblock(block)
+    group, pick = FORMS[block]
+    name, lanes = pick(target)
     root = sch.get_sblock("root")
-    rest = [b for b in sch.get_child_blocks(root) if not sch.get(b).same_as(sch.get(gemm))]
+    others = lambda: [b for b in sch.get_child_blocks(root) if not sch.get(b).same_as(sch.get(gemm))]  # noqa: E731
+    for b in others():  # elementwise epilogue steps into their consumers (a DAG of them too)
+        try:
+            sch.compute_inline(b)
+        except Exception:  # noqa: BLE001 - writes a function output: stays
+            pass
+    rest = others()
     for b in reversed(rest[1:]):
         sch.reverse_compute_inline(b)
     epilogue = rest[0] if rest else None
@@ -155,7 +172,7 @@ def schedule_in_place(sch, target) -> bool:
         i_o, i_i = sch.split(lead[-1], [None, rows])
         outer.append(i_o)
     j_o, j_m, j_i = sch.split(j, [None, cols, lanes])
-    k_o, k_i = sch.split(kk, [None, 4])
+    k_o, k_i = sch.split(kk, [None, group])
     tile = [i_i] if lead else []
     sch.reorder(*outer, j_o, k_o, *tile, j_m, j_i, k_i)
     par = sch.fuse(*outer, j_o)

@@ -7,7 +7,9 @@
 with ``rr(v, e) = (v + H) >> e`` and ``H = 2^(e-1)`` (0 for ``e = 0``): the round-half-up shift of
 ``shiftc.reference``, in int64 like the TE kernels of ``int_kernels.py``, so results are equal bit
 for bit. ``M``/``H``/``E`` are constants shaped to broadcast along the channel axis; ``e`` is
-clamped to ``[0, 62]`` exactly as the TE kernel clamps it, so no shift is undefined.
+clamped to ``[0, 62]`` exactly as the TE kernel clamps it, so no shift is undefined. Per-tensor
+parameters are one-element tensors too (never folded into the kernel's code), so a fused kernel's
+structure, and with it its tuning-database key, does not depend on the calibration.
 
 Why: a TE call is opaque to ``ConvertLayout`` and ``FuseOps``. As Relax ops the requantiser
 takes the NHWC layout of the conv before it and fuses into the conv's kernel, instead of a
@@ -19,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+
+from .relax_rewrite import rewrite_functions
 
 MAX_SHIFT = 62
 
@@ -40,8 +44,6 @@ def _rshift_round(v64, m, e, shape):
     half = np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0).astype(np.int64)
     const = lambda a: relax.const(np.asarray(a, np.int64).reshape(shape), "int64")  # noqa: E731
     prod = relax.op.multiply(v64, const(m))
-    if not np.any(e):
-        return prod
     return relax.op.right_shift(relax.op.add(prod, const(half)), const(e))
 
 
@@ -65,7 +67,7 @@ def lowered(func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
         z = args[0]
         z64 = relax.op.astype(z, "int64")
         if str(at["shiftc.requant"]) == "per_tensor":
-            return _saturate(_rshift_round(z64, int(at["shiftc.m"]), int(at["shiftc.e"]), []), bits)
+            return _saturate(_rshift_round(z64, int(at["shiftc.m"]), int(at["shiftc.e"]), [1]), bits)
         m, e = _const(args[1]), _const(args[2])
         if m is None or e is None:
             return None
@@ -74,7 +76,7 @@ def lowered(func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
     if "shiftc.add_int" in at:
         ma, ea, mb, eb, bits = (int(v) for v in at["shiftc.add_int"])
         a, b = (relax.op.astype(t, "int64") for t in args)
-        return _saturate(relax.op.add(_rshift_round(a, ma, ea, []), _rshift_round(b, mb, eb, [])), bits)
+        return _saturate(relax.op.add(_rshift_round(a, ma, ea, [1]), _rshift_round(b, mb, eb, [1])), bits)
     return None
 
 
@@ -102,12 +104,6 @@ def LowerIntElementwise() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
 
     @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerIntElementwise")
     def _pass(mod, _ctx):
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                lowering = _Lowering(mod)
-                new = lowering.visit_expr(func)
-                if lowering.count:
-                    mod[gv] = new
-        return relax.transform.DeadCodeElimination()(mod)
+        return rewrite_functions(mod, _Lowering(mod))
 
     return _pass

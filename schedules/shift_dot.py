@@ -23,6 +23,7 @@ from tvm import relax
 
 from shiftc.reference import shift as ref
 
+from .relax_rewrite import rewrite_functions
 from .shift_kernels import dot_weights
 
 SHIFT_INT = "shift_int"
@@ -58,7 +59,7 @@ class _DotLowering(relax.PyExprMutator):
     def __init__(self, mod):
         super().__init__(mod)
         self.mod_ = mod
-        self.lowered = 0
+        self.count = 0
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -70,7 +71,7 @@ class _DotLowering(relax.PyExprMutator):
         if w.dtype != np.int8:
             x = self.builder_.emit(relax.op.astype(x, str(w.dtype)))
         at = func.attrs
-        self.lowered += 1
+        self.count += 1
         if str(at["shiftc.op"]) == "conv2d":
             return relax.op.nn.conv2d(
                 x, relax.const(w), [int(v) for v in at["shiftc.strides"]], [int(v) for v in at["shiftc.padding"]],
@@ -83,12 +84,6 @@ def LowerShiftToDot() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
 
     @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerShiftToDot")
     def _pass(mod, _ctx):
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                lowering = _DotLowering(mod)
-                new = lowering.visit_expr(func)
-                if lowering.lowered:
-                    mod[gv] = new
-        return relax.transform.DeadCodeElimination()(mod)
+        return rewrite_functions(mod, _DotLowering(mod))
 
     return _pass

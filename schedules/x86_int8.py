@@ -106,6 +106,66 @@ def dot_16x4_u8i8i32_vnni(
         )
 
 
+def _dot_i16_desc(lanes: int):
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((lanes, 2), "int16", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+@T.prim_func(s_tir=True)
+def dot_8x2_i16i16i32_avx2(
+    A: T.Buffer((2,), "int16", offset_factor=1),
+    B: T.Buffer((8, 2), "int16", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+        T.writes(C[0:8])
+        A_i32 = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
+        A_i16x16 = T.reinterpret(T.broadcast(A_i32, 8), dtype="int16x16")
+        C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), A_i16x16, B.vload([0, 0], dtype="int16x16"), dtype="int32x8"
+        )
+
+
+@T.prim_func(s_tir=True)
+def dot_16x2_i16i16i32_vnni(
+    A: T.Buffer((2,), "int16", offset_factor=1),
+    B: T.Buffer((16, 2), "int16", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:2], B[0:16, 0:2])
+        T.writes(C[0:16])
+        A_i32 = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
+        A_i16x32 = T.reinterpret(T.broadcast(A_i32, 16), dtype="int16x32")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpwssd.512"),
+            C.vload([0], dtype="int32x16"),
+            A_i16x32,
+            B.vload([0, 0], dtype="int16x32"),
+            dtype="int32x16",
+        )
+
+
+# int16 x int16 pairs (vpmaddwd / vpdpwssd): exact for every int16 weight times an int8-range
+# activation (a pair sum is at most 2 * 128 * 2^15 = 2^24); no offset, no saturation.
+AVX2_DOT_I16_8x2_INTRIN = "shiftc_dot_i16_8x2_avx2"
+VNNI_DOT_I16_16x2_INTRIN = "shiftc_dot_i16_16x2_vnni"
+
 # TVM 0.27's own ``dot_16x4_vnni`` passes <16 x i32> operands to vpdpbusd.512, which this LLVM
 # declares with <64 x i8> operands: the module fails LLVM verification. This one uses byte vectors.
 VNNI_DOT_16x4_INTRIN = "shiftc_dot_16x4_vnni"
@@ -118,6 +178,8 @@ def register() -> None:
     for name, desc, impl in (
         (AVX2_DOT_8x4_INTRIN, dot_8x4_u8i8i32_desc, dot_8x4_u8i8i32_avx2),
         (VNNI_DOT_16x4_INTRIN, dot_16x4_u8i8i32_desc, dot_16x4_u8i8i32_vnni),
+        (AVX2_DOT_I16_8x2_INTRIN, _dot_i16_desc(8), dot_8x2_i16i16i32_avx2),
+        (VNNI_DOT_I16_16x2_INTRIN, _dot_i16_desc(16), dot_16x2_i16i16i32_vnni),
     ):
         try:
             TensorIntrin.get(name)
@@ -140,10 +202,22 @@ def intrinsic_for(target) -> tuple[str, int]:
     raise InputError(f"target CPU {target.attrs.get('mcpu')} has no AVX2: no x86 int8 dot-product intrinsic")
 
 
-def pack_weights(w: np.ndarray, lanes: int) -> np.ndarray:
-    """int8 W[N, K] -> W_packed[N/lanes, K/4, lanes, 4], the intrinsic's B tile layout."""
+def int16_intrinsic_for(target) -> tuple[str, int]:
+    """(intrinsic name, output lanes) of the int16 pair dot product: VNNI where the CPU has it, else AVX2."""
+    from .cpu_features import int8_dot_instruction
+
+    kind = int8_dot_instruction(target)
+    if kind == "avx512vnni":
+        return VNNI_DOT_I16_16x2_INTRIN, 16
+    if kind in ("avxvnni", "avx2"):
+        return AVX2_DOT_I16_8x2_INTRIN, 8
+    raise InputError(f"target CPU {target.attrs.get('mcpu')} has no AVX2: no x86 int16 dot-product intrinsic")
+
+
+def pack_weights(w: np.ndarray, lanes: int, group: int = 4) -> np.ndarray:
+    """W[N, K] -> W_packed[N/lanes, K/group, lanes, group], the intrinsic's B tile layout."""
     n, k = w.shape
-    return np.ascontiguousarray(w.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(w.reshape(n // lanes, lanes, k // group, group).transpose(0, 2, 1, 3))
 
 
 def int8_matmul(m: int, n: int, k: int, target, use_intrinsic: bool = True):

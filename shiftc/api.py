@@ -105,35 +105,9 @@ def compile(  # noqa: A001 - the public name users expect
     database shipped for the target is used when one matches.
     """
     from shiftc.schedules import ScheduleReport
-    from shiftc import targets
 
     step = progress or (lambda s: None)
-    timings: dict[str, float] = {}
-    tgt_cls = targets.REGISTRY.get(target)
-    if tgt_cls is None:
-        targets.get(target)  # raises the unknown-target error
-    tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
-    tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
-    other_targets = {f.name for cls in targets.REGISTRY.values() for f in dataclasses.fields(cls) if f.init}
-    foreign = sorted(set(options) & other_targets)
-    if foreign:
-        raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(tgt_fields)}")
-    for key, value in tgt.required_options().items():
-        if options.get(key, value) != value:
-            raise InputError(f"target {target!r} needs {key}={value!r}; got {key}={options[key]!r}")
-        options[key] = value
-    pass_options = pipeline.PassOptions.from_kwargs(options)
-    tgt.require_tools()
-
-    t0 = time.perf_counter()
-    step("load")
-    loaded = frontend.load(model, {k: tuple(v) for k, v in (input_shapes or {}).items()})
-    mod = frontend.to_relax(loaded)
-    timings["frontend"] = time.perf_counter() - t0
-
-    report = Report(model=str(model) if isinstance(model, (str, Path)) else "<ModelProto>")
-    samples, report.calibration = _samples(calibration, loaded)
-    mod = pipeline.run(mod, loaded, pass_options, samples, report, step, timings)
+    tgt, loaded, mod, report, timings, pass_options = _through_passes(model, target, input_shapes, calibration, step, options)
 
     step("build")
     t0 = time.perf_counter()
@@ -166,6 +140,60 @@ def compile(  # noqa: A001 - the public name users expect
         weakref.finalize(model_out, shutil.rmtree, str(dest.parent), True)
     log.info("compiled for %s in %.1fs", target, sum(timings.values()))
     return model_out
+
+
+def _through_passes(model, target, input_shapes, calibration, step, options: dict):
+    """Target, loaded model, the Relax module after the pass pipeline, report, timings, pass options."""
+    from shiftc import targets
+
+    timings: dict[str, float] = {}
+    tgt_cls = targets.REGISTRY.get(target)
+    if tgt_cls is None:
+        targets.get(target)  # raises the unknown-target error
+    tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
+    tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
+    other_targets = {f.name for cls in targets.REGISTRY.values() for f in dataclasses.fields(cls) if f.init}
+    foreign = sorted(set(options) & other_targets)
+    if foreign:
+        raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(tgt_fields)}")
+    for key, value in tgt.required_options().items():
+        if options.get(key, value) != value:
+            raise InputError(f"target {target!r} needs {key}={value!r}; got {key}={options[key]!r}")
+        options[key] = value
+    pass_options = pipeline.PassOptions.from_kwargs(options)
+    tgt.require_tools()
+
+    t0 = time.perf_counter()
+    step("load")
+    loaded = frontend.load(model, {k: tuple(v) for k, v in (input_shapes or {}).items()})
+    mod = frontend.to_relax(loaded)
+    timings["frontend"] = time.perf_counter() - t0
+
+    report = Report(model=str(model) if isinstance(model, (str, Path)) else "<ModelProto>")
+    samples, report.calibration = _samples(calibration, loaded)
+    mod = pipeline.run(mod, loaded, pass_options, samples, report, step, timings)
+    return tgt, loaded, mod, report, timings, pass_options
+
+
+def tune(
+    model,
+    target: str = "x86",
+    *,
+    trials: int,
+    db: str | Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    calibration: str | Path | Iterable[Mapping[str, np.ndarray]] | None = None,
+    runner=None,
+    progress: Callable | None = None,
+    **options,
+):
+    """Tune the kernels ``compile`` would build for the same model, target and pass options
+    (shift, integer-only, ...) into the database folder ``db``; returns ``schedules.tune.TuneResult``."""
+    from shiftc.schedules import tune as tuning
+
+    tgt, _, mod, report, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
+    mod = tgt.lower(mod, report)
+    return tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress)
 
 
 def _samples(calibration, loaded) -> tuple[list, str]:

@@ -285,23 +285,26 @@ def _print_relax_counts(counts: dict):
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
 @click.option("--rpc-tracker", default=None, metavar="HOST:PORT", help="Measure on devices behind a TVM RPC tracker.")
 @click.option("--rpc-key", default=None, help="Device key at the RPC tracker (with --rpc-tracker).")
+@click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples (with lossy pass options), as for compile.")
+@pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key, as_json):
+def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key, calibrate, as_json, **pass_options):
     """Tune MODEL's kernels with MetaSchedule into a database folder for `shiftc compile --db`.
 
-    Boards join a tracker with: python -m tvm.exec.rpc_server --tracker=HOST:PORT --key=KEY
+    Takes compile's pass options (e.g. --shift-bits 4 --integer-only) and tunes the kernels that
+    compile with the same options builds. Boards join a tracker with:
+    python -m tvm.exec.rpc_server --tracker=HOST:PORT --key=KEY
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import frontend, targets
+    from . import api, frontend
     from .schedules import tune as tuning
 
     if (rpc_tracker is None) != (rpc_key is None):
         raise InputError("--rpc-tracker and --rpc-key go together")
-    tgt = targets.get(target, cpu=cpu) if cpu else targets.get(target)
-    loaded = frontend.load(model, dict(frontend.parse_shape(s) for s in input_shapes))
-    mod = frontend.to_relax(loaded)
+    ctx = click.get_current_context()
+    pass_options = {k: v for k, v in pass_options.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     runner = tuning.rpc_runner(rpc_tracker, rpc_key) if rpc_tracker else None
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
                   TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as bar:
@@ -311,7 +314,8 @@ def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key,
             best = f"{task.name}: best {task.best_ms:.3f} ms" if task.best_ms is not None else task.name
             bar.update(job, completed=done, total=planned, best=best)
 
-        result = tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress)
+        result = api.tune(model, target, trials=trials, db=db, input_shapes=dict(frontend.parse_shape(s) for s in input_shapes),
+                          calibration=calibrate, runner=runner, progress=progress, **_target_options(cpu=cpu), **pass_options)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

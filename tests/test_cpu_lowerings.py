@@ -153,8 +153,9 @@ def test_fashion_cnn_integer_shift_model_is_bit_exact_in_both_forms(monkeypatch,
 @pytest.mark.parametrize("cpu,limit", [("znver5", 127), ("x86-64-v3", 64)])
 def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limit):
     """int8 1x1 conv (NHWC after the CPU layout) and matmul -> the tensorized u8 x s8 GEMM with the
-    +128 offset correction: equal to the int32 NumPy result. VNNI (znver5) takes full-range int8
-    weights; AVX2 (x86-64-v3) only |w| <= 64, wider weights keep the default schedule."""
+    +128 offset correction, int16 matmul -> the int16 pair GEMM: equal to the NumPy result. VNNI
+    (znver5) takes full-range int8 weights; AVX2 (x86-64-v3) only |w| <= 64, wider weights keep
+    the default schedule."""
     from shiftc.schedules import lower
     from shiftc.schedules.cpu_features import int8_dot_instruction
     from shiftc.targets.x86 import X86
@@ -166,28 +167,55 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
     wc = rng.integers(-limit, limit + 1, (32, 16, 1, 1)).astype(np.int8)
     wm = rng.integers(-limit, limit + 1, (32, 16)).astype(np.int8)
     wide = np.full((32, 16), 127, np.int8)
+    w16 = (np.sign(rng.standard_normal((32, 16))) * 2 ** rng.integers(0, 16, (32, 16))).clip(-32768, 32767).astype(np.int16)
+    w16[0, :2] = -32768
 
     def build(bb, x, v):
         y = bb.emit(relax.op.nn.conv2d(x, relax.const(wc), out_dtype="int32"))
         y = bb.emit(relax.op.maximum(y, relax.const(-5000, "int32")))  # a fused epilogue
         m = bb.emit(relax.op.matmul(v, relax.const(wm.T.copy()), out_dtype="int32"))
         m2 = bb.emit(relax.op.matmul(v, relax.const(wide.T.copy()), out_dtype="int32"))
-        return relax.Tuple([y, m, m2])
+        m3 = bb.emit(relax.op.matmul(relax.op.astype(v, "int16"), relax.const(w16.T.copy()), out_dtype="int32"))
+        return relax.Tuple([y, m, m2, m3])
 
     mod = _module(build, ((1, 16, 6, 8), "int8"), ((5, 16), "int8"))
     report = lower.ScheduleReport()
     prepared = lower.prepare(mod, target, None, report)
-    # kernels: conv, one GEMM shared by both matmuls (same structure) or, on AVX2, the wide matmul
-    # on the default schedule (its 127 weights would saturate int16 pair sums)
-    assert report.default["tensorized"] == 2
+    # kernels: conv, one int8 GEMM shared by both matmuls (same structure) or, on AVX2, the wide
+    # matmul on the default schedule (its 127 weights would saturate int16 pair sums), int16 GEMM
+    assert report.default["tensorized"] == 3
     assert report.default["reduction"] == (0 if limit == 127 else 1)
     with target, tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(prepared, target=target, relax_pipeline=lower.lowering_pipeline(target))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = rng.integers(-128, 128, (1, 16, 6, 8)).astype(np.int8)
     v = rng.integers(-128, 128, (5, 16)).astype(np.int8)
-    y, m, m2 = flatten_outputs(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(v)))
+    v[0] = -128  # the extreme int16 pair: (-128) * (-32768) twice (w16[0, :2] below)
+    y, m, m2, m3 = flatten_outputs(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(v)))
     conv = np.einsum("nchw,oc->nohw", x.astype(np.int32), wc[:, :, 0, 0].astype(np.int32))
     np.testing.assert_array_equal(y, np.maximum(conv, -5000))
     np.testing.assert_array_equal(m, v.astype(np.int32) @ wm.T.astype(np.int32))
     np.testing.assert_array_equal(m2, v.astype(np.int32) @ wide.T.astype(np.int32))
+    np.testing.assert_array_equal(m3, v.astype(np.int64) @ w16.T.astype(np.int64))
+
+
+@pytest.mark.slow
+def test_kernel_profile_of_the_integer_cnn_names_its_fused_kernels(tmp_path):
+    """benchmarks/kernel_profile.py on a real artifact: every row a kernel the VM called, the
+    shares summing to one; the int8 CNN's kernels show the dot intrinsic and fused requantisers."""
+    import shiftc
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import kernel_profile
+
+    from examples import fashion_mnist as fm
+
+    x, _ = fm.load("test")
+    calib = [{"input": v[None]} for v in fm.preprocess(x[:8])]
+    shiftc.compile(str(ROOT / "examples/models/cnn.onnx"), "x86", output=tmp_path / "cnn", integer_only=True, calibration=calib)
+    rows = kernel_profile.profile(tmp_path / "cnn", repeats=2)
+    assert abs(sum(r["share"] for r in rows) - 1) < 1e-9 and all(r["calls"] >= 1 and r["ms"] > 0 for r in rows)
+    fused = [r["name"] for r in rows if "conv2d" in r["name"] or "dot_gemm" in r["name"]]
+    assert any(n.startswith("fused_int8_dot_gemm") for n in fused), fused  # the dense layer on the intrinsic
+    # requantisers fused into conv kernels (the first conv's is after its max pool)
+    assert sum("right_shift" in n for n in fused) >= 2, fused

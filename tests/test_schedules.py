@@ -231,3 +231,31 @@ def test_avx2_int8_gemm_uses_pmaddubsw_and_refuses_saturating_weights():
     w = np.full((16, 32), 65, np.int8)
     with pytest.raises(InputError, match="saturate"):
         x86_int8.signed_matmul(np.zeros((8, 32), np.int8), w, target)
+
+
+def test_tune_takes_compile_pass_options_and_its_records_apply_to_any_calibration(tmp_path):
+    """`shiftc tune --shift-bits 4 --integer-only` tunes the integer kernels compile builds; a later
+    compile with other calibration data still finds them (requantiser constants are kernel
+    parameters, not code), all but the input quantiser."""
+    from click.testing import CliRunner
+
+    from shiftc.cli import main
+
+    path = tmp_path / "mm.onnx"
+    onnx.save(matmul_model(m=16, k=32, n=32), path)
+    db = tmp_path / "db"
+    for i, seed in enumerate((1, 2)):
+        np.savez(tmp_path / f"cal{i}.npz", x=np.random.default_rng(seed).standard_normal((16, 32)).astype("float32") * (1 + i))
+    opts = ["--cpu", "x86-64-v3", "--shift-bits", "4", "--integer-only"]
+    res = CliRunner().invoke(main, ["tune", str(path), "--trials", "1", "--db", str(db), "--calibrate", str(tmp_path / "cal0.npz"), *opts, "--json"])
+    assert res.exit_code == 0, res.output
+    tasks = [t["name"] for t in json.loads(res.stdout)["tasks"]]
+    assert any("int16_dot_gemm" in t for t in tasks), tasks  # 4-bit codes span 2^7: the int16 dot GEMM
+    res = CliRunner().invoke(main, ["compile", str(path), "--db", str(db), "--calibrate", str(tmp_path / "cal1.npz"), *opts,
+                                    "-o", str(tmp_path / "art"), "--json"])
+    assert res.exit_code == 0, res.output
+    stage = next(s for s in json.loads(res.stdout)["report"]["stages"] if s["name"] == "schedule")
+    assert stage["summary"]["database"] == str(db)
+    missing = set(tasks) - set(stage["summary"]["tuned"])
+    assert missing <= {"quantize"}, missing  # only the input quantiser has its calibrated scale in its code
+    assert any("dot_gemm" in t for t in stage["summary"]["tuned"]), stage["summary"]["tuned"]

@@ -1,7 +1,7 @@
 """Per-kernel profile of a compiled x86 artifact: where the milliseconds go.
 
-    python benchmarks/profile.py out/cnn                      # artifact from `shiftc compile`
-    python benchmarks/profile.py out/cnn --top 15 --json prof.json
+    python benchmarks/kernel_profile.py out/cnn                      # artifact from `shiftc compile`
+    python benchmarks/kernel_profile.py out/cnn --top 15 --json prof.json
 
 Runs the artifact's ``model.so`` in TVM's profiling VM on random inputs of the artifact's shapes
 and prints the kernels by total time. Each VM call is timed by a ``VirtualMachine.set_instrument``
