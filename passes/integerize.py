@@ -767,7 +767,19 @@ class Integerizer:
             out = self.emit_te(SK.shift_matmul_int, xe, pk, name="shift_matmul_int", attrs=attrs, out_features=oi_shape[0], **common)
             axis = len(_shape(var)) - 1
         self.report.rows.append({"op": f"shift_{op}_int", "value": var.name, "bits": bits, "terms": terms, "P": P})
-        q = Q(out, float(x.scale) * alpha.astype(np.float64) * 2.0**-P, 32, axis=axis)
+        alpha = alpha.astype(np.float64)
+        dead = alpha <= 0  # an all-zero weight channel: its float output is alpha * sum = 0
+        if dead.any():
+            # its codes may still be non-zero (zero-free codes): force the sum to 0 with a [0, 0]
+            # clamp, and give the channel a usable scale so that its bias is representable
+            shape = [1] * len(_shape(var))
+            shape[axis] = -1
+            big = np.iinfo(np.int32)
+            lo, hi = np.where(dead, 0, big.min).reshape(shape), np.where(dead, 0, big.max).reshape(shape)
+            out = self.bb.emit(relax.op.minimum(relax.op.maximum(out, relax.const(lo.astype(np.int32))), relax.const(hi.astype(np.int32))))
+            alpha = np.where(dead, alpha.max() if alpha.max() > 0 else 1.0, alpha)
+            self.report.notes.append(f"{var.name}: {int(dead.sum())} all-zero weight channel(s) output 0 (plus bias)")
+        q = Q(out, float(x.scale) * alpha * 2.0**-P, 32, axis=axis)
         return self._shift_epilogue(q, var, bias[0] if bias else None, at)
 
     def _shift_epilogue(self, q: Q, var, bias, at) -> Q:

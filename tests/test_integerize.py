@@ -485,3 +485,24 @@ def test_shift_weights_run_as_int_shift_accumulate(rng, op):
     assert float_scan.float_ops(c.mod) == []
     kernel = next(f for g, f in mod.functions.items() if g.name_hint.startswith("shift_"))
     assert "shiftc.lo" in kernel.attrs  # the ReLU really was folded into the float kernel first
+
+
+def test_all_zero_weight_channel_outputs_its_bias(rng):
+    """A conv output channel whose weights are all zero gets alpha = 0 from the shift encoder and
+    zero-free codes that are not zero: the integer path forces its sum to 0 and still represents
+    its bias (no division by a zero scale)."""
+    from shiftc.passes import shift as S
+
+    W, b = rand(rng, (4, 2, 3, 3), 0.3), np.array([0.1, -0.4, 0.25, 0.3], np.float32)
+    W[1] = 0
+    mod = graph(lambda bb, x: emit(bb, relax.op.add(emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "m"),
+                                                    relax.const(b.reshape(1, 4, 1, 1))), "y"), x=(1, 2, 5, 5))
+    layer = S.find_layers(mod)[0]
+    mod = S.ShiftWeights({layer.name: S.ShiftConfig(4)})(mod)
+    codes, alpha = S.encode(layer, S.ShiftConfig(4))
+    assert alpha[1] == 0 and np.all(codes[:, 1] != 0)  # the case: zero scale, non-zero codes
+    c = Compiled(mod, [{"x": rand(rng, (1, 2, 5, 5))} for _ in range(2)])
+    (got,) = c.run(rand(rng, (1, 2, 5, 5)))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got[0, 1], -0.4, atol=1e-3)  # bias only, at the layer's output scale
+    assert any("all-zero weight channel" in n for n in c.report.notes)
