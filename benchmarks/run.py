@@ -268,7 +268,7 @@ def build_variants(path: Path, shapes: dict, args, workdir: Path, tag: str) -> t
             sched = next(s for s in cm.report.stages if s.name == "schedule").summary
             tuned = len(sched.get("tuned", []))
             default = sched.get("default", {})
-            n_default = default.get("tensorized", 0) + default.get("reduction", 0) + default.get("injective", 0)
+            n_default = sum(default.get(k, 0) for k in ("tensorized", "reduction", "row_reduction", "injective"))
             src = sched.get("database") or "no database"
             note = f"{src}: {tuned} tuned + {n_default} default-scheduled kernels ({default.get('tensorized', 0)} on the int8 dot intrinsic), compile {compile_s:.0f}s"
             if default.get("naive"):

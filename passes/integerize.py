@@ -204,9 +204,7 @@ class Integerizer:
         new = self.bb.get()
         for gv, f in self.mod.functions.items():
             if gv.name_hint != self.func_name and gv.name_hint not in [g.name_hint for g in new.functions.keys()]:
-                if isinstance(f, relax.Function) and f.attrs is not None and "shiftc.op" in f.attrs:
-                    continue  # canonical single-op helpers are consumed by the rewrite
-                new[gv.name_hint] = f
+                new[gv] = f  # the GlobalVar itself: fallback calls refer to it; unused helpers go with DCE
         return relax.transform.DeadCodeElimination([self.func_name])(new)
 
     def _unsupported_error(self) -> UnsupportedModelError:

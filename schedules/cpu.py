@@ -11,6 +11,9 @@ reasonable schedule without measuring anything:
   residual add) is computed per tile.
 - **injective kernels** (elementwise, layout transforms): one fused loop, parallel outside,
   vectorised inside.
+- **row reductions** (several reductions over the same rows: softmax, LayerNorm, Shiftmax,
+  I-LayerNorm): TVM's ``dlight.cpu.Reduction`` rule.
+- **int8/int16 GEMMs** of ``int8_gemm``: tiled and tensorized with the x86 dot-product intrinsic.
 
 A rule that does not fit a function (e.g. an opaque block) leaves that function naive and says so in
 the returned stats; nothing fails silently.
@@ -36,12 +39,13 @@ class ScheduleStats:
 
     tensorized: list[str] = field(default_factory=list)  # int8 GEMMs on the dot-product intrinsic
     reduction: list[str] = field(default_factory=list)
+    row_reduction: list[str] = field(default_factory=list)  # several reductions per row (dlight's rule)
     injective: list[str] = field(default_factory=list)
     naive: dict[str, str] = field(default_factory=dict)  # name -> why no rule applied
 
     def to_json(self) -> dict:
-        return {"tensorized": len(self.tensorized), "reduction": len(self.reduction), "injective": len(self.injective),
-                "naive": dict(self.naive)}
+        return {"tensorized": len(self.tensorized), "reduction": len(self.reduction), "row_reduction": len(self.row_reduction),
+                "injective": len(self.injective), "naive": dict(self.naive)}
 
 
 def vector_lanes(target) -> int:
@@ -197,6 +201,19 @@ def schedule_in_place(sch, lanes: int, target=None) -> str:
     return "injective"
 
 
+def _row_reduction(func, target):
+    """TVM's CPU rule for kernels of several reductions over the same rows (softmax, LayerNorm,
+    shiftc's Shiftmax / I-LayerNorm): rows in parallel, every block computed per row, injective
+    steps vectorised. None where it does not apply."""
+    from tvm.s_tir import dlight
+
+    try:
+        sch = dlight.cpu.Reduction().apply(func, target, False)
+    except Exception:  # noqa: BLE001 - the rule's preconditions did not hold
+        return None
+    return None if sch is None else sch.mod["main"]
+
+
 def apply_default_schedules(mod, target):
     """Schedule every PrimFunc of ``mod`` not marked ``tirx.is_scheduled``; returns (mod, stats)."""
     import tvm
@@ -209,11 +226,13 @@ def apply_default_schedules(mod, target):
             continue
         try:
             new, kind = schedule_func(func, lanes, target)
-        except Exception as exc:  # noqa: BLE001 - the function stays naive and the report says why
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            stats.naive[gv.name_hint] = why
-            log.info("default schedule: %s stays naive (%s)", gv.name_hint, why)
-            continue
+        except Exception as exc:  # noqa: BLE001 - TVM's row-reduction rule, else naive and reported
+            new, kind = _row_reduction(func, target), "row_reduction"
+            if new is None:
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                stats.naive[gv.name_hint] = why
+                log.info("default schedule: %s stays naive (%s)", gv.name_hint, why)
+                continue
         getattr(stats, kind).append(gv.name_hint)
         updates[gv] = new.with_attr("tirx.is_scheduled", True)
     for gv, func in updates.items():

@@ -351,6 +351,14 @@ def test_l2norm_removed(rng):
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xin)).numpy()
     sx = calib.scale("x")
     np.testing.assert_array_equal(got, deq(iq.quantize_np(xin, sx, 8), sx * 3.0))
+    # --float-fallback keeps it in float: the helper function stays in the module and runs
+    kept, rep = integerize(mod, calib, IntOptions(float_fallback=True))
+    assert [f["op"] for f in rep.float_ops] == ["l2_normalize"]
+    ex = tvm.compile(kept, target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xin)).numpy()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)  # a float L2 norm ran
+    want = xin / np.linalg.norm(xin, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=0.05)  # up to the int8 input's rounding and clipping
 
 
 def test_concat_with_constant_and_split(rng):

@@ -63,6 +63,14 @@ def conv_model() -> onnx.ModelProto:
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 20, 20])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
 
 
+def rows_model() -> onnx.ModelProto:
+    """Softmax then LayerNorm over rows: kernels with several reductions per row."""
+    inits = {"g": RNG.standard_normal(48).astype("float32"), "b": RNG.standard_normal(48).astype("float32")}
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1, epsilon=1e-5)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 48])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 48])], inits)
+
+
 def _run_relax(executable, x):
     import tvm
     from tvm import relax
@@ -71,7 +79,7 @@ def _run_relax(executable, x):
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
-@pytest.mark.parametrize("make", [matmul_model, conv_model], ids=["matmul", "conv-depthwise-residual"])
+@pytest.mark.parametrize("make", [matmul_model, conv_model, rows_model], ids=["matmul", "conv-depthwise-residual", "softmax-layernorm"])
 def test_default_schedules_match_the_unscheduled_module(make):
     import tvm
 
@@ -91,7 +99,7 @@ def test_default_schedules_match_the_unscheduled_module(make):
         scheduled = _run_relax(tvm.compile(prepared, target=target, relax_pipeline=schedules.lowering_pipeline(target)), x)
 
     assert report.default["naive"] == {}
-    assert report.default["reduction"] >= 1
+    assert report.default["reduction" if make is not rows_model else "row_reduction"] >= 1
     np.testing.assert_allclose(scheduled, naive, rtol=1e-4, atol=1e-4)
 
 
