@@ -356,9 +356,9 @@ def test_l2norm_removed(rng):
     assert [f["op"] for f in rep.float_ops] == ["l2_normalize"]
     ex = tvm.compile(kept, target=tvm.target.Target({"kind": "llvm"}))
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xin)).numpy()
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)  # a float L2 norm ran
     want = xin / np.linalg.norm(xin, axis=1, keepdims=True)
-    np.testing.assert_allclose(got, want, atol=0.05)  # up to the int8 input's rounding and clipping
+    # up to rounding and clipping at the calibrated ranges, before the float op and after it
+    np.testing.assert_allclose(got, want, atol=0.05)
 
 
 def test_concat_with_constant_and_split(rng):
