@@ -22,7 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .relax_rewrite import rewrite_functions
+from .relax_rewrite import rewrite_call_tir
 
 MAX_SHIFT = 62
 
@@ -80,30 +80,11 @@ def lowered(func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
     return None
 
 
-@relax.expr_functor.mutator
-class _Lowering(relax.PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.mod_ = mod
-        self.count = 0
-
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
-        if not call.op.same_as(tvm.ir.Op.get("relax.call_tir")):
-            return call
-        func = self.mod_[call.args[0]]
-        new = lowered(func, list(call.args[1].fields)) if isinstance(func, tvm.tirx.PrimFunc) else None
-        if new is None:
-            return call
-        self.count += 1
-        return new
-
-
 def LowerIntElementwise() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
     """Module pass: requantisers and residual adds become Relax ops (see module doc)."""
 
     @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerIntElementwise")
     def _pass(mod, _ctx):
-        return rewrite_functions(mod, _Lowering(mod))
+        return rewrite_call_tir(mod, lambda _builder, func, args: lowered(func, args))
 
     return _pass

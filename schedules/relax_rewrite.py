@@ -20,3 +20,27 @@ def rewrite_functions(mod: tvm.IRModule, mutator, before_each: Callable | None =
     if not mutator.count:
         return mod
     return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
+def rewrite_call_tir(mod: tvm.IRModule, replace: Callable) -> tvm.IRModule:
+    """Replace ``call_tir(f, args)`` bindings: ``replace(builder, f, args)`` returns the new
+    expression (it may emit bindings before it with ``builder``) or None to keep the call."""
+
+    @relax.expr_functor.mutator
+    class _CallTIRRewriter(relax.PyExprMutator):
+        def __init__(self):
+            super().__init__(mod)
+            self.count = 0
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not call.op.same_as(tvm.ir.Op.get("relax.call_tir")):
+                return call
+            func = mod[call.args[0]]
+            new = replace(self.builder_, func, list(call.args[1].fields)) if isinstance(func, tvm.tirx.PrimFunc) else None
+            if new is None:
+                return call
+            self.count += 1
+            return new
+
+    return rewrite_functions(mod, _CallTIRRewriter())

@@ -23,20 +23,10 @@ from tvm import relax
 
 from shiftc.reference import shift as ref
 
-from .relax_rewrite import rewrite_functions
+from .relax_rewrite import rewrite_call_tir
 from .shift_kernels import dot_weights
 
 SHIFT_INT = "shift_int"
-
-
-def _is_shift_int(mod, call) -> tvm.tirx.PrimFunc | None:
-    if not (isinstance(call, relax.Call) and call.op.same_as(tvm.ir.Op.get("relax.call_tir"))):
-        return None
-    func = mod[call.args[0]]
-    at = func.attrs
-    if at is None or "shiftc.kernel" not in at or str(at["shiftc.kernel"]) != SHIFT_INT:
-        return None
-    return func
 
 
 def layer_dot_weights(at, packed: np.ndarray) -> np.ndarray:
@@ -54,29 +44,20 @@ def has_shift_int(mod) -> bool:
                for _, f in mod.functions_items())
 
 
-@relax.expr_functor.mutator
-class _DotLowering(relax.PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.mod_ = mod
-        self.count = 0
-
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
-        func = _is_shift_int(self.mod_, call)
-        if func is None:
-            return call
-        x, packed = call.args[1].fields
-        w = layer_dot_weights(func.attrs, packed.value.numpy())
-        if w.dtype != np.int8:
-            x = self.builder_.emit(relax.op.astype(x, str(w.dtype)))
-        at = func.attrs
-        self.count += 1
-        if str(at["shiftc.op"]) == "conv2d":
-            return relax.op.nn.conv2d(
-                x, relax.const(w), [int(v) for v in at["shiftc.strides"]], [int(v) for v in at["shiftc.padding"]],
-                [int(v) for v in at["shiftc.dilation"]], int(at["shiftc.groups"]), "NCHW", "OIHW", "NCHW", out_dtype="int32")
-        return relax.op.matmul(x, relax.const(np.ascontiguousarray(w.T)), out_dtype="int32")
+def _dot_form(builder, func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
+    """The int conv2d / matmul equal to one ``shift_int`` kernel call, or None for other calls."""
+    at = func.attrs
+    if at is None or str(at.get("shiftc.kernel", "")) != SHIFT_INT:
+        return None
+    x, packed = args
+    w = layer_dot_weights(at, packed.value.numpy())
+    if w.dtype != np.int8:
+        x = builder.emit(relax.op.astype(x, str(w.dtype)))
+    if str(at["shiftc.op"]) == "conv2d":
+        return relax.op.nn.conv2d(
+            x, relax.const(w), [int(v) for v in at["shiftc.strides"]], [int(v) for v in at["shiftc.padding"]],
+            [int(v) for v in at["shiftc.dilation"]], int(at["shiftc.groups"]), "NCHW", "OIHW", "NCHW", out_dtype="int32")
+    return relax.op.matmul(x, relax.const(np.ascontiguousarray(w.T)), out_dtype="int32")
 
 
 def LowerShiftToDot() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
@@ -84,6 +65,6 @@ def LowerShiftToDot() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
 
     @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerShiftToDot")
     def _pass(mod, _ctx):
-        return rewrite_functions(mod, _DotLowering(mod))
+        return rewrite_call_tir(mod, _dot_form)
 
     return _pass
