@@ -270,7 +270,7 @@ def build_variants(path: Path, shapes: dict, args, workdir: Path, tag: str) -> t
             default = sched.get("default", {})
             n_default = sum(default.get(k, 0) for k in ("tensorized", "reduction", "row_reduction", "injective"))
             src = sched.get("database") or "no database"
-            note = f"{src}: {tuned} tuned + {n_default} default-scheduled kernels ({default.get('tensorized', 0)} on the int8 dot intrinsic), compile {compile_s:.0f}s"
+            note = f"{src}: {tuned} tuned + {n_default} default-scheduled kernels ({default.get('tensorized', 0)} on the dot-product intrinsic), compile {compile_s:.0f}s"
             if default.get("naive"):
                 note += f", {len(default['naive'])} naive"
             args_ = [feeds[n] for n in names]

@@ -187,3 +187,34 @@ def rewrite_bindings(mod: tvm.IRModule, rule: Rule, func_name: str = "main") -> 
     out = rewriter.builder_.get()
     out[func_name] = relax.analysis.remove_all_unused(new_func)
     return out
+
+
+def unique_value_names(mod: tvm.IRModule, func_name: str = "main") -> tvm.IRModule:
+    """``func_name`` with every parameter and bound value under its own name (``lv`` twice becomes
+    ``lv`` and ``lv_1``): stages that address values by name (calibration) need that. Exact."""
+
+    @relax.expr_functor.mutator
+    class _Renamer(relax.PyExprMutator):
+        def __init__(self):
+            super().__init__(mod)
+            self.seen: set[str] = set()  # parameters are defined first and keep their names
+
+        def visit_var_def_(self, var):
+            name = var.name
+            if name not in self.seen:
+                self.seen.add(name)
+                return var
+            k = 1
+            while f"{name}_{k}" in self.seen:
+                k += 1
+            self.seen.add(f"{name}_{k}")
+            new = (relax.DataflowVar if isinstance(var, relax.DataflowVar) else relax.Var)(f"{name}_{k}", var.ty)
+            self.set_var_remap(var, new)
+            return new
+
+    names = [b.var.name for block in mod[func_name].body.blocks for b in block.bindings]
+    if len(names) == len(set(names)) and not set(names) & {p.name for p in mod[func_name].params}:
+        return mod
+    out = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    out[func_name] = _Renamer().visit_expr(mod[func_name])
+    return out

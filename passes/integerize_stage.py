@@ -13,6 +13,7 @@ from shiftc import calibrate, reference
 from shiftc.errors import InputError
 from shiftc.pipeline import Stage, register
 
+from .graph import unique_value_names
 from .integerize import ACT_BITS, WIDE_BITS, IntOptions, integerize
 
 
@@ -40,6 +41,7 @@ def apply(mod, ctx):
     o = ctx.options
     if o.calibration_samples is not None and o.calibration_samples < 1:
         raise InputError(f"--calibration-samples must be >= 1, got {o.calibration_samples}")
+    mod = unique_value_names(mod)  # calibration addresses values by name
     calib = calibrate.calibrate(mod, ctx.samples, o.calibration_method, o.calibration_samples)
     lambdas = calibrate_lambdas(mod, ctx.samples, o.calibration_samples) if o.gelu == "lambda" else {}
     opts = IntOptions(gelu=o.gelu, upsample=o.upsample, l2norm=o.l2norm, requant=o.requant,

@@ -205,3 +205,28 @@ def test_pipeline_stages_and_options(rng, tmp_path):
     res = CliRunner().invoke(cli_main, ["inspect", str(path), "--passes"])
     assert res.exit_code == 0, res.output
     assert "Relax ops before / after" in res.output and "multiply" in res.output
+
+
+def test_unique_value_names_renames_repeats_only():
+    """Before: two bindings named ``lv`` (as folding passes can leave them). After: ``lv`` and
+    ``lv_1``; the parameter and the computation are unchanged."""
+    import tvm
+    from tvm import relax
+
+    from shiftc.passes.graph import unique_value_names
+
+    ty = relax.TensorType((2, 3), "float32")
+    x, a, b, o = relax.Var("x", ty), relax.DataflowVar("lv", ty), relax.DataflowVar("lv", ty), relax.Var("gv", ty)
+    block = relax.DataflowBlock([relax.VarBinding(a, relax.op.add(x, x)), relax.VarBinding(b, relax.op.multiply(a, a)),
+                                 relax.VarBinding(o, relax.op.subtract(b, a))])
+    mod = relax.transform.Normalize()(tvm.IRModule({"main": relax.Function([x], relax.SeqExpr([block], o), ty)}))
+    names = lambda m: [bd.var.name for blk in m["main"].body.blocks for bd in blk.bindings]  # noqa: E731
+    assert names(mod)[:2] == ["lv", "lv"]
+    out = unique_value_names(mod)
+    assert names(out)[:2] == ["lv", "lv_1"] and [p.name for p in out["main"].params] == ["x"]
+    assert len(set(names(out))) == len(names(out))
+    ex = tvm.compile(out, target=tvm.target.Target({"kind": "llvm"}))
+    xv = np.arange(6, dtype="float32").reshape(2, 3)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv)).numpy()
+    np.testing.assert_allclose(got, (2 * xv) ** 2 - 2 * xv)
+    assert unique_value_names(out) is out  # nothing to rename: the module itself

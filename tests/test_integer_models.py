@@ -60,7 +60,7 @@ def fashion():
     return cal, fm.preprocess(xte[:500]), yte[:500]
 
 
-@pytest.mark.parametrize("name, tolerance", [("cnn", 0.01), ("vit", 0.02)])
+@pytest.mark.parametrize("name, tolerance", [("cnn", 0.01), ("vit", 0.02), ("unvit", 0.02)])
 def test_integer_only_accuracy_and_float_scan(fashion, name, tolerance):
     cal, x, y = fashion
     path = MODELS / f"{name}.onnx"
