@@ -82,10 +82,13 @@ def find_models(args) -> list[ModelSpec]:
     try:
         from examples import minilm
 
-        p = CACHE / "minilm_b1.onnx"
-        if not p.exists():
-            minilm.export_minilm(str(p))
-        specs.append(ModelSpec("minilm-seq128", {1: p}))
+        paths = {}
+        for b in args.batches:
+            p = CACHE / f"minilm_b{b}.onnx"
+            if not p.exists():
+                minilm.export_minilm(str(p), batch=b)
+            paths[b] = p
+        specs.append(ModelSpec("minilm-seq128", paths))
     except ImportError as exc:
         print(f"all-MiniLM-L6-v2: not available ({exc}); pass --model minilm=PATH")
     for p in sorted((ROOT / "examples" / "models").glob("*.onnx")):
@@ -421,7 +424,9 @@ def kernel_markdown(rows: list[dict], cpu: dict) -> str:
         pct = "-" if r["pct_avx2_peak"] is None else f"{r['pct_avx2_peak']:.1f}"
         lines.append(f"| {r['kernel']} | {r['cpu']} | {r['how']} | {r['gops']:.1f} | {pct} |")
     lines.append(f"\nAVX2 peaks for {cpu['cores']} cores at {cpu['ghz']:.2f} GHz: int8 {cpu['avx2_int8_peak_gops']:.0f} GOP/s "
-                 f"(2 x vpmaddubsw per cycle, 32 MACs each), fp32 {cpu['avx2_fp32_peak_gflops']:.0f} GFLOP/s (2 FMA x 8 lanes).")
+                 f"(2 x vpmaddubsw per cycle, 32 MACs each), fp32 {cpu['avx2_fp32_peak_gflops']:.0f} GFLOP/s (2 FMA x 8 lanes). "
+                 "The clock is the nominal one of /proc/cpuinfo: a row above 100 % means the cores ran faster "
+                 "(boost), so every percentage here is an upper bound.")
     return "\n".join(lines) + "\n"
 
 

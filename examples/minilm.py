@@ -81,13 +81,13 @@ def sentences(path=TEXT_SOURCE, min_words=5):
     return [p for p in parts if len(p.split()) >= min_words and re.search(r"[a-z]", p)]
 
 
-def export_minilm(path, model=None, opset=17, seq_len=SEQ_LEN):
+def export_minilm(path, model=None, opset=17, seq_len=SEQ_LEN, batch=1):
     """Write the sentence-embedding graph (``model`` or a fresh load_model()) as ONNX.
 
-    Batch 1, static ``seq_len``. Opset < 17 writes LayerNorm out in full (ReduceMean/Pow/Sqrt...).
+    Static ``batch`` and ``seq_len``. Opset < 17 writes LayerNorm out in full (ReduceMean/Pow/Sqrt...).
     """
     model = model if model is not None else load_model()
-    example = tokenize(sentences()[:1], seq_len)
+    example = tokenize(sentences()[:batch], seq_len)
     args = tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES)
     torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset,
                       input_names=list(INPUT_NAMES), output_names=["embedding"],
