@@ -15,7 +15,9 @@ Variants (each one says when it is not available instead of being skipped silent
 
 Every run is timed round-robin over the variants (one call each, repeated), so machine noise hits
 all of them alike; compare the ratios, not absolute numbers, on this shared machine.
-Writes ``results/<stamp>.json``, ``results/latest.md`` (README table) and ``results/latest.png``.
+Writes ``results/<stamp>.json``, ``results/latest.md`` (README tables: all rows, then shiftc
+against onnxruntime int8) and ``results/latest.png``; ``--render RUN.json`` redraws the last two
+from a saved run.
 """
 
 from __future__ import annotations
@@ -450,6 +452,22 @@ def markdown(results: list[dict], cpu: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+GOAL_VS_ORT_INT8 = 0.8  # issue 7: shiftc latency <= 0.8x onnxruntime int8
+SHIFTC_VARIANTS = ("tvm_fp32", "int8", "shift_float", "shift_int8")
+
+
+def goal_markdown(results: list[dict]) -> str:
+    """shiftc's variants against onnxruntime int8 in the same run (the issue's goal: <= 0.8)."""
+    lines = ["", f"Latency / onnxruntime int8 QDQ, same run (goal: <= {GOAL_VS_ORT_INT8}):", "",
+             "| model | batch | " + " | ".join(SHIFTC_VARIANTS) + " |", "|---|---|" + "---|" * len(SHIFTC_VARIANTS)]
+    for r in results:
+        ms = {row["variant"]: row["median_ms"] for row in r["rows"]}
+        base = ms.get("ort_int8")
+        cells = ["-" if not (base and ms.get(v)) else f"{ms[v] / base:.2f}" for v in SHIFTC_VARIANTS]
+        lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: list[dict], path: Path) -> str:
     try:
         import matplotlib
@@ -490,7 +508,12 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", type=int, default=512, metavar="N", help="also time N^3 GEMM kernels (0: skip)")
     ap.add_argument("--kernels-only", action="store_true", help="only the GEMM kernels")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", type=Path, metavar="RUN.json", help="only re-render latest.md/png from a saved run")
     args = ap.parse_args(argv)
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        args.threads, args.repeats = doc["threads"], doc["repeats"]
+        return write_report(doc, args, None)
 
     # before TVM's thread pool starts (it would otherwise pick its own count: 1 on this machine)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
@@ -523,12 +546,19 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     doc = {"cpu": cpu, "threads": args.threads, "repeats": args.repeats, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "results": results, "kernels": kernels}
     (args.out / f"{stamp}.json").write_text(json.dumps(doc, indent=2))
-    table = (markdown(results, cpu, args) if results else "") + (kernel_markdown(kernels, cpu) if kernels else "")
+    return write_report(doc, args, args.out / f"{stamp}.json")
+
+
+def write_report(doc: dict, args, saved: Path | None) -> int:
+    """latest.md (tables) and latest.png (plot) in ``args.out`` from one run's record."""
+    results, kernels, cpu = doc["results"], doc["kernels"], doc["cpu"]
+    table = (markdown(results, cpu, args) + goal_markdown(results) if results else "") + (kernel_markdown(kernels, cpu) if kernels else "")
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.md").write_text(table)
     png = plot(results, args.out / "latest.png") if results else "no model results: no plot"
     print()
     print(table)
-    print(f"peak RSS of this process: {doc['peak_rss_mb']:.0f} MB; wrote {args.out / (stamp + '.json')}, latest.md, {png}")
+    print(f"peak RSS of the measuring process: {doc['peak_rss_mb']:.0f} MB; wrote {saved or ''} latest.md, {png}")
     return 0
 
 
