@@ -4,6 +4,8 @@
     python benchmarks/integer_accuracy.py vit       [--model M] [--n 10000] [--calib 64]   # + 4-bit shift weights
     python benchmarks/integer_accuracy.py segmenter [--model M] [--n 300]   [--calib 64]   # mIoU, lambda-GELU, nearest, no L2
     python benchmarks/integer_accuracy.py minilm    [--sentences 64] [--calib 16]           # embedding cosine vs FP32 (examples/minilm.py)
+    python benchmarks/integer_accuracy.py unvit     [--model M] [--n 10000] [--calib 64]   # + 4-bit shift weights
+    python benchmarks/integer_accuracy.py mobilenetv2 --n 64 --calib 8                     # top-1 agreement vs FP32 on photos
 
 References: onnxruntime FP32 on the same inputs, and the Fashion-MNIST test labels / masks.
 Calibration samples come from the *training* split; evaluation uses the test split. Every integer
@@ -95,6 +97,31 @@ def cmd_vit(args):
     ])
 
 
+def cmd_unvit(args):
+    return classify(args, [("integer-only", dict(integer_only=True)),
+                           ("integer-only + 4-bit shift weights", dict(integer_only=True, shift_bits=4))])
+
+
+def cmd_mobilenetv2(args):
+    """Top-1 agreement with onnxruntime FP32 on real photos (no labels offline)."""
+    import tempfile
+
+    from examples import mobilenetv2 as mbv2
+    from shiftc import evaluate, frontend
+
+    path = args.model or mbv2.export_mobilenetv2(Path(tempfile.mkdtemp()) / "mobilenetv2.onnx")
+    photos = mbv2.real_photos(args.n, seed=0)
+    cal = [{"input": x[None]} for x in mbv2.real_photos(args.calib + args.n, seed=1)[-args.calib:]]  # other crops/flips
+    ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(frontend.load(str(path)).proto, [{"input": x[None]} for x in photos])])
+    rows = []
+    for method in ("minmax", "percentile"):
+        cm, secs, stage = compile_variant(str(path), cal, integer_only=True, calibration_method=method)
+        out = predict(cm, photos)
+        rows.append({"variant": f"integer-only ({method})", "top1_agreement": float(np.mean(out.argmax(1) == ref.argmax(1))),
+                     "photos": len(photos), "compile_s": round(secs, 1), "error_on_calibration": stage.error})
+    return rows
+
+
 def cmd_segmenter(args):
     from examples.train import seg_test_set  # the fixed 2000-mosaic test set examples/ reports
 
@@ -184,7 +211,7 @@ def cmd_minilm(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("which", choices=["cnn", "vit", "segmenter", "minilm"])
+    p.add_argument("which", choices=["cnn", "vit", "unvit", "segmenter", "minilm", "mobilenetv2"])
     p.add_argument("--model")
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--calib", type=int, default=64)
@@ -194,7 +221,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     global METHOD
     METHOD = args.method
-    if args.model is None and args.which != "minilm":
+    if args.model is None and args.which not in ("minilm", "mobilenetv2"):
         args.model = str(ROOT / "examples" / "models" / f"{args.which}.onnx")
     rows = globals()[f"cmd_{args.which}"](args)
     for r in rows:
