@@ -205,8 +205,10 @@ def tune(
     db_dir = Path(db_dir)
     import_tensor_intrinsics()
     quiet = logging.getLogger("tvm.s_tir.meta_schedule")
-    if quiet.level == logging.NOTSET:
-        quiet.setLevel(logging.WARNING)  # MetaSchedule's per-round tables go to its log files only
+    # MetaSchedule's console handler writes to stdout at its logger's level, and its own config
+    # leaves that level at DEBUG after a first tune in the process: per-round tables go to its log
+    # files only, and stdout stays clean (`shiftc tune --json`)
+    quiet.setLevel(logging.WARNING)
     # MetaSchedule re-lists the handlers already on its logger by name when it configures logging;
     # handlers left from an earlier tune in this process (or unnamed ones) break that: start afresh.
     for handler in list(quiet.handlers):
