@@ -201,17 +201,25 @@ def schedule_in_place(sch, lanes: int, target=None) -> str:
     return "injective"
 
 
-def _row_reduction(func, target):
-    """TVM's CPU rule for kernels of several reductions over the same rows (softmax, LayerNorm,
-    shiftc's Shiftmax / I-LayerNorm): rows in parallel, every block computed per row, injective
-    steps vectorised. None where it does not apply."""
+def default_schedule(func, lanes: int, target):
+    """The default schedule of one PrimFunc: (``s_tir.Schedule``, rule name). The hand-written
+    rules first, then TVM's CPU rule for several reductions over the same rows (softmax,
+    LayerNorm, Shiftmax, I-LayerNorm: rows in parallel, every block per row). Raises with the
+    first rule's reason when none applies. Tuning seeds its records from this too."""
+    from tvm import s_tir
     from tvm.s_tir import dlight
 
+    sch = s_tir.Schedule(func)
     try:
-        sch = dlight.cpu.Reduction().apply(func, target, False)
-    except Exception:  # noqa: BLE001 - the rule's preconditions did not hold
-        return None
-    return None if sch is None else sch.mod["main"]
+        return sch, schedule_in_place(sch, lanes, target)
+    except Exception as exc:  # noqa: BLE001 - try the row-reduction rule
+        try:
+            rows = dlight.cpu.Reduction().apply(func, target, False)
+        except Exception:  # noqa: BLE001 - its preconditions did not hold
+            rows = None
+        if rows is None:
+            raise exc
+        return rows, "row_reduction"
 
 
 def apply_default_schedules(mod, target):
@@ -225,16 +233,14 @@ def apply_default_schedules(mod, target):
         if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
             continue
         try:
-            new, kind = schedule_func(func, lanes, target)
-        except Exception as exc:  # noqa: BLE001 - TVM's row-reduction rule, else naive and reported
-            new, kind = _row_reduction(func, target), "row_reduction"
-            if new is None:
-                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                stats.naive[gv.name_hint] = why
-                log.info("default schedule: %s stays naive (%s)", gv.name_hint, why)
-                continue
+            sch, kind = default_schedule(func, lanes, target)
+        except Exception as exc:  # noqa: BLE001 - the function stays naive and the report says why
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            stats.naive[gv.name_hint] = why
+            log.info("default schedule: %s stays naive (%s)", gv.name_hint, why)
+            continue
         getattr(stats, kind).append(gv.name_hint)
-        updates[gv] = new.with_attr("tirx.is_scheduled", True)
+        updates[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     for gv, func in updates.items():
         mod[gv] = func
     return mod, stats

@@ -143,7 +143,6 @@ def _device_type(target) -> str:
 
 def seed_default_schedules(contexts, results, target, builder, runner, database) -> None:
     """Measure each task's default CPU schedule and commit it as a tuning record."""
-    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     from . import cpu
@@ -151,9 +150,8 @@ def seed_default_schedules(contexts, results, target, builder, runner, database)
     lanes = cpu.vector_lanes(target)
     schedules, index = [], []
     for i, ctx in enumerate(contexts):
-        sch = s_tir.Schedule(ctx.mod)
         try:
-            cpu.schedule_in_place(sch, lanes, target)
+            sch, _ = cpu.default_schedule(ctx.mod["main"], lanes, target)
         except Exception as exc:  # noqa: BLE001 - no default for this kernel; the search covers it
             log.info("no default schedule for %s: %s", results[i].name, str(exc).splitlines()[0][:120])
             continue

@@ -267,3 +267,16 @@ def test_tune_takes_compile_pass_options_and_its_records_apply_to_any_calibratio
     missing = set(tasks) - set(stage["summary"]["tuned"])
     assert missing <= {"quantize"}, missing  # only the input quantiser has its calibrated scale in its code
     assert any("dot_gemm" in t for t in stage["summary"]["tuned"]), stage["summary"]["tuned"]
+
+
+def test_tuning_seeds_row_reductions_with_their_default_schedule(tmp_path):
+    """Softmax / LayerNorm kernels get the same default schedule in tuning as in a build, measured
+    and committed as the record to beat (a 1-trial search alone made them several times slower)."""
+    from shiftc.schedules import tune
+
+    path = tmp_path / "rows.onnx"
+    onnx.save(rows_model(), path)
+    result = tune.tune(frontend.to_relax(frontend.load(path)), _x86(), 1, tmp_path / "db")
+    rows = [t for t in result.tasks if "softmax" in t.name or "layer_norm" in t.name]
+    assert rows, [t.name for t in result.tasks]
+    assert all(t.default_ms is not None and t.best_ms <= t.default_ms for t in rows), [t.__dict__ for t in rows]
