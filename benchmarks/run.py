@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import json
 import os
 import resource
@@ -69,30 +70,19 @@ def find_models(args) -> list[ModelSpec]:
         return specs
     sys.path.insert(0, str(ROOT))
     CACHE.mkdir(parents=True, exist_ok=True)
-    try:
-        from examples import mobilenetv2
-
+    exporters = (("mobilenetv2", "mobilenetv2", "export_mobilenetv2"), ("minilm-seq128", "minilm", "export_minilm"))
+    for name, module, export in exporters:
+        try:
+            exporter = getattr(importlib.import_module(f"examples.{module}"), export)
+        except ImportError as exc:
+            print(f"{name}: not available ({exc}); pass --model {name}=PATH")
+            continue
         paths = {}
         for b in args.batches:
-            p = CACHE / f"mobilenetv2_b{b}.onnx"
-            if not p.exists():
-                mobilenetv2.export_mobilenetv2(str(p), batch=b)
-            paths[b] = p
-        specs.append(ModelSpec("mobilenetv2", paths))
-    except ImportError as exc:
-        print(f"mobilenetv2: not available ({exc}); pass --model mobilenetv2=PATH")
-    try:
-        from examples import minilm
-
-        paths = {}
-        for b in args.batches:
-            p = CACHE / f"minilm_b{b}.onnx"
-            if not p.exists():
-                minilm.export_minilm(str(p), batch=b)
-            paths[b] = p
-        specs.append(ModelSpec("minilm-seq128", paths))
-    except ImportError as exc:
-        print(f"all-MiniLM-L6-v2: not available ({exc}); pass --model minilm=PATH")
+            paths[b] = CACHE / f"{module}_b{b}.onnx"
+            if not paths[b].exists():
+                exporter(str(paths[b]), batch=b)
+        specs.append(ModelSpec(name, paths))
     for p in sorted((ROOT / "examples" / "models").glob("*.onnx")):
         specs.append(ModelSpec(f"fashion-{p.stem}", {0: p}))
     return specs
