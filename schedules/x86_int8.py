@@ -33,20 +33,25 @@ AVX2_DOT_8x4_INTRIN = "shiftc_dot_8x4_avx2"
 WEIGHT_LIMIT = 64  # |w| <= 64 keeps every vpmaddubsw pair sum inside int16
 
 
-@T.prim_func(s_tir=True)
-def dot_8x4_u8i8i32_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _dot_desc(lanes: int, group: int, a_dtype: str, b_dtype: str):
+    """What every intrinsic here computes: ``C[i] (int32) += sum_{k<group} A[k] * B[i, k]``."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        B: T.Buffer((lanes, group), b_dtype, offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, group):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
 
 
 @T.prim_func(s_tir=True)
@@ -71,22 +76,6 @@ def dot_8x4_u8i8i32_avx2(
 
 
 @T.prim_func(s_tir=True)
-def dot_16x4_u8i8i32_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
 def dot_16x4_u8i8i32_vnni(
     A: T.Buffer((4,), "uint8", offset_factor=1),
     B: T.Buffer((16, 4), "int8", offset_factor=1),
@@ -104,25 +93,6 @@ def dot_16x4_u8i8i32_vnni(
             B.vload([0, 0], dtype="int8x64"),
             dtype="int32x16",
         )
-
-
-def _dot_i16_desc(lanes: int):
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((2,), "int16", offset_factor=1),
-        B: T.Buffer((lanes, 2), "int16", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    return desc
 
 
 @T.prim_func(s_tir=True)
@@ -176,10 +146,10 @@ def register() -> None:
     from tvm.s_tir import TensorIntrin
 
     for name, desc, impl in (
-        (AVX2_DOT_8x4_INTRIN, dot_8x4_u8i8i32_desc, dot_8x4_u8i8i32_avx2),
-        (VNNI_DOT_16x4_INTRIN, dot_16x4_u8i8i32_desc, dot_16x4_u8i8i32_vnni),
-        (AVX2_DOT_I16_8x2_INTRIN, _dot_i16_desc(8), dot_8x2_i16i16i32_avx2),
-        (VNNI_DOT_I16_16x2_INTRIN, _dot_i16_desc(16), dot_16x2_i16i16i32_vnni),
+        (AVX2_DOT_8x4_INTRIN, _dot_desc(8, 4, "uint8", "int8"), dot_8x4_u8i8i32_avx2),
+        (VNNI_DOT_16x4_INTRIN, _dot_desc(16, 4, "uint8", "int8"), dot_16x4_u8i8i32_vnni),
+        (AVX2_DOT_I16_8x2_INTRIN, _dot_desc(8, 2, "int16", "int16"), dot_8x2_i16i16i32_avx2),
+        (VNNI_DOT_I16_16x2_INTRIN, _dot_desc(16, 2, "int16", "int16"), dot_16x2_i16i16i32_vnni),
     ):
         try:
             TensorIntrin.get(name)
