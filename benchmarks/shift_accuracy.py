@@ -63,6 +63,20 @@ def _run_all(cm, name, inputs):
     return np.concatenate([cm.run({name: x[None] if x.ndim == len(cm.inputs[0].shape) - 1 else x})[cm.outputs[0].name] for x in inputs])
 
 
+def _sweep(model: str, out: dict, configs, path, calib, tmp, budget, score) -> dict:
+    """Compile each wanted (label, options), let ``score(cm, info)`` add its metrics, print a line."""
+    for label, opts in configs:
+        if not _wanted(label):
+            continue
+        cm, info = _compile(path, calib, tmp, label, **opts)
+        score(cm, info)
+        if label == "auto":
+            info["budget"] = budget
+        out[label] = info
+        print(model, label, json.dumps(info), flush=True)
+    return out
+
+
 def mobilenetv2(path, n_photos, budget, tmp):
     from examples.mobilenetv2 import real_photos
 
@@ -71,20 +85,16 @@ def mobilenetv2(path, n_photos, budget, tmp):
     loaded = frontend.load(str(path))
     ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(loaded.proto, [{"input": x[None]} for x in photos])])
     out = {"photos": n_photos, "onnx_bytes": Path(path).stat().st_size}
-    for label, opts in (("pot4", {"shift_bits": 4}), ("auto", {"accuracy_budget": budget})):
-        if not _wanted(label):
-            continue
-        cm, info = _compile(path, calib, tmp, label, **opts)
+
+    def score(cm, info):
         logits = _run_all(cm, "input", photos)
         p, q = _softmax(ref.astype(np.float64)), _softmax(logits.astype(np.float64))
         info["top1_agreement"] = float(np.mean(ref.argmax(1) == logits.argmax(1)))
         info["mean_kl"] = float(np.mean(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)), axis=1)))
         info["size_ratio_vs_onnx"] = round(out["onnx_bytes"] / info["artifact_bytes"], 2)
-        if label == "auto":
-            info["budget"] = budget
-        out[label] = info
-        print("mobilenetv2", label, json.dumps(info), flush=True)
-    return out
+
+    configs = (("pot4", {"shift_bits": 4}), ("auto", {"accuracy_budget": budget}))
+    return _sweep("mobilenetv2", out, configs, path, calib, tmp, budget, score)
 
 
 def fashion_cnn(path, n_test, budget, tmp):
@@ -99,17 +109,11 @@ def fashion_cnn(path, n_test, budget, tmp):
     out = {"test_items": int(len(y))}
     configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}),
                ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}), ("auto", {"accuracy_budget": budget}))
-    for label, opts in configs:
-        if not _wanted(label):
-            continue
-        cm, info = _compile(path, calib, tmp, label, **opts)
-        logits = _run_all(cm, spec.name, x)
-        info["accuracy"] = float(np.mean(logits.argmax(1) == y))
-        if label == "auto":
-            info["budget"] = budget
-        out[label] = info
-        print("fashion_cnn", label, json.dumps(info), flush=True)
-    return out
+
+    def score(cm, info):
+        info["accuracy"] = float(np.mean(_run_all(cm, spec.name, x).argmax(1) == y))
+
+    return _sweep("fashion_cnn", out, configs, path, calib, tmp, budget, score)
 
 
 def minilm(path, n_sentences, budget, tmp):
@@ -124,18 +128,14 @@ def minilm(path, n_sentences, budget, tmp):
     loaded = frontend.load(str(path))
     ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(loaded.proto, samples)])
     out = {"sentences": len(samples)}
-    for label, opts in (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("auto", {"accuracy_budget": budget})):
-        if not _wanted(label):
-            continue
-        cm, info = _compile(path, calib, tmp, label, **opts)
+
+    def score(cm, info):
         emb = np.concatenate([cm.run(s)[cm.outputs[0].name] for s in samples])
         cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
         info.update({"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())})
-        if label == "auto":
-            info["budget"] = budget
-        out[label] = info
-        print("minilm", label, json.dumps(info), flush=True)
-    return out
+
+    configs = (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("auto", {"accuracy_budget": budget}))
+    return _sweep("minilm", out, configs, path, calib, tmp, budget, score)
 
 
 def main(argv=None):
