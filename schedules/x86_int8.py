@@ -75,24 +75,30 @@ def dot_8x4_u8i8i32_avx2(
         )
 
 
-@T.prim_func(s_tir=True)
-def dot_16x4_u8i8i32_vnni(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        A_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        A_u8x64 = T.reinterpret(T.broadcast(A_i32, 16), dtype="int8x64")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            A_u8x64,
-            B.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
-        )
+def _vnni_dot(group: int, a_dtype: str, b_dtype: str, operands: str, llvm_intrinsic: str):
+    """A 16-lane AVX-512 VNNI dot step: ``A``'s ``group`` values broadcast to every lane, then one
+    ``vpdpbusd`` (u8 x s8 quads) or ``vpdpwssd`` (s16 x s16 pairs) into ``C``."""
+    a_word = f"{a_dtype}x{group}"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        B: T.Buffer((16, group), b_dtype, offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:group], B[0:16, 0:group])
+            T.writes(C[0:16])
+            A_i32 = T.reinterpret(A.vload([0], a_word), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(A_i32, 16), dtype=operands),
+                B.vload([0, 0], dtype=operands),
+                dtype="int32x16",
+            )
+
+    return impl
 
 
 @T.prim_func(s_tir=True)
@@ -108,26 +114,6 @@ def dot_8x2_i16i16i32_avx2(
         A_i16x16 = T.reinterpret(T.broadcast(A_i32, 8), dtype="int16x16")
         C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), A_i16x16, B.vload([0, 0], dtype="int16x16"), dtype="int32x8"
-        )
-
-
-@T.prim_func(s_tir=True)
-def dot_16x2_i16i16i32_vnni(
-    A: T.Buffer((2,), "int16", offset_factor=1),
-    B: T.Buffer((16, 2), "int16", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:2], B[0:16, 0:2])
-        T.writes(C[0:16])
-        A_i32 = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
-        A_i16x32 = T.reinterpret(T.broadcast(A_i32, 16), dtype="int16x32")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpwssd.512"),
-            C.vload([0], dtype="int32x16"),
-            A_i16x32,
-            B.vload([0, 0], dtype="int16x32"),
-            dtype="int32x16",
         )
 
 
@@ -147,9 +133,9 @@ def register() -> None:
 
     for name, desc, impl in (
         (AVX2_DOT_8x4_INTRIN, _dot_desc(8, 4, "uint8", "int8"), dot_8x4_u8i8i32_avx2),
-        (VNNI_DOT_16x4_INTRIN, _dot_desc(16, 4, "uint8", "int8"), dot_16x4_u8i8i32_vnni),
+        (VNNI_DOT_16x4_INTRIN, _dot_desc(16, 4, "uint8", "int8"), _vnni_dot(4, "uint8", "int8", "int8x64", "llvm.x86.avx512.vpdpbusd.512")),
         (AVX2_DOT_I16_8x2_INTRIN, _dot_desc(8, 2, "int16", "int16"), dot_8x2_i16i16i32_avx2),
-        (VNNI_DOT_I16_16x2_INTRIN, _dot_desc(16, 2, "int16", "int16"), dot_16x2_i16i16i32_vnni),
+        (VNNI_DOT_I16_16x2_INTRIN, _dot_desc(16, 2, "int16", "int16"), _vnni_dot(2, "int16", "int16", "int16x32", "llvm.x86.avx512.vpdpwssd.512")),
     ):
         try:
             TensorIntrin.get(name)
