@@ -101,6 +101,13 @@ def _shape(expr) -> tuple[int, ...]:
     return tuple(int(d) for d in ty.shape.values)
 
 
+def _along(values: np.ndarray, axis: int, like) -> np.ndarray:
+    """Per-channel ``values`` shaped to broadcast along ``axis`` of a value of ``like``'s rank."""
+    shape = [1] * len(_shape(like))
+    shape[axis] = -1
+    return np.asarray(values).reshape(shape)
+
+
 def _dtype(expr) -> str:
     return str(expr.ty.dtype)
 
@@ -338,9 +345,7 @@ class Integerizer:
 
     def dequant_expr(self, q: Q, orig):
         if q.per_axis:
-            shape = [1] * len(_shape(orig))
-            shape[q.axis] = -1
-            scale = relax.const(np.asarray(q.scale, np.float32).reshape(shape))
+            scale = relax.const(_along(np.asarray(q.scale, np.float32), q.axis, orig))
         else:
             scale = float(q.scale)
         return self.emit_te(iq.dequantize_te, q.expr, scale, name="dequantize", attrs={"op_pattern": _OPAQUE, "shiftc.kernel": "float_island"})
@@ -410,13 +415,7 @@ class Integerizer:
         return None
 
     def _add_const(self, q: Q, c: np.ndarray, var, negate_q=False):
-        nd = len(_shape(var))
-        scale = np.asarray(q.scale, np.float64)
-        if q.per_axis:
-            shape = [1] * nd
-            shape[q.axis] = -1
-            scale = scale.reshape(shape)
-        cq = iq.bias_codes(c, scale)
+        cq = iq.bias_codes(c, self._channel_scales(q, var))
         if cq.shape != tuple(_shape(var)) and np.broadcast_shapes(cq.shape, _shape(var)) != tuple(_shape(var)):
             return None
         x = self.as_dtype(q, 32)
@@ -725,9 +724,7 @@ class Integerizer:
         """``q``'s scale as an array that broadcasts against ``like`` (per-axis: along its axis)."""
         if not q.per_axis:
             return np.asarray(float(q.scale), np.float64)
-        shape = [1] * len(_shape(like))
-        shape[q.axis] = -1
-        return np.asarray(q.scale, np.float64).reshape(shape)
+        return _along(np.asarray(q.scale, np.float64), q.axis, like)
 
     def op_call_tir(self, var, call, args):
         """A float shift kernel of the shift pass -> the int32 shift-accumulate kernel on int8 x.
@@ -770,10 +767,8 @@ class Integerizer:
         if dead.any():
             # its codes may still be non-zero (zero-free codes): force the sum to 0 with a [0, 0]
             # clamp, and give the channel a usable scale so that its bias is representable
-            shape = [1] * len(_shape(var))
-            shape[axis] = -1
             big = np.iinfo(np.int32)
-            lo, hi = np.where(dead, 0, big.min).reshape(shape), np.where(dead, 0, big.max).reshape(shape)
+            lo, hi = _along(np.where(dead, 0, big.min), axis, var), _along(np.where(dead, 0, big.max), axis, var)
             out = self.bb.emit(relax.op.minimum(relax.op.maximum(out, relax.const(lo.astype(np.int32))), relax.const(hi.astype(np.int32))))
             alpha = np.where(dead, alpha.max() if alpha.max() > 0 else 1.0, alpha)
             self.report.notes.append(f"{var.name}: {int(dead.sum())} all-zero weight channel(s) output 0 (plus bias)")
@@ -785,9 +780,7 @@ class Integerizer:
         ``+ round(b / s_c)``, then clamps at ``ceil(lo / s_c)`` and ``floor(hi / s_c)`` per channel."""
         if bias is not None:
             q = self._add_const(q, np.asarray(bias, np.float64).reshape([-1] + [1] * (len(_shape(var)) - 1 - q.axis)), var)
-        shape = [1] * len(_shape(var))
-        shape[q.axis] = -1
-        s = np.asarray(q.scale, np.float64).reshape(shape)
+        s = self._channel_scales(q, var)
         expr = q.expr
         if "shiftc.lo" in at:
             lo = float(at["shiftc.lo"])
