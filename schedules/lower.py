@@ -50,6 +50,14 @@ def cpu_family(target) -> str:
     return "arm" if str(target.attrs.get("mtriple", "")).startswith("aarch64") else "x86"
 
 
+def shift_as_dot(target) -> bool:
+    """Whether integer shift kernels run as their int dot product on this (CPU) target: the form
+    measured faster there (``shift_kernels.int_kernel_form``)."""
+    from .shift_kernels import int_kernel_form
+
+    return is_cpu(target) and int_kernel_form(cpu_family(target)) == "dot"
+
+
 def fuse(mod, target):
     """Lower Relax ops to fused TIR PrimFuncs (no schedules yet)."""
     import tvm
@@ -59,12 +67,11 @@ def fuse(mod, target):
     from .int8_gemm import UseInt8DotIntrinsic
     from .int_relax import LowerIntElementwise
     from .shift_dot import LowerShiftToDot
-    from .shift_kernels import int_kernel_form
     from .shift_schedule import ScheduleShiftKernels
 
     seq = [relax.transform.DecomposeOpsForInference()]
     if is_cpu(target):
-        if int_kernel_form(cpu_family(target)) == "dot":
+        if shift_as_dot(target):
             seq.append(LowerShiftToDot())
         seq += [LowerIntElementwise(), ScheduleShiftKernels(target), relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
         if cpu_family(target) == "x86":  # int8 pointwise convs/matmuls onto the dot-product intrinsic
@@ -106,10 +113,9 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None):
 
     from . import cpu, database
     from .shift_dot import has_shift_int
-    from .shift_kernels import int_kernel_form
 
     report = report if report is not None else ScheduleReport()
-    if is_cpu(target) and int_kernel_form(cpu_family(target)) == "dot" and has_shift_int(mod):
+    if shift_as_dot(target) and has_shift_int(mod):
         report.notes.append("integer shift kernels run as their equal int dot product (the form measured faster here)")
     mod = fuse(mod, target)
     ms_db, source = database.resolve(db, target)
