@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import shiftc  # noqa: E402
-import shiftc.errors  # noqa: E402
+import shiftc.core.errors  # noqa: E402
 from examples import evaluate as ev  # noqa: E402
 from examples import fashion_mnist as fm  # noqa: E402
 
@@ -36,7 +36,7 @@ def float_scan(model_path, cal, **opts) -> list[str]:
     """Float ops left in the integerized Relax module (pipeline up to integerize, then the scan)."""
     from shiftc import frontend, pipeline
     from shiftc.passes import float_scan as fs
-    from shiftc.report import Report
+    from shiftc.core.report import Report
 
     loaded = frontend.load(model_path)
     mod = frontend.to_relax(loaded)
@@ -199,7 +199,7 @@ def cmd_minilm(args):
                         ("integer-only, lambda-ShiftGELU, L2 norm removed", dict(integer_only=True, l2norm="remove", gelu="lambda"))]:
         try:
             cm, secs, stage = compile_variant(path, cal, **opts)
-        except shiftc.errors.ShiftcError as exc:
+        except shiftc.core.errors.ShiftcError as exc:
             rows.append({"variant": label, "error": str(exc)})
             continue
         got = np.concatenate([next(iter(cm.run(s).values())) for s in test])

@@ -35,7 +35,7 @@ def session(mod, specs):
     """Build ``mod`` once for the host; returns run(feed) -> first output."""
     import tvm
 
-    from shiftc.host import flatten_outputs, host_vm
+    from shiftc.core.host import flatten_outputs, host_vm
 
     vm = host_vm(mod)
 
@@ -169,7 +169,7 @@ def check_kernel(args) -> dict:
     import tvm
     from tvm import relax
 
-    from shiftc.schedules.norm_kernels import l1_norm
+    from shiftc.kernels.norm import l1_norm
     from shiftc.targets.x86 import host_cpu
 
     rows, c = args.rows, args.channels

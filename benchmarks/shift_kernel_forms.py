@@ -20,7 +20,7 @@ import tvm
 from tvm import te
 
 from shiftc.reference import shift as R
-from shiftc.schedules import shift_kernels as K
+from shiftc.kernels import shift as K
 from shiftc.schedules.shift_schedule import schedule_cpu
 
 CHOICE = Path(__file__).resolve().parents[1] / "schedules" / "shift_kernel_choice.json"

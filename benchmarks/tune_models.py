@@ -33,7 +33,7 @@ def relax_module(path: Path, shapes: dict, options: dict | None = None):
     """The Relax module ``shiftc.compile`` hands to ``build`` with these pass options (synthetic
     calibration: integer kernels' tuning keys do not depend on the calibration data)."""
     from shiftc import calibration_data, frontend, pipeline
-    from shiftc.report import Report
+    from shiftc.core.report import Report
 
     loaded = frontend.load(str(path), shapes)
     mod = frontend.to_relax(loaded)

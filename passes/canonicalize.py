@@ -31,6 +31,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from shiftc.core.stage import Stage
+
 from .graph import Graph, const_like, count_diff, op_counts, rewrite_bindings, shape_of
 
 _SQRT2 = math.sqrt(2.0)
@@ -364,3 +366,6 @@ def apply(mod, ctx):
     mod = canonicalize(mod)
     ctx.report.summary.update(summarise(before, op_counts(mod), mod))
     return mod
+
+
+STAGE = Stage("canonicalize", lambda o: o.canonicalize, apply)

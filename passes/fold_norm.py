@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tvm import relax
 
+from shiftc.core.stage import Stage
+
 from .graph import Graph, const_like, count_diff, op_counts, rewrite_bindings, shape_of
 
 
@@ -312,3 +314,6 @@ def apply(mod, ctx):
     mod, folded = fold_norm(mod, ctx.report.notes)
     ctx.report.summary.update({"folded": folded, "ops_changed": count_diff(before, op_counts(mod))})
     return mod
+
+
+STAGE = Stage("fold_norm", lambda o: o.fold_norm, apply)

@@ -45,9 +45,9 @@ from tvm import relax
 
 from shiftc import reference as ref
 from shiftc.calibrate import Calibration, qmax
-from shiftc.errors import UnsupportedModelError
-from shiftc.schedules import int_kernels as K
-from shiftc.schedules import shift_kernels as SK
+from shiftc.core.errors import UnsupportedModelError
+from shiftc.kernels import integer as K
+from shiftc.kernels import shift as SK
 
 from . import int_quant as iq
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from shiftc import calibrate, reference
-from shiftc.errors import InputError
-from shiftc.pipeline import Stage, register
+from shiftc.core.errors import InputError
+from shiftc.core.stage import Stage
 
 from .graph import unique_value_names
 from .integerize import ACT_BITS, WIDE_BITS, IntOptions, integerize
@@ -68,4 +68,4 @@ def apply(mod, ctx):
     return new
 
 
-register(Stage("integerize", lambda o: o.integer_only, apply, lossy=True))
+STAGE = Stage("integerize", lambda o: o.integer_only, apply, lossy=True)

@@ -3,7 +3,7 @@
     nn.layer_norm(x, gamma, beta, axes=[-1], eps)
       ->  call_tir(l1_norm, x, gamma / sqrt(pi/2), beta, eps / sqrt(pi/2))
 
-``l1_norm`` (``shiftc.schedules.norm_kernels``) computes ``gamma'(x - mu)/(mean|x - mu| + eps') + beta``:
+``l1_norm`` (``shiftc.kernels.norm``) computes ``gamma'(x - mu)/(mean|x - mu| + eps') + beta``:
 no squares, no square root. For Gaussian rows ``sigma2 = sqrt(pi/2) sigma1``, so folding that
 constant into gamma (and eps) keeps an LN-trained model's scale; the result is the formula of
 ``shiftc.reference.nonlinear.l1_norm_float(..., correction=True)``. It changes the model: the pipeline
@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
+from shiftc.core.errors import InputError
+from shiftc.core.stage import Stage
+from shiftc.kernels.norm import l1_norm
 from shiftc.reference.norm import ln_to_l1_params
-from shiftc.schedules.norm_kernels import l1_norm
 
 from .graph import const_like, count_diff, op_counts, rewrite_bindings, shape_of
 
@@ -58,3 +60,12 @@ def apply(mod, ctx):
     mod, n = ln_to_l1(mod, ctx.report.notes)
     ctx.report.summary.update({"layer_norm_to_l1": n, "ops_changed": count_diff(before, op_counts(mod))})
     return mod
+
+
+def _norm_is_l1(options) -> bool:
+    if options.norm not in ("ln", "l1"):
+        raise InputError(f"norm must be 'ln' or 'l1', got {options.norm!r}")
+    return options.norm == "l1"
+
+
+STAGE = Stage("ln_to_l1", _norm_is_l1, apply, lossy=True)

@@ -27,7 +27,7 @@ import tvm
 from tvm import relax
 
 from shiftc.reference import shift as ref
-from shiftc.schedules import shift_kernels as K
+from shiftc.kernels import shift as K
 
 from .shift_epilogue import Epilogue, data_arg, find_epilogues
 

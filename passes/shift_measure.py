@@ -19,7 +19,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from shiftc.host import flatten_outputs, host_vm
+from shiftc.core.host import flatten_outputs, host_vm
 from shiftc.reference.shift import im2col_nchw
 
 from .shift import Layer, candidate_kind

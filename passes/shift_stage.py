@@ -28,8 +28,8 @@ import time
 import numpy as np
 from tvm import relax
 
-from shiftc.errors import InputError
-from shiftc.pipeline import Stage, register
+from shiftc.core.errors import InputError
+from shiftc.core.stage import Stage
 
 from . import shift as S
 from . import shift_measure as M
@@ -50,20 +50,6 @@ def _validate(o) -> bool:
     if o.accuracy_budget is not None and not o.accuracy_budget > 0:
         raise InputError(f"--accuracy-budget must be > 0 (a relative L2 error), got {o.accuracy_budget}")
     return o.shift_zero == "free"
-
-
-def _kernel_forms() -> dict:
-    """Which form each path uses, with the x86 timings behind the integer choice (if measured)."""
-    import json
-
-    from shiftc.schedules.shift_kernels import CHOICE_FILE
-
-    measured = json.loads(CHOICE_FILE.read_text()).get("x86", {}) if CHOICE_FILE.exists() else {}
-    return {
-        "float": S.KERNEL_FORM,
-        "int_x86": measured.get("int", "shift (not measured)"),
-        "x86_total_ms": measured.get("total_ms"),
-    }
 
 
 def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict]:
@@ -189,7 +175,6 @@ def apply(mod, ctx):
         "measured_on_samples": len(samples),
         "mode": "auto" if o.accuracy_budget is not None else "uniform",
         "measure_s": round(time.perf_counter() - t0, 2),
-        "kernel_forms": _kernel_forms(),
     })
     report.notes.append(
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
@@ -198,4 +183,4 @@ def apply(mod, ctx):
     return S.rewrite(mod, layers, plan, encoded)
 
 
-register(Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True))
+STAGE = Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True)

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

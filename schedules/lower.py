@@ -52,8 +52,8 @@ def cpu_family(target) -> str:
 
 def shift_as_dot(target) -> bool:
     """Whether integer shift kernels run as their int dot product on this (CPU) target: the form
-    measured faster there (``shift_kernels.int_kernel_form``)."""
-    from .shift_kernels import int_kernel_form
+    measured faster there (``shift_form.int_kernel_form``)."""
+    from .shift_form import int_kernel_form
 
     return is_cpu(target) and int_kernel_form(cpu_family(target)) == "dot"
 

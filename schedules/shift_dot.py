@@ -24,7 +24,7 @@ from tvm import relax
 from shiftc.reference import shift as ref
 
 from .relax_rewrite import rewrite_call_tir
-from .shift_kernels import dot_weights
+from shiftc.kernels.shift import dot_weights
 
 SHIFT_INT = "shift_int"
 

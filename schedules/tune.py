@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

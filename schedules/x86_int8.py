@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from tvm.script import tirx as T
 
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 
 AVX2_DOT_8x4_INTRIN = "shiftc_dot_8x4_avx2"
 WEIGHT_LIMIT = 64  # |w| <= 64 keeps every vpmaddubsw pair sum inside int16

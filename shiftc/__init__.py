@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 from .api import CompiledModel, compile, load  # noqa: E402,F401
-from .errors import InputError, ShiftcError, ToolchainError, UnsupportedModelError  # noqa: E402,F401
+from .core.errors import InputError, ShiftcError, ToolchainError, UnsupportedModelError  # noqa: E402,F401

@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import __version__, artifact, calibration_data, frontend, pipeline
-from .errors import InputError
+from .core.errors import InputError
 from .frontend import TensorSpec
-from .report import Report
+from .core.report import Report
 
 log = logging.getLogger(__name__)
 

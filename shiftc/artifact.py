@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError
+from .core.errors import InputError
 
 META = "meta.json"
 FORMAT = "shiftc-artifact/1"

@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def collect(
     """
     import tvm
 
-    from .host import flatten_outputs, host_vm
+    from .core.host import flatten_outputs, host_vm
 
     samples = list(samples)
     if max_samples is not None:

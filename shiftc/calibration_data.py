@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .core.errors import InputError
 from .frontend import TensorSpec
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .errors import EXIT_CODES, InputError, ShiftcError
+from .core.errors import EXIT_CODES, InputError, ShiftcError
 
 out = Console()
 err = Console(stderr=True)
@@ -71,11 +71,15 @@ def pass_option_flags(fn):
     """Add one ``--flag`` per ``PassOptions`` field (fields declare their help and click type)."""
     import dataclasses
 
-    from .pipeline import PassOptions
+    from .core.options import PassOptions
 
     for f in reversed(dataclasses.fields(PassOptions)):
         flag = f.metadata.get("cli") or "--" + f.name.replace("_", "-")
-        kwargs = dict(f.metadata.get("click", {}))
+        kwargs = {}
+        if f.metadata.get("choices"):
+            kwargs["type"] = click.Choice(f.metadata["choices"])
+        elif f.metadata.get("type"):
+            kwargs["type"] = f.metadata["type"]
         if isinstance(f.default, bool):
             kwargs.setdefault("is_flag", True)
         fn = click.option(flag, f.name, default=f.default, show_default=True, help=f.metadata.get("help"), **kwargs)(fn)
@@ -219,12 +223,12 @@ def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
     result = stats.to_json()
     result["inputs"] = [s.to_json() for s in loaded.inputs]
     result["outputs"] = [s.to_json() for s in loaded.outputs]
-    from shiftc.passes.op_report import rewrite_candidates
+    from shiftc.op_report import rewrite_candidates
 
     result["rewrites"] = rewrite_candidates(loaded)
     stages = [s for s in after.split(",") if s.strip()] or (["canonicalize", "fold_norm"] if norm_passes else [])
     if stages:
-        from shiftc.passes.op_report import counts_after
+        from shiftc.op_report import counts_after
 
         before, after_counts, reports = counts_after(loaded, [s.strip() for s in stages])
         result["relax_ops"] = {"stages": stages, "before": dict(before), "after": dict(after_counts),

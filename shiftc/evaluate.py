@@ -23,7 +23,7 @@ def relax_outputs(mod, specs: list[TensorSpec], samples: Sequence[dict[str, np.n
     """Build ``mod`` for the host CPU and run every sample."""
     import tvm
 
-    from .host import flatten_outputs, host_vm
+    from .core.host import flatten_outputs, host_vm
 
     dev = tvm.cpu()
     vm = host_vm(mod)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import InputError, UnsupportedModelError
+from .core.errors import InputError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 

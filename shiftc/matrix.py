@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from . import api, calibration_data, evaluate, frontend
-from .errors import InputError, ShiftcError, ToolchainError
+from .core.errors import InputError, ShiftcError, ToolchainError
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 
 from .arm import Arm
 from .base import Target, Tool

@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from shiftc.errors import ToolchainError
+from shiftc.core.errors import ToolchainError
 
 RUNTIME_LIBS = {"libtvm_runtime.so": ("apache-tvm", "tvm/lib/"), "libtvm_ffi.so": ("apache-tvm-ffi", "tvm_ffi/lib/")}
 RUNNER_SOURCE = Path(__file__).with_name("runner") / "runner.cc"

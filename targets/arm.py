@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from shiftc.errors import InputError, ShiftcError
+from shiftc.core.errors import InputError, ShiftcError
 
 from . import aarch64_runtime
 from .base import Target, Tool

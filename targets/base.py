@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from shiftc.errors import ToolchainError
+from shiftc.core.errors import ToolchainError
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Target(ABC):
 
     def lower(self, mod, report):
         """A target-specific Relax -> Relax rewrite before the build (e.g. offloading layers to an
-        accelerator); may add a stage to ``report`` (shiftc.report.Report)."""
+        accelerator); may add a stage to ``report`` (shiftc.core.report.Report)."""
         return mod
 
     def notes(self) -> list[str]:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from shiftc.errors import InputError, ShiftcError, ToolchainError
+from shiftc.core.errors import InputError, ShiftcError, ToolchainError
 
 from .base import Target, Tool
 from .x86 import VMSession

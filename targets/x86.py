@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from shiftc.host import flatten_outputs, host_cpu  # noqa: F401 (re-exported)
+from shiftc.core.host import flatten_outputs, host_cpu  # noqa: F401 (re-exported)
 
 from .base import Target, Tool
 

@@ -15,7 +15,7 @@ from onnx import helper
 
 import shiftc
 from shiftc import api
-from shiftc.errors import InputError, ToolchainError
+from shiftc.core.errors import InputError, ToolchainError
 from shiftc.targets import aarch64_runtime, arm
 
 from conftest import make_model, ort_run

@@ -9,7 +9,7 @@ from onnx import helper
 from tvm import relax
 
 from shiftc import calibrate
-from shiftc.errors import InputError, UnsupportedModelError
+from shiftc.core.errors import InputError, UnsupportedModelError
 
 from conftest import make_model
 

@@ -13,8 +13,8 @@ import tvm
 from tvm import relax
 
 from shiftc.reference import rounding, shift as ref
-from shiftc.schedules import int_kernels as K
-from shiftc.schedules import shift_kernels as SK
+from shiftc.kernels import integer as K
+from shiftc.kernels import shift as SK
 from shiftc.schedules.int_relax import LowerIntElementwise
 from shiftc.schedules.shift_dot import LowerShiftToDot
 from shiftc.targets.x86 import flatten_outputs
@@ -141,7 +141,7 @@ def test_fashion_cnn_integer_shift_model_is_bit_exact_in_both_forms(monkeypatch,
     opts = dict(shift_bits=4, integer_only=True, calibration=calib)
     dot = shiftc.compile(str(ROOT / "examples/models/cnn.onnx"), "x86", output=tmp_path / "dot", **opts)
     assert any("int dot product" in n for n in next(s for s in dot.report.stages if s.name == "schedule").notes)
-    monkeypatch.setattr("shiftc.schedules.shift_kernels.int_kernel_form", lambda _name: "shift")
+    monkeypatch.setattr("shiftc.schedules.shift_form.int_kernel_form", lambda _name: "shift")
     shift = shiftc.compile(str(ROOT / "examples/models/cnn.onnx"), "x86", output=tmp_path / "shift", **opts)
     assert not any("int dot product" in n for n in next(s for s in shift.report.stages if s.name == "schedule").notes)
     for i in range(len(images)):

@@ -9,7 +9,7 @@ import pytest
 from tvm import relax, te
 
 from shiftc import api
-from shiftc.errors import ToolchainError
+from shiftc.core.errors import ToolchainError
 from shiftc.targets import cuda
 
 from conftest import ort_run
@@ -86,7 +86,7 @@ def test_multiply_detector_sees_a_real_matmul(dtype):
 )
 def test_integer_shift_kernels_ptx(kernel, arg_types, kwargs):
     """The schedules layer's integer shift kernels: shifts in the PTX, no multiply by a weight."""
-    from shiftc.schedules import int_kernels
+    from shiftc.kernels import integer
 
     source, ptx = build_ptx(relax_module(getattr(int_kernels, kernel), *arg_types, **kwargs))
     assert "<<" in source
@@ -95,7 +95,7 @@ def test_integer_shift_kernels_ptx(kernel, arg_types, kwargs):
 
 
 def test_shift_matmul_kernel_ptx():
-    from shiftc.schedules import shift_kernels as sk
+    from shiftc.kernels import shift as sk
 
     source, ptx = build_ptx(relax_module(sk.shift_matmul_int, ((4, 64), "int8"), ((1, 16, 64), "int8"), out_features=16, P=6))
     assert re.search(r"^\s+shl\.b32", ptx, re.M)

@@ -11,7 +11,7 @@ from onnx import helper
 
 import shiftc
 from shiftc.cli import main as cli_main
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 from shiftc.passes.canonicalize import canonicalize
 from shiftc.passes.fold_norm import fold_norm
 from shiftc.passes.ln_to_l1 import ln_to_l1
@@ -153,7 +153,7 @@ def l1_kernel(x, gamma, beta, eps):
     import tvm
     from tvm import relax
 
-    from shiftc.schedules.norm_kernels import l1_norm
+    from shiftc.kernels.norm import l1_norm
     from shiftc.targets.x86 import host_cpu
 
     bb = relax.BlockBuilder()

@@ -1,4 +1,4 @@
-"""TE integer kernels (shiftc.schedules.int_kernels) vs the NumPy reference, bit for bit."""
+"""TE integer kernels (shiftc.kernels.integer) vs the NumPy reference, bit for bit."""
 
 import re
 
@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from tvm import te
 
 from shiftc import reference as R
-from shiftc.schedules import int_kernels as K
+from shiftc.kernels import integer as K
 
 TARGET = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu"})
 DEV = tvm.cpu()

@@ -22,7 +22,7 @@ from examples import fashion_mnist as fm  # noqa: E402
 from shiftc import frontend  # noqa: E402
 from shiftc.passes import float_scan  # noqa: E402
 from shiftc.pipeline import STAGES, PassOptions, StageContext  # noqa: E402
-from shiftc.report import StageReport  # noqa: E402
+from shiftc.core.report import StageReport  # noqa: E402
 from shiftc.targets.x86 import flatten_outputs  # noqa: E402
 
 MODELS = ROOT / "examples" / "models"
@@ -99,7 +99,7 @@ def test_segmenter_integer_only_float_scan(tmp_path_factory):
     assert ops["nearest_upsample"] == 1 and ops["l2_normalize removed"] == 2 and ops["lambda_shift_gelu"] >= 1
     assert reports["integerize"].summary["calibration"] == "minmax on 1 sample(s)"
     # and with the model left as trained (bilinear, L2 norm) integer-only is refused, naming the ops
-    from shiftc.errors import UnsupportedModelError
+    from shiftc.core.errors import UnsupportedModelError
 
     with pytest.raises(UnsupportedModelError, match="resize2d"):
         integer_module(path, cal[:1])

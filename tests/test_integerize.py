@@ -14,7 +14,7 @@ from tvm import relax
 
 from shiftc import calibrate
 from shiftc import reference as ref
-from shiftc.errors import UnsupportedModelError
+from shiftc.core.errors import UnsupportedModelError
 from shiftc.passes import float_scan
 from shiftc.passes import int_quant as iq
 from shiftc.passes.integerize import IntOptions, integerize

@@ -44,7 +44,7 @@ def _tiny_matmul():
 
 
 def _wait_for_server(tracker: str, key: str, timeout_s: float = 60.0):
-    from shiftc.errors import InputError
+    from shiftc.core.errors import InputError
     from shiftc.schedules import tune
 
     deadline = time.monotonic() + timeout_s
@@ -73,7 +73,7 @@ def test_tuning_measures_through_the_rpc_tracker(tracker_with_server, tmp_path):
 
 
 def test_unknown_key_is_an_input_error(tracker_with_server):
-    from shiftc.errors import InputError
+    from shiftc.core.errors import InputError
     from shiftc.schedules import tune
 
     with pytest.raises(InputError, match="no device for key"):
@@ -81,7 +81,7 @@ def test_unknown_key_is_an_input_error(tracker_with_server):
 
 
 def test_bad_tracker_address_is_an_input_error():
-    from shiftc.errors import InputError
+    from shiftc.core.errors import InputError
     from shiftc.schedules import tune
 
     with pytest.raises(InputError, match="HOST:PORT"):

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import shiftc
 from shiftc import frontend
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 
 RNG = np.random.default_rng(0)
 

@@ -12,7 +12,7 @@ from tvm import relax
 
 import shiftc
 from shiftc import evaluate, frontend
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 from shiftc.passes import shift as S
 
 

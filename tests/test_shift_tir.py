@@ -14,7 +14,7 @@ import pytest
 import tvm
 from tvm import s_tir, te, tirx
 
-from shiftc.schedules import shift_kernels as K
+from shiftc.kernels import shift as K
 from shiftc.schedules.shift_schedule import schedule_cpu
 
 REDUCE_AXES = {"t", "k", "ic", "r", "s"}  # reduce_axis names used by the kernels

@@ -12,7 +12,7 @@ from onnx import helper
 
 import shiftc
 from shiftc.cli import main as cli_main
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 from shiftc.targets.vta import partition
 
 from conftest import make_model
@@ -120,7 +120,7 @@ def test_partition_ir_before_after():
     import tvm
     from tvm import relax
 
-    from shiftc.schedules import int_kernels as K
+    from shiftc.kernels import integer as K
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 16, 6, 6), "int8"))
@@ -151,7 +151,7 @@ def _epilogue_graph(lower, upper=None):
     max_pool2d -> requantiser: the integeriser's form of a shift kernel's folded clamp."""
     from tvm import relax
 
-    from shiftc.schedules import int_kernels as K
+    from shiftc.kernels import integer as K
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 16, 6, 6), "int8"))

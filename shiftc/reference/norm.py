@@ -2,7 +2,7 @@
 
 The L1 norm itself is ``shiftc.reference.nonlinear.l1_norm_float``:
 ``gamma (x - mu) / (c sigma_1 + eps) + beta`` with ``sigma_1 = mean|x - mu|`` and ``c = sqrt(pi/2)``.
-The TVM kernel (``shiftc.schedules.norm_kernels.l1_norm``) computes the raw form ``c = 1``;
+The TVM kernel (``shiftc.kernels.norm.l1_norm``) computes the raw form ``c = 1``;
 ``ln_to_l1_params`` divides gamma and eps by ``c`` so that both give the same numbers.
 """
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shiftc.errors import InputError
+from shiftc.core.errors import InputError
 
 from ..x86 import X86, VMSession
 from . import partition, runtime

@@ -1,4 +1,4 @@
-"""Shift-add kernels (TE) for power-of-two weight codes, and their default CPU schedules.
+"""Shift-add kernels (TE) for power-of-two weight codes.
 
 Weights arrive as b-bit codes (CONTRACTS.md "Shift weight code"), either as an int8 code tensor
 of logical shape ``(terms, O, ...)`` or as the packed little-endian bit stream of
@@ -24,9 +24,6 @@ mask ``z`` (0 for zero codes).  Shift amounts lie in ``[0, P]``, ``P <= 30``; th
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 from tvm import te, tirx
@@ -299,16 +296,3 @@ def shift_conv2d_int_dot(x: te.Tensor, wdot: te.Tensor, *, P: int, terms: int = 
         ),
         name="dot_acc",
     )
-
-
-CHOICE_FILE = Path(__file__).with_name("shift_kernel_choice.json")
-
-
-def int_kernel_form(target_name: str) -> str:
-    """``"shift"`` or ``"dot"``: the integer form measured faster on ``target_name``.
-
-    Measured by ``benchmarks/shift_kernel_forms.py --write``; targets never measured get the
-    shift form (the point of the rewrite on multiplier-less hardware such as the FPGA).
-    """
-    data = json.loads(CHOICE_FILE.read_text()) if CHOICE_FILE.exists() else {}
-    return data.get(target_name, {}).get("int", "shift")

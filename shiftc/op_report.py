@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from shiftc.errors import InputError
-from shiftc.pipeline import STAGES, PassOptions, StageContext
-from shiftc.report import StageReport
-
-from .graph import op_counts
+from .core.errors import InputError
+from .core.report import StageReport
+from .passes.graph import op_counts
+from .pipeline import STAGES, PassOptions, StageContext
 
 EXACT_NORM_STAGES = ("canonicalize", "fold_norm")
 
@@ -36,7 +35,7 @@ def counts_after(loaded, stage_names, options: PassOptions | None = None) -> tup
 def integer_form(op: str) -> bool:
     """Whether the integeriser has a rewrite rule for Relax op ``op`` (it may still decline a
     particular call, e.g. softmax over a non-last axis; ``compile --integer-only`` is definitive)."""
-    from .integerize import Integerizer
+    from .passes.integerize import Integerizer
 
     return hasattr(Integerizer, "op_" + op.replace("relax.", "").replace(".", "_"))
 
@@ -46,7 +45,7 @@ def rewrite_candidates(loaded) -> dict:
     fold_norm): every shift candidate layer, and every Relax op with or without an integer form."""
     from shiftc import frontend
 
-    from . import canonicalize, fold_norm, shift
+    from .passes import canonicalize, fold_norm, shift
 
     mod = frontend.to_relax(loaded)
     for stage in (canonicalize, fold_norm):

@@ -1,0 +1,50 @@
+"""The options of the Relax pass pipeline (``shiftc compile``'s pass flags are built from them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import InputError
+
+
+def option(default, help: str, cli: str | None = None, choices: list[str] | None = None, type=None):
+    """A PassOptions field; the CLI exposes it as ``--<name>`` (or ``cli``) with these choices/type."""
+    return field(default=default, metadata={"help": help, "cli": cli, "choices": choices, "type": type})
+
+
+@dataclass
+class PassOptions:
+    """Options of the Relax passes. Every field becomes a ``shiftc compile`` flag."""
+
+    canonicalize: bool = option(True, "Rewrite written-out LayerNorm/GELU/L2-norm into one op each (exact).", cli="--canonicalize/--no-canonicalize")
+    fold_norm: bool = option(True, "Fold BatchNorm into convs and per-channel affines into their consumers (exact).", cli="--fold-norm/--no-fold-norm")
+    norm: str = option("ln", "LayerNorm kernel: 'ln' keeps it; 'l1' uses mean|x-mu| (lossy, error reported).", choices=["ln", "l1"])
+
+    # shift pass (passes/shift_stage.py)
+    shift_bits: int | None = option(None, "Encode conv/matmul weights as b-bit power-of-two codes (3, 4 or 5); off if unset.", type=int)
+    shift_zero: str = option("free", "Zero handling of shift codes: 'free' (DenseShift, no zero code) or 'with-zero' (DeepShift).")
+    shift_terms: int = option(1, "Power-of-two terms per weight (1 = PoT, 2-3 = multi-term APoT/BCQ).", type=int)
+    shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
+    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget.", type=float)
+
+    # integerize (passes/integerize_stage.py)
+    integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
+    calibration_method: str = option("minmax", "Activation range observer for --integer-only.", choices=["minmax", "percentile", "mse"])
+    calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
+    gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
+    upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", choices=["keep", "nearest"])
+    l2norm: str = option("keep", "With --integer-only: keep L2 normalisation (stays float), or 'remove' it (changes the model, reported).", choices=["keep", "remove"])
+    requant: str = option("dyadic", "Requantiser scales: 'dyadic' (m * 2^-e) or 'pow2' (every scale a power of two: shift-only, for VTA).", choices=["dyadic", "pow2"])
+    float_fallback: bool = option(False, "With --integer-only, keep ops that have no integer form in float (each one reported) instead of failing.", cli="--float-fallback/--no-float-fallback")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict) -> "PassOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise InputError(f"unknown compile option(s) {unknown}; known: {sorted(names)}")
+        return cls(**kwargs)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
