@@ -29,17 +29,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .core.errors import InputError
+from .reference.quant import qmax
 
 log = logging.getLogger(__name__)
 
 _KEEP_PER_UPDATE = 1 << 17
 SENTINEL = 1e30  # |x| >= this is a masking sentinel (e.g. -FLT_MAX in additive attention masks)
 _KEEP_TOTAL = 1 << 20
-
-
-def qmax(bits: int) -> int:
-    """Largest symmetric code: 127 for int8."""
-    return (1 << (bits - 1)) - 1
 
 
 class Observer(ABC):

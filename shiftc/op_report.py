@@ -35,9 +35,9 @@ def counts_after(loaded, stage_names, options: PassOptions | None = None) -> tup
 def integer_form(op: str) -> bool:
     """Whether the integeriser has a rewrite rule for Relax op ``op`` (it may still decline a
     particular call, e.g. softmax over a non-last axis; ``compile --integer-only`` is definitive)."""
-    from .passes.integerize import Integerizer
+    from .passes.integerize import has_integer_form
 
-    return hasattr(Integerizer, "op_" + op.replace("relax.", "").replace(".", "_"))
+    return has_integer_form(op)
 
 
 def rewrite_candidates(loaded) -> dict:

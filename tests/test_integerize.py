@@ -16,8 +16,10 @@ from shiftc import calibrate
 from shiftc import reference as ref
 from shiftc.core.errors import UnsupportedModelError
 from shiftc.passes import float_scan
-from shiftc.passes import int_quant as iq
+from shiftc.kernels import quant as kq
 from shiftc.passes.integerize import IntOptions, integerize
+from shiftc.passes.integerize import scales as iq
+from shiftc.reference import quant as rq
 from shiftc.targets.x86 import flatten_outputs
 
 F32 = "float32"
@@ -72,7 +74,7 @@ def emit(bb, expr, name):
 @given(st.lists(st.floats(-300, 300, width=32), min_size=1, max_size=64), st.floats(1e-3, 2.0))
 def test_quantize_te_matches_numpy(values, scale):
     x = np.asarray(values, np.float32)
-    q_np = iq.quantize_np(x, scale, 8)
+    q_np = rq.quantize(x, scale, 8)
     assert q_np.dtype == np.int8 and q_np.min() >= -128 and q_np.max() <= 127
     q_tvm = _quantize_kernel(len(x), scale)(x)
     np.testing.assert_array_equal(q_tvm, q_np)
@@ -87,7 +89,7 @@ def _quantize_kernel(n, scale):
     key = (n, float(np.float32(1.0 / scale)))
     if key not in _QK:
         a = te.placeholder((n,), F32, name="a")
-        f = tvm.compile(te.create_prim_func([a, iq.quantize_te(a, scale, 8)]), target=tvm.target.Target({"kind": "llvm"}))
+        f = tvm.compile(te.create_prim_func([a, kq.quantize(a, scale, 8)]), target=tvm.target.Target({"kind": "llvm"}))
         _QK.clear()
         _QK[key] = f
     f = _QK[key]
@@ -102,7 +104,7 @@ def _quantize_kernel(n, scale):
 
 def test_round_half_up_ties():
     # 0.5 -> 1, -0.5 -> 0, 1.5 -> 2, -1.5 -> -1 (one rounding mode, CONTRACTS.md)
-    np.testing.assert_array_equal(iq.quantize_np(np.array([0.5, -0.5, 1.5, -1.5, 300, -300], F32), 1.0, 8), [1, 0, 2, -1, 127, -128])
+    np.testing.assert_array_equal(rq.quantize(np.array([0.5, -0.5, 1.5, -1.5, 300, -300], F32), 1.0, 8), [1, 0, 2, -1, 127, -128])
 
 
 # ----------------------------------------------------------------------------- linear + requant
@@ -122,10 +124,10 @@ def test_matmul_relu_matmul_per_channel_requant(rng):
     sx, sr = c.s("x"), c.s("r")
     w1, sw1 = iq.weight_codes(W1, axis=1)
     w2, sw2 = iq.weight_codes(W2, axis=1)
-    acc1 = iq.quantize_np(x, sx, 8).astype(np.int64) @ w1 + iq.bias_codes(b1, sx * sw1)
+    acc1 = rq.quantize(x, sx, 8).astype(np.int64) @ w1 + rq.bias_codes(b1, sx * sw1)
     m, e = ref.dyadic(sx * sw1 / sr)
     r8 = ref.requantize(np.maximum(acc1, 0), m, e, 8, axis=-1)
-    acc2 = r8.astype(np.int64) @ w2 + iq.bias_codes(b2, sr * sw2)
+    acc2 = r8.astype(np.int64) @ w2 + rq.bias_codes(b2, sr * sw2)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(acc2, sr * sw2))
     assert float_scan.float_ops(c.mod) == []
@@ -145,8 +147,8 @@ def test_conv2d_maxpool_mean(rng):
     x = rand(rng, (1, 3, 8, 8))
     sx, sp = c.s("x"), c.s("p", 16)
     w, sw = iq.weight_codes(W, axis=0)
-    xq = iq.quantize_np(x, sx, 8).astype(np.int64)
-    acc = _conv_nchw(xq, w.astype(np.int64), 1) + iq.bias_codes(b, sx * sw).reshape(1, 6, 1, 1)
+    xq = rq.quantize(x, sx, 8).astype(np.int64)
+    acc = _conv_nchw(xq, w.astype(np.int64), 1) + rq.bias_codes(b, sx * sw).reshape(1, 6, 1, 1)
     pooled = np.maximum(acc, 0).reshape(1, 6, 4, 2, 4, 2).max(axis=(3, 5))
     m, e = ref.dyadic(sx * sw / sp)
     p16 = ref.requantize(pooled, m, e, 16, axis=1)
@@ -174,7 +176,7 @@ def test_activation_matmul_and_scalar_scale(rng):
     c = Compiled(mod, [{"a": rand(rng, (5, 8)), "b": rand(rng, (6, 8))} for _ in range(2)])
     a, b = rand(rng, (5, 8)), rand(rng, (6, 8))
     sa, sb = c.s("a"), c.s("b")
-    acc = iq.quantize_np(a, sa, 8).astype(np.int64) @ iq.quantize_np(b, sb, 8).astype(np.int64).T
+    acc = rq.quantize(a, sa, 8).astype(np.int64) @ rq.quantize(b, sb, 8).astype(np.int64).T
     (got,) = c.run(a, b)
     np.testing.assert_array_equal(got, deq(acc, sa * sb * 0.25))
 
@@ -192,7 +194,7 @@ def test_residual_add_int(rng):
     x = rand(rng, (3, 8))
     sx, sh, sy = c.s("x"), c.s("h", 16), c.s("y", 16)
     w, sw = iq.weight_codes(W, axis=1)
-    xq = iq.quantize_np(x, sx, 8)
+    xq = rq.quantize(x, sx, 8)
     m, e = ref.dyadic(sx * sw / sh)
     h16 = ref.requantize(xq.astype(np.int64) @ w, m, e, 16, axis=-1)
     y = ref.add_int(xq, sx, h16, sh, sy, 16)
@@ -215,7 +217,7 @@ def test_shiftmax(seed, spread):
     row = c.row("shiftmax")
     sx = c.s("x")
     assert row["in_scale"] == sx and row["x0"] == ref.exp_x0(sx, 12)
-    want = ref.shiftmax(iq.quantize_np(x, sx, 8), sx, 12)
+    want = ref.shiftmax(rq.quantize(x, sx, 8), sx, 12)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, 2.0**-7))
 
@@ -241,7 +243,7 @@ def test_shift_gelu(seed, spread):
     x = rand(np.random.default_rng(seed), (4, 32), spread)
     row = c.row("shift_gelu")
     sx = c.s("x")
-    want = ref.shift_gelu(iq.quantize_np(x, sx, 8), row["in_scale"], 23)
+    want = ref.shift_gelu(rq.quantize(x, sx, 8), row["in_scale"], 23)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sx * 2.0**-15))
 
@@ -262,7 +264,7 @@ def test_lambda_shift_gelu_requantised_input(rng):
     assert row["in_scale"] == sh
     w, sw = iq.weight_codes(W, axis=1)
     m, e = ref.dyadic(sx * sw / sh)
-    h = ref.requantize(iq.quantize_np(x, sx, 8).astype(np.int64) @ w, m, e, bits, axis=-1)
+    h = ref.requantize(rq.quantize(x, sx, 8).astype(np.int64) @ w, m, e, bits, axis=-1)
     want = ref.lambda_shift_gelu(h, sh, terms)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sh * 2.0**-15))
@@ -280,9 +282,9 @@ def test_layernorm_gamma_beta_folded(rng):
     c = Compiled(mod, [{"x": rand(rng, (5, C), 2.0)} for _ in range(3)])
     x = rand(rng, (5, C), 2.0)
     sx, sy = c.s("x"), c.s("y")
-    ln = ref.i_layernorm(iq.quantize_np(x, sx, 8))
+    ln = ref.i_layernorm(rq.quantize(x, sx, 8))
     m, e = ref.dyadic(np.abs(g).astype(np.float64) * math.sqrt(C) * 2.0**-30 / sy)
-    y = ref.requantize(ln * np.where(g < 0, -1, 1), m, e, 32, axis=-1).astype(np.int64) + iq.bias_codes(bt, sy)
+    y = ref.requantize(ln * np.where(g < 0, -1, 1), m, e, 32, axis=-1).astype(np.int64) + rq.bias_codes(bt, sy)
     want = ref.saturate(y, 8)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sy))
@@ -298,7 +300,7 @@ def test_avgpool_nearest_upsample(rng):
     c = Compiled(mod, [{"x": rand(rng, (1, 2, 8, 8))} for _ in range(2)], upsample="nearest")
     x = rand(rng, (1, 2, 8, 8))
     sx = c.s("x")
-    pooled = ref.int_avgpool2d(iq.quantize_np(x, sx, 8), 2)
+    pooled = ref.int_avgpool2d(rq.quantize(x, sx, 8), 2)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(ref.nearest_upsample(pooled, 2), sx))
     assert any(r["op"] == "nearest_upsample" for r in c.report.rows)
@@ -350,7 +352,7 @@ def test_l2norm_removed(rng):
     xin = rand(rng, (4, 8))
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xin)).numpy()
     sx = calib.scale("x")
-    np.testing.assert_array_equal(got, deq(iq.quantize_np(xin, sx, 8), sx * 3.0))
+    np.testing.assert_array_equal(got, deq(rq.quantize(xin, sx, 8), sx * 3.0))
     # --float-fallback keeps it in float: the helper function stays in the module and runs
     kept, rep = integerize(mod, calib, IntOptions(float_fallback=True))
     assert [f["op"] for f in rep.float_ops] == ["l2_normalize"]
@@ -373,8 +375,8 @@ def test_concat_with_constant_and_split(rng):
     c = Compiled(mod, [{"x": rand(rng, (1, 3, 4))} for _ in range(2)])
     x = rand(rng, (1, 3, 4))
     sc = c.s("cat", 16)
-    cat = np.concatenate([ref.requantize(iq.quantize_np(x, c.s("x"), 8), *ref.dyadic(c.s("x") / sc), 16), iq.quantize_np(cls, sc, 16)], axis=1)
-    want = cat[:, 3:].astype(np.int64) + iq.bias_codes(np.float32(0.5), sc)
+    cat = np.concatenate([ref.requantize(rq.quantize(x, c.s("x"), 8), *ref.dyadic(c.s("x") / sc), 16), rq.quantize(cls, sc, 16)], axis=1)
+    want = cat[:, 3:].astype(np.int64) + rq.bias_codes(np.float32(0.5), sc)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sc))
 
@@ -390,13 +392,13 @@ def test_pow2_requant_is_shift_only(rng):
     mod = graph(body, x=(2, 8))
     c = Compiled(mod, [{"x": rand(rng, (2, 8))} for _ in range(2)], requant="pow2")
     x = rand(rng, (2, 8))
-    sx, sr = iq.pow2_up(c.s("x")), iq.pow2_up(c.s("r"))
+    sx, sr = rq.pow2_up(c.s("x")), rq.pow2_up(c.s("r"))
     w1, sw1 = iq.weight_codes(W1, 1, pow2=True)
     w2, sw2 = iq.weight_codes(W2, 1, pow2=True)
-    assert all(iq.log2_exact(v) for v in [sx, sr, *sw1, *sw2])
+    assert all(rq.log2_exact(v) for v in [sx, sr, *sw1, *sw2])
     m, e = iq.requant_params(sx * sw1 / sr, pow2=True)
     assert np.all((m > 0) & ((m & (m - 1)) == 0)) and np.all((m == 1) | (e == 0))  # one shift each
-    r8 = ref.requantize(np.maximum(iq.quantize_np(x, sx, 8).astype(np.int64) @ w1, 0), m, e, 8, axis=-1)
+    r8 = ref.requantize(np.maximum(rq.quantize(x, sx, 8).astype(np.int64) @ w1, 0), m, e, 8, axis=-1)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(r8.astype(np.int64) @ w2, sr * sw2))
 
@@ -442,7 +444,7 @@ def test_additive_mask_softmax_and_masked_mean(rng):
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(mask)).numpy()
     # reference composition
     sx, ssc = calib.scale("x"), calib.scale("sc", 16)
-    sc = ref.add_int_dyadic(iq.quantize_np(x, sx, 8), *ref.dyadic(sx / ssc), -(1 - mask), *ref.dyadic(2.0**20), 16)
+    sc = ref.add_int_dyadic(rq.quantize(x, sx, 8), *ref.dyadic(sx / ssc), -(1 - mask), *ref.dyadic(2.0**20), 16)
     row = next(r for r in rep.rows if r["op"] == "shiftmax")
     bits = row["in_bits"]
     s_in = calib.scale("sc", bits)
@@ -480,14 +482,14 @@ def test_shift_weights_run_as_int_shift_accumulate(rng, op):
     assert row["P"] == P and row["bits"] == 4
     x = rand(rng, shape)
     sx = c.s("x")
-    xq = iq.quantize_np(x, sx, 8)
+    xq = rq.quantize(x, sx, 8)
     if op == "matmul":
         acc = ref.shift_matmul_int(xq, codes[0], P)
         scale = sx * alpha.astype(np.float64) * 2.0**-P
     else:
         acc = ref.shift_conv2d_int(xq, codes[0], P, padding=1)
         scale = (sx * alpha.astype(np.float64) * 2.0**-P).reshape(1, -1, 1, 1)
-    acc = np.maximum(acc.astype(np.int64) + iq.bias_codes(b.reshape(np.shape(scale)[1:] if op == "conv2d" else -1), scale), 0)
+    acc = np.maximum(acc.astype(np.int64) + rq.bias_codes(b.reshape(np.shape(scale)[1:] if op == "conv2d" else -1), scale), 0)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(acc, scale))
     assert float_scan.float_ops(c.mod) == []

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = (
-    "import importlib.util, shiftc.passes, shiftc.schedules, shiftc.targets, shiftc.targets.vta;"
+    "import importlib.util, shiftc.passes, shiftc.passes.integerize, shiftc.schedules, shiftc.targets, shiftc.targets.vta;"
     "print(shiftc.passes.__file__);"
     "print([m for m in ('passes', 'schedules', 'targets') if importlib.util.find_spec(m)])"
 )

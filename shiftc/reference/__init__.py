@@ -2,15 +2,17 @@
 
 * :mod:`.shift`     PoT shift weight codes, shift matmul / conv2d (int and float paths)
 * :mod:`.rounding`  round-half-up shift, saturation, dyadic scales, requantize
-* :mod:`.requant`   requantisation helpers, integer residual add
+* :mod:`.requant`   requantisation helpers (dyadic, power-of-two), integer residual add
+* :mod:`.quant`     float <-> integer codes: quantiser, bias codes, power-of-two scales
 * :mod:`.nonlinear` int exp, Shiftmax, ShiftGELU, lambda-ShiftGELU, isqrt, I-LayerNorm,
   integer L1 norm, mean / avg pool, nearest upsample
 
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import nonlinear, requant, rounding, shift  # noqa: F401
+from . import nonlinear, quant, requant, rounding, shift  # noqa: F401
 from .nonlinear import *  # noqa: F401,F403
+from .quant import *  # noqa: F401,F403
 from .requant import *  # noqa: F401,F403
 from .rounding import *  # noqa: F401,F403
 from .shift import *  # noqa: F401,F403

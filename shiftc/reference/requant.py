@@ -28,6 +28,7 @@ __all__ = [
     "rshift_round",
     "saturate",
     "requant_params",
+    "pow2_dyadic",
     "add_int",
     "add_int_dyadic",
 ]
@@ -36,6 +37,21 @@ __all__ = [
 def requant_params(s_in, s_out):
     """``dyadic(s_in / s_out)`` (per-axis when ``s_in`` is an array)."""
     return dyadic(np.asarray(s_in, dtype=np.float64) / np.float64(s_out))
+
+
+def pow2_dyadic(ratio):
+    """``(m, e)`` of a shift-only requantiser (``--requant pow2``): ``ratio`` rounded to the
+    nearest power of two ``2**k``, then ``(1, -k)`` for ``k <= 0`` (a rounding right shift) and
+    ``(2**k, 0)`` for ``k > 0`` (a left shift); ratio 0 gives ``(0, 0)``. Arrays in, arrays out."""
+    r = np.asarray(ratio, dtype=np.float64)
+    k = np.where(r > 0, np.round(np.log2(np.where(r > 0, r, 1.0))), 0).astype(np.int64)
+    if np.any(k > 30) or np.any(k < -62):
+        raise ValueError(f"pow2 requantiser ratio out of range: {r}")
+    m = np.where(r > 0, np.where(k > 0, np.left_shift(1, np.maximum(k, 0)), 1), 0).astype(np.int64)
+    e = np.where(k > 0, 0, -k).astype(np.int64)
+    if r.ndim == 0:
+        return int(m), int(e)
+    return m, e
 
 
 def add_int_dyadic(a, ma: int, ea: int, b, mb: int, eb: int, bits: int = 8):

@@ -1,0 +1,178 @@
+"""Integer rules of elementwise ops: scalar scaling, constant and residual adds, products and
+quotients of activations, ReLU and clamps, casts, and table lookups.
+
+    x * c, x / c  (scalar c)  ->  x, with its scale times c (no op)
+    a + b  (activations)      ->  add_int (both requantised to the sum's scale), int16
+    x + c  (constant)         ->  x_i32 + round(c / s_x)
+    a * b, a / b (activations)->  int32 product; round-half-up integer division
+    relu, maximum/minimum(x, c) -> the same op on the integers (bound rounded inwards)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax
+
+from shiftc.core.contract import AddInt
+from shiftc.kernels import integer as K
+from shiftc.reference.quant import quantize
+
+from .registry import int_rule
+from .scales import requant_params
+from .value import ACT_BITS, WIDE_BITS, Q, dtype, is_float_type, scalar, shape
+
+SATURATING_RATIO = float(2**20)
+
+
+def _rescaled(ctx, q: Q, c: float):
+    if c == 0:
+        return None
+    expr = q.expr
+    if c < 0:
+        expr = ctx.emit(relax.op.negative(expr))
+    return Q(expr, q.scale * abs(c), q.bits, q.axis)
+
+
+@int_rule("relax.multiply")
+def multiply(ctx, var, call, args):
+    a, b = args
+    if isinstance(b, Q) and not isinstance(a, Q):
+        a, b = b, a
+    if isinstance(a, Q) and scalar(b) is not None:
+        return _rescaled(ctx, a, scalar(b))
+    if isinstance(a, Q) and isinstance(b, Q):
+        x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+        y = ctx.as_int(call.args[1].name, b, WIDE_BITS)
+        out = ctx.emit(relax.op.multiply(ctx.as_dtype(x, 32), ctx.as_dtype(y, 32)))
+        return Q(out, x.scale * y.scale, min(32, x.bits + y.bits))  # |product| < 2**(bx-1) * 2**(by-1)
+    return None
+
+
+@int_rule("relax.divide")
+def divide(ctx, var, call, args):
+    a, b = args
+    if isinstance(a, Q) and scalar(b) is not None:
+        return _rescaled(ctx, a, 1.0 / scalar(b))
+    if isinstance(a, Q) and isinstance(b, Q):
+        return _divide_act(ctx, var, call, a, b)
+    return None
+
+
+def _divide_act(ctx, var, call, a: Q, b: Q):
+    """``a / b`` of two activations (a masked mean's sum / count): round-half-up integer
+    division ``(a + b // 2) // b`` (for ``b > 0``) at scale ``s_a / s_b``."""
+    x = ctx.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis else a
+    y = ctx.as_int(call.args[1].name, b, WIDE_BITS) if b.per_axis else b
+    xe, ye = ctx.as_dtype(x, 32), ctx.as_dtype(y, 32)
+    half = ctx.emit(relax.op.floor_divide(ye, relax.const(2, "int32")))
+    out = ctx.emit(relax.op.floor_divide(relax.op.add(xe, half), ye))
+    ctx.report.rows.append({"op": "int_divide", "value": var.name})
+    return Q(out, float(x.scale) / float(y.scale), 32)
+
+
+@int_rule("relax.add")
+def add(ctx, var, call, args):
+    a, b = args
+    if isinstance(b, Q) and not isinstance(a, Q):
+        a, b = b, a
+    if isinstance(a, Q) and isinstance(b, np.ndarray):
+        return ctx.add_const(a, b.astype(np.float64), var)
+    if isinstance(a, Q) and isinstance(b, Q):
+        return _add_act(ctx, var, a, b, call.args[0].name, call.args[1].name)
+    return None
+
+
+@int_rule("relax.subtract")
+def subtract(ctx, var, call, args):
+    a, b = args
+    if isinstance(a, Q) and isinstance(b, np.ndarray):
+        return ctx.add_const(a, -b.astype(np.float64), var)
+    if isinstance(b, Q) and isinstance(a, np.ndarray):
+        return ctx.add_const(b, a.astype(np.float64), var, negate_q=True)
+    if isinstance(a, Q) and isinstance(b, Q):
+        nb = ctx.as_int(call.args[1].name, b, WIDE_BITS)
+        neg = Q(ctx.emit(relax.op.negative(nb.expr)), nb.scale, nb.bits)
+        return _add_act(ctx, var, a, neg, call.args[0].name, None)
+    return None
+
+
+def _add_act(ctx, var, a: Q, b: Q, na, nb):
+    """Residual add: both sides requantised to the sum's calibrated int16 scale inside add_int."""
+    s_out = ctx.act_scale(var.name, WIDE_BITS)
+
+    def side(q, n):
+        if not q.per_axis and float(q.scale) / s_out >= SATURATING_RATIO:
+            # an operand far beyond the sum's range (an additive mask of -FLT_MAX): its
+            # non-zero entries only have to saturate the sum, so its ratio is capped
+            ctx.report.notes.append(f"{var.name}: operand at scale {float(q.scale):.3g} saturates the sum (ratio capped at 2^20)")
+            return Q(q.expr, s_out * SATURATING_RATIO, q.bits)
+        return ctx.as_int(n, q, WIDE_BITS) if n else q
+
+    x, y = side(a, na), side(b, nb)
+    out_shape = shape(var)
+    xe, ye = x.expr, y.expr
+    if shape(xe) != out_shape:
+        xe = ctx.emit(relax.op.broadcast_to(xe, relax.ShapeExpr(out_shape)))
+    if shape(ye) != out_shape:
+        ye = ctx.emit(relax.op.broadcast_to(ye, relax.ShapeExpr(out_shape)))
+    ma, ea = requant_params(x.scale / s_out, ctx.pow2)
+    mb, eb = requant_params(y.scale / s_out, ctx.pow2)
+    spec = AddInt(int(ma), int(ea), int(mb), int(eb), WIDE_BITS)
+    out = ctx.emit_te(K.add_int, xe, ye, *spec.params(), name="add_int", attrs=spec.to_attrs())
+    ctx.report.rows.append({"op": "add_int", "value": var.name})
+    return Q(out, s_out, WIDE_BITS)
+
+
+@int_rule("relax.nn.relu")
+def relu(ctx, var, call, args):
+    (a,) = args
+    if not isinstance(a, Q):
+        return None
+    out = ctx.emit(relax.op.maximum(a.expr, relax.const(0, dtype(a.expr))))
+    return Q(out, a.scale, a.bits, a.axis)
+
+
+def legalized_clamp(ctx, call, op: str):
+    """``maximum(x, c)`` / ``minimum(x, c)`` that the ONNX importer emitted as a call_tir (the
+    halves of Clip/ReLU6): the bound ``c / s`` rounded inwards (per channel for per-axis ``x``)."""
+    x, c = ctx.get(call.args[1])
+    if not isinstance(x, Q) or scalar(c) is None:
+        return None
+    s = x.scales_like(call.args[1].fields[0])
+    bound = np.divide(scalar(c), s, out=np.zeros(np.shape(s)), where=s > 0)  # scale 0: the value is 0 anyway
+    ints = np.ceil(bound) if op == "maximum" else np.floor(bound)
+    info = np.iinfo(dtype(x.expr))
+    # a tensor, even for one bound: the kernel's code does not depend on the calibration
+    const = relax.const(np.atleast_1d(np.clip(ints, info.min, info.max)).astype(dtype(x.expr)))
+    out = ctx.emit((relax.op.maximum if op == "maximum" else relax.op.minimum)(x.expr, const))
+    return Q(out, x.scale, x.bits, x.axis)
+
+
+@int_rule("relax.take")
+def take(ctx, var, call, args):
+    """An embedding lookup: the constant table quantised to int8 at the output's scale."""
+    table, idx = args
+    if isinstance(table, np.ndarray) and isinstance(idx, relax.Expr) and not is_float_type(idx.ty):
+        s = ctx.act_scale(var.name, ACT_BITS)
+        tq = relax.const(quantize(table, s, ACT_BITS))
+        out = ctx.emit(relax.op.take(tq, idx, call.attrs.axis, call.attrs.mode))
+        return Q(out, s, ACT_BITS)
+    return None
+
+
+@int_rule("relax.astype")
+def astype(ctx, var, call, args):
+    (a,) = args
+    if str(call.attrs.dtype) != "float32":
+        return None
+    if isinstance(a, Q):
+        return a  # an integer value seen as float: same integers, same scale
+    if isinstance(a, relax.Expr) and not is_float_type(a.ty):
+        # integer data (e.g. an attention mask) as float: the same integers at scale 1; their
+        # width is taken from the calibrated range (a 0/1 mask is int8-sized)
+        t = ctx.calib.thresholds.get(var.name, 2.0**31)
+        bits = max(ACT_BITS, int(math.ceil(t)).bit_length() + 1)
+        return Q(ctx.emit(relax.op.astype(a, "int32")), 1.0, min(bits, 32))
+    return None

@@ -1,0 +1,57 @@
+"""Integer rules of layout ops: the same op on the integers, at the same scale (a per-axis value is
+requantised to per tensor first, since its axis may move), and concat / split.
+
+    reshape, permute_dims, squeeze, expand_dims, flatten, strided_slice, broadcast_to  ->  same op
+    concat   ->  every part requantised to the result's calibrated int16 scale (constants quantised)
+    split    ->  same op, one value per part
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from shiftc.reference.quant import quantize
+
+from .registry import int_rule
+from .value import WIDE_BITS, Q
+
+
+@int_rule("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.flatten",
+          "relax.strided_slice", "relax.broadcast_to")
+def same_layout_op(ctx, var, call, args):
+    a = args[0]
+    if not isinstance(a, Q):
+        return None
+    if a.per_axis:
+        a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits)
+
+
+@int_rule("relax.split")
+def split(ctx, var, call, args):
+    a = args[0]
+    if not isinstance(a, Q):
+        return None
+    if a.per_axis:
+        a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    t = ctx.same_op(call, [a.expr])
+    return [Q(ctx.emit(relax.TupleGetItem(t, i)), a.scale, a.bits) for i in range(len(var.ty.fields))]
+
+
+@int_rule("relax.concat")
+def concat(ctx, var, call, args):
+    parts = args[0]
+    if not isinstance(parts, list) or not any(isinstance(p, Q) for p in parts):
+        return None
+    s_out = ctx.act_scale(var.name, WIDE_BITS)
+    exprs = []
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            exprs.append(relax.const(quantize(p, s_out, WIDE_BITS)))
+        else:
+            same = not p.per_axis and p.bits <= WIDE_BITS and float(p.scale) == s_out
+            r = p if same else ctx.requant(p, s_out, WIDE_BITS)
+            exprs.append(ctx.as_dtype(r, WIDE_BITS))
+    out = ctx.emit(relax.op.concat(relax.Tuple(exprs), call.attrs.axis))
+    return Q(out, s_out, WIDE_BITS)

@@ -1,0 +1,130 @@
+"""Integer rules of linear ops: int8 x int8 -> int32 matmul and conv2d, and the shift pass's
+kernels as integer shift-accumulate kernels.
+
+    matmul(x, W_const) [+ b]   ->  matmul(x_i8, W_i8, out=int32) [+ b_i32]    scale s_x * s_w[c]
+    conv2d(x, W_const) [+ b]   ->  conv2d(x_i8, W_i8, out=int32) [+ b_i32]    scale s_x * s_w[c]
+    matmul(a, b)               ->  matmul(a_i8, b_i8, out=int32)              scale s_a * s_b
+    shift kernel (shift pass)  ->  shift_matmul_int / shift_conv2d_int on x_i8 scale s_x * alpha_c * 2**-P
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from tvm import relax
+
+from shiftc import reference as ref
+from shiftc.core.contract import ShiftKernel
+from shiftc.kernels import shift as SK
+
+from .registry import int_rule
+from .rules_elementwise import legalized_clamp
+from .scales import weight_codes
+from .value import ACT_BITS, Q, along, shape
+
+
+@int_rule("relax.matmul")
+def matmul(ctx, var, call, args):
+    a, b = args
+    if isinstance(a, Q) and isinstance(b, np.ndarray) and b.ndim == 2:
+        x = ctx.as_int(call.args[0].name, a, ACT_BITS)
+        wq, sw = weight_codes(b, axis=1, pow2=ctx.pow2)
+        out = ctx.emit(relax.op.matmul(ctx.as_dtype(x, 8), relax.const(wq), out_dtype="int32"))
+        ctx.report.rows.append({"op": "matmul", "value": var.name, "weights": "int8 per-channel"})
+        return Q(out, x.scale * sw, 32, axis=len(shape(var)) - 1)
+    if isinstance(a, Q) and isinstance(b, Q):
+        x = ctx.as_int(call.args[0].name, a, ACT_BITS)
+        y = ctx.as_int(call.args[1].name, b, ACT_BITS)
+        out = ctx.emit(relax.op.matmul(ctx.as_dtype(x, 8), ctx.as_dtype(y, 8), out_dtype="int32"))
+        ctx.report.rows.append({"op": "matmul", "value": var.name, "weights": "activation x activation"})
+        return Q(out, x.scale * y.scale, 32)
+    return None
+
+
+@int_rule("relax.nn.conv2d")
+def conv2d(ctx, var, call, args):
+    a, w = args
+    at = call.attrs
+    if not (isinstance(a, Q) and isinstance(w, np.ndarray)) or at.data_layout != "NCHW" or at.kernel_layout != "OIHW":
+        return None
+    x = ctx.as_int(call.args[0].name, a, ACT_BITS)
+    wq, sw = weight_codes(w, axis=0, pow2=ctx.pow2)
+    out = ctx.emit(
+        relax.op.nn.conv2d(ctx.as_dtype(x, 8), relax.const(wq), at.strides, at.padding, at.dilation, at.groups,
+                           "NCHW", "OIHW", "NCHW", out_dtype="int32")
+    )
+    ctx.report.rows.append({"op": "conv2d", "value": var.name, "weights": "int8 per-channel"})
+    return Q(out, x.scale * sw, 32, axis=1)
+
+
+@int_rule("relax.call_tir")
+def call_tir(ctx, var, call, args):
+    """A legalized clamp (``maximum`` / ``minimum`` kernels) or a float shift kernel."""
+    for op in ("maximum", "minimum"):
+        if call.args[0].name_hint.startswith(op):
+            return legalized_clamp(ctx, call, op)
+    sk = ShiftKernel.from_func(ctx.mod[call.args[0]])
+    if sk is None or sk.kind != "shift_float":
+        return None
+    x_q, packed, alpha, *bias = ctx.get(call.args[1])
+    if not isinstance(x_q, Q) or not isinstance(packed, np.ndarray) or not isinstance(alpha, np.ndarray):
+        return None
+    x = ctx.as_int(call.args[1].fields[0].name, x_q, ACT_BITS)
+    out, P, axis = _shift_int(ctx, var, sk, x, packed)
+    out, alpha = _dead_channels(ctx, var, out, axis, alpha.astype(np.float64))
+    q = Q(out, float(x.scale) * alpha * 2.0**-P, 32, axis=axis)
+    return _shift_epilogue(ctx, var, q, bias[0] if bias else None, sk)
+
+
+def _largest_exponent(sk: ShiftKernel, packed: np.ndarray) -> int:
+    """``P``: the largest code exponent of the layer (CONTRACTS.md, integer path)."""
+    oi = sk.oi_shape()
+    codes = ref.unpack_codes(packed.tobytes(), sk.bits, sk.terms * int(np.prod(oi)), sk.zero_free, shape=(sk.terms, *oi))
+    P = int(np.abs(codes.astype(np.int64)).max()) - 1 if codes.size else 0
+    return max(P, 0)
+
+
+def _shift_int(ctx, var, sk: ShiftKernel, x: Q, packed: np.ndarray):
+    """The int32 shift-accumulate kernel on int8 ``x``; returns it, ``P`` and its channel axis."""
+    P = _largest_exponent(sk, packed)
+    common = dict(P=P, terms=sk.terms, bits=sk.bits, zero_free=sk.zero_free, packed=True)
+    attrs = dataclasses.replace(sk, kind="shift_int", P=P, lo=None, hi=None).to_attrs()
+    xe, pk = ctx.as_dtype(x, 8), relax.const(packed, "uint8")
+    if sk.op == "conv2d":
+        out = ctx.emit_te(SK.shift_conv2d_int, xe, pk, name="shift_conv2d_int", attrs=attrs, weight_shape=list(sk.weight_shape),
+                          stride=list(sk.strides), padding=list(sk.padding), dilation=list(sk.dilation), groups=sk.groups, **common)
+        axis = 1
+    else:
+        out = ctx.emit_te(SK.shift_matmul_int, xe, pk, name="shift_matmul_int", attrs=attrs, out_features=sk.oi_shape()[0], **common)
+        axis = len(shape(var)) - 1
+    ctx.report.rows.append({"op": f"shift_{sk.op}_int", "value": var.name, "bits": sk.bits, "terms": sk.terms, "P": P})
+    return out, P, axis
+
+
+def _dead_channels(ctx, var, out, axis: int, alpha: np.ndarray):
+    """An all-zero weight channel (alpha 0: its float output is 0) may still have non-zero
+    (zero-free) codes: its sum is forced to 0 with a [0, 0] clamp, and it gets a usable alpha so
+    that its bias is representable. Returns the accumulator and the alphas."""
+    dead = alpha <= 0
+    if dead.any():
+        big = np.iinfo(np.int32)
+        lo, hi = along(np.where(dead, 0, big.min), axis, var), along(np.where(dead, 0, big.max), axis, var)
+        out = ctx.emit(relax.op.minimum(relax.op.maximum(out, relax.const(lo.astype(np.int32))), relax.const(hi.astype(np.int32))))
+        alpha = np.where(dead, alpha.max() if alpha.max() > 0 else 1.0, alpha)
+        ctx.report.notes.append(f"{var.name}: {int(dead.sum())} all-zero weight channel(s) output 0 (plus bias)")
+    return out, alpha
+
+
+def _shift_epilogue(ctx, var, q: Q, bias, sk: ShiftKernel) -> Q:
+    """The shift kernel's folded epilogue ``min(max(y + b, lo), hi)`` on the int32 accumulator:
+    ``+ round(b / s_c)``, then clamps at ``ceil(lo / s_c)`` and ``floor(hi / s_c)`` per channel."""
+    if bias is not None:
+        q = ctx.add_const(q, np.asarray(bias, np.float64).reshape([-1] + [1] * (len(shape(var)) - 1 - q.axis)), var)
+    s = q.scales_like(var)
+    expr = q.expr
+    if sk.lo is not None:
+        expr = ctx.emit(relax.op.maximum(expr, relax.const(np.ceil(sk.lo / s).astype(np.int32))))
+    if sk.hi is not None:
+        expr = ctx.emit(relax.op.minimum(expr, relax.const(np.floor(sk.hi / s).astype(np.int32))))
+    return Q(expr, q.scale, 32, q.axis)

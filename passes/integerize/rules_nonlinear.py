@@ -1,0 +1,131 @@
+"""Integer rules of non-linear ops (I-ViT style).
+
+    softmax(x, axis=-1)  ->  Shiftmax(x, n=12)                              int8 at 2**-7
+    gelu(x)              ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
+    layer_norm(x, g, b)  ->  I-LayerNorm, then sign(g) * requantize_per_axis(|g| sqrt(C) 2**-30
+                             / s_out) + round(b / s_out), saturated to int8
+
+Each input is requantised to the widest width whose scale the op's exponent range accepts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tvm import relax
+
+from shiftc import reference as ref
+from shiftc.core.errors import UnsupportedModelError
+from shiftc.kernels import integer as K
+from shiftc.reference.quant import bias_codes, qmax
+
+from .registry import int_rule
+from .scales import requant_params
+from .value import ACT_BITS, WIDE_BITS, Q, shape
+
+# Shiftmax: n = 12 exponent bits (I-ViT: 15). The output is int8 at 2**-7, so exponents below
+# 2**-12 of the row max are invisible anyway; a smaller n keeps the row sum S small, and the
+# reciprocal floor((2**31-1) / S) precise. Inputs are requantised to the widest width whose
+# worst-case row sum (every element at the max) stays <= 2**26.
+SHIFTMAX_N = 12
+SHIFTMAX_SUM_LIMIT = 1 << 26
+SHIFT_GELU_N = 23
+
+
+def _exp_x0_or_none(s: float, n: int):
+    try:
+        return ref.exp_x0(s, n)
+    except ValueError:
+        return None
+
+
+@int_rule("relax.nn.softmax")
+def softmax(ctx, var, call, args):
+    (a,) = args
+    nd = len(shape(var))
+    if not isinstance(a, Q) or int(call.attrs.axis) % nd != nd - 1:
+        return None
+    n, row = SHIFTMAX_N, shape(var)[-1]
+
+    def ok_scale(s):  # row sum <= 2**26 keeps the reciprocal (2**31-1) // S at >= 32
+        x0 = _exp_x0_or_none(s, n)
+        return x0 is not None and row * ((-x0) << n) <= SHIFTMAX_SUM_LIMIT
+
+    x = ctx.fitting_input(call.args[0].name, a, lambda s, b: ok_scale(s))
+    if x is None:
+        return None
+    x0 = ref.exp_x0(float(x.scale), n)
+    out = ctx.emit_te(K.shiftmax, x.expr, x0, n, name="shiftmax")
+    ctx.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
+    return Q(out, 2.0**-7, 8)
+
+
+@int_rule("relax.nn.gelu")
+def gelu(ctx, var, call, args):
+    (a,) = args
+    if not isinstance(a, Q):
+        return None
+    return _lambda_gelu(ctx, var, call, a) if ctx.opts.gelu == "lambda" else _shift_gelu(ctx, var, call, a)
+
+
+def _shift_gelu(ctx, var, call, a: Q) -> Q | None:
+    n = SHIFT_GELU_N
+    x = ctx.fitting_input(call.args[0].name, a, lambda s, b: _exp_x0_or_none(s, n) is not None, widest=16, narrowest=6)
+    if x is None:
+        return None
+    x0 = ref.exp_x0(float(x.scale), n)
+    out = ctx.emit_te(K.shift_gelu, x.expr, x0, n, name="shift_gelu")
+    ctx.report.rows.append({"op": "shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
+    return Q(out, float(x.scale) * 2.0**-15, 32)
+
+
+def _lambda_gelu(ctx, var, call, a: Q) -> Q | None:
+    name = call.args[0].name
+    terms = ctx.opts.lambdas.get(name)
+    if terms is None:
+        raise UnsupportedModelError(f"lambda-ShiftGELU: no calibrated lambda for {name}")
+
+    def params(s, b):
+        try:
+            p = ref.lambda_gelu_params(s, terms)
+            return p if p.x_max >= qmax(b) + 1 else None
+        except ValueError:
+            return None
+
+    x = ctx.fitting_input(name, a, lambda s, b: params(s, b) is not None)
+    if x is None:
+        return None
+    p = ref.lambda_gelu_params(float(x.scale), terms)
+    out = ctx.emit_te(lambda t: K.lambda_shift_gelu(t, p), x.expr, name="lambda_gelu")
+    ctx.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale),
+                            "lambda": ref.lam_value(terms)})
+    return Q(out, float(x.scale) * 2.0**-15, 32)
+
+
+@int_rule("relax.nn.layer_norm")
+def layer_norm(ctx, var, call, args):
+    a, gamma, beta = args
+    nd = len(shape(var))
+    axes = [int(x) % nd for x in call.attrs.axes]
+    if not isinstance(a, Q) or axes != [nd - 1] or not isinstance(gamma, np.ndarray) or not isinstance(beta, np.ndarray):
+        return None
+    C = shape(var)[-1]
+    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    ln = ctx.emit_te(K.i_layernorm, x.expr, name="i_layernorm")
+    s_out = ctx.act_scale(var.name, ACT_BITS)
+    g = np.broadcast_to(gamma.astype(np.float64).reshape(-1), (C,))
+    ratio = np.abs(g) * math.sqrt(C) * 2.0**-30 / s_out
+    if ctx.pow2:
+        ctx.report.notes.append(f"{var.name}: pow2 requant rounds LayerNorm gamma*sqrt(C) ratios to powers of two")
+    m, e = requant_params(ratio, ctx.pow2)
+    if np.any(g < 0):
+        ln = ctx.emit(relax.op.multiply(ln, relax.const(np.where(g < 0, -1, 1).astype(np.int32))))
+    mc, ec = relax.const(np.asarray(m, np.int64)), relax.const(np.asarray(e, np.int32))
+    y = ctx.emit_te(K.requantize_per_axis, ln, mc, ec, -1, 32, name="requant_axis")
+    bq = bias_codes(np.broadcast_to(beta.astype(np.float64).reshape(-1), (C,)), s_out)
+    y = ctx.emit(relax.op.add(y, relax.const(bq)))
+    y = ctx.emit(relax.op.clip(y, relax.prim_value(-qmax(ACT_BITS) - 1), relax.prim_value(qmax(ACT_BITS))))
+    y = ctx.emit(relax.op.astype(y, "int8"))
+    ctx.report.rows.append({"op": "i_layernorm", "value": var.name, "C": C})
+    return Q(y, s_out, ACT_BITS)

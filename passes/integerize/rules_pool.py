@@ -1,0 +1,76 @@
+"""Integer rules of reductions, pooling and resizing.
+
+    mean / avg_pool2d  ->  int_mean / int_avgpool2d (round half up)
+    sum                ->  int32 sum
+    max_pool2d         ->  the same op on the integers (same scale)
+    resize2d linear    ->  nearest_upsample (upsample="nearest"; changes the model)
+"""
+
+from __future__ import annotations
+
+from tvm import relax
+
+from shiftc.kernels import integer as K
+
+from .registry import int_rule
+from .value import WIDE_BITS, Q, shape
+
+
+@int_rule("relax.mean")
+def mean(ctx, var, call, args):
+    (a,) = args
+    if not isinstance(a, Q):
+        return None
+    nd = len(shape(call.args[0]))
+    axes = list(range(nd)) if call.attrs.axis is None else sorted(int(x) % nd for x in call.attrs.axis)
+    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    out = ctx.emit_te(K.int_mean, x.expr, axes, name="int_mean")
+    if call.attrs.keepdims:
+        out = ctx.emit(relax.op.reshape(out, relax.ShapeExpr(shape(var))))
+    ctx.report.rows.append({"op": "int_mean", "value": var.name})
+    return Q(out, x.scale, 32)
+
+
+@int_rule("relax.sum")
+def sum_(ctx, var, call, args):
+    (a,) = args
+    if not isinstance(a, Q):
+        return None
+    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    out = ctx.emit(relax.op.sum(ctx.as_dtype(x, 32), call.attrs.axis, call.attrs.keepdims))
+    return Q(out, x.scale, 32)
+
+
+@int_rule("relax.nn.avg_pool2d")
+def avg_pool2d(ctx, var, call, args):
+    (a,) = args
+    at = call.attrs
+    plain = at.layout == "NCHW" and not any(int(p) for p in at.padding) and all(int(d) == 1 for d in at.dilation)
+    if not isinstance(a, Q) or not plain or at.ceil_mode:
+        return None
+    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    out = ctx.emit_te(K.int_avgpool2d, x.expr, [int(k) for k in at.pool_size], [int(s) for s in at.strides], name="int_avgpool2d")
+    return Q(out, x.scale, 32)
+
+
+@int_rule("relax.nn.max_pool2d")
+def max_pool2d(ctx, var, call, args):
+    (a,) = args
+    if not isinstance(a, Q) or (a.per_axis and a.axis != 1) or call.attrs.layout != "NCHW":
+        return None
+    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, a.axis)
+
+
+@int_rule("relax.image.resize2d")
+def resize2d(ctx, var, call, args):
+    a = args[0]
+    if not isinstance(a, Q) or ctx.opts.upsample != "nearest" or call.attrs.layout != "NCHW":
+        return None
+    (_, _, h, w), (_, _, H, W) = shape(call.args[0]), shape(var)
+    if H % h or W % w:
+        return None
+    if a.per_axis and a.axis != 1:
+        a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    out = ctx.emit_te(K.nearest_upsample, a.expr, (H // h, W // w), name="nearest_upsample")
+    ctx.report.rows.append({"op": "nearest_upsample", "value": var.name, "replaces": str(call.attrs.method)})
+    return Q(out, a.scale, a.bits, a.axis)
