@@ -5,11 +5,13 @@
 * :mod:`.requant`   requantisation helpers, integer residual add
 * :mod:`.nonlinear` int exp, Shiftmax, ShiftGELU, lambda-ShiftGELU, isqrt, I-LayerNorm,
   integer L1 norm, mean / avg pool, nearest upsample
+* :mod:`.accelerator` the accelerator's int8 dense / conv2d with shift-only requantisation
 
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import nonlinear, requant, rounding, shift  # noqa: F401
+from . import accelerator, nonlinear, requant, rounding, shift  # noqa: F401
+from .accelerator import *  # noqa: F401,F403
 from .nonlinear import *  # noqa: F401,F403
 from .requant import *  # noqa: F401,F403
 from .rounding import *  # noqa: F401,F403
