@@ -71,10 +71,8 @@ latency, 4 cycles instruction overhead.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -110,15 +108,6 @@ def decode_shift_codes(codes: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarra
     p = np.abs(c) - 1
     q = np.where(nz, P - p, 0)
     return nz, c < 0, q
-
-
-def shift_codes_to_int(codes: np.ndarray, P: int) -> np.ndarray:
-    """The integer weights ``sign * 2**(P - p)`` that the shift codes stand for (int64)."""
-    nz, neg, q = decode_shift_codes(codes, P)
-    if np.any(nz & ((q < 0) | (q > 62))):
-        raise SimError(f"shift code with p > P={P} (or q too large) cannot be decoded")
-    mag = np.left_shift(np.int64(1), np.where(nz, q, 0))
-    return np.where(nz, np.where(neg, -mag, mag), 0).astype(np.int64)
 
 
 @dataclass
@@ -485,38 +474,3 @@ class Simulator:
         self.stats.alu_vector_ops += n
         self.stats.alu_lane_ops += n * c.batch * c.block_out
         return c.INSN_OVERHEAD_CYCLES + n
-
-
-# ---- RTL test vectors ---------------------------------------------------------------------
-def _hex_word(values, width: int) -> str:
-    word = 0
-    for k, v in enumerate(np.asarray(values).reshape(-1)):
-        word |= (int(v) & ((1 << width) - 1)) << (k * width)
-    digits = -(-len(np.asarray(values).reshape(-1)) * width // 4)
-    return f"{word:0{digits}x}"
-
-
-def dump_gemm_vectors(records, directory, cfg: VTAConfig, wgt_mode: str = "int8",
-                      shift_P: int = 0, limit: int | None = None) -> Path:
-    """Write GEMM uop executions as hex files for ``rtl/tb_gemm.v``.
-
-    ``records``: a list of :class:`GemmRecord` or a Simulator run with ``trace_gemm=True``.
-    Files (one vector per line, lane 0 in the least significant bits): ``inp.hex``
-    (BLOCK_IN x 8 bit), ``wgt.hex`` (BLOCK_OUT*BLOCK_IN x 8 bit, index j*BLOCK_IN + k),
-    ``acc_in.hex`` and ``acc_out.hex`` (BLOCK_OUT x 32 bit), plus ``meta.json``.
-    """
-    if isinstance(records, Simulator):
-        records = records.gemm_records
-    records = list(records)[:limit]
-    if not records:
-        raise SimError("no GEMM records to dump (run the simulator with trace_gemm=True)")
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "inp.hex").write_text("".join(_hex_word(r.inp, 8) + "\n" for r in records))
-    (d / "wgt.hex").write_text("".join(_hex_word(r.wgt, 8) + "\n" for r in records))
-    (d / "acc_in.hex").write_text("".join(_hex_word(r.acc_in, 32) + "\n" for r in records))
-    (d / "acc_out.hex").write_text("".join(_hex_word(r.acc_out, 32) + "\n" for r in records))
-    meta = {"n": len(records), "block_in": cfg.block_in, "block_out": cfg.block_out,
-            "wgt_mode": wgt_mode, "shift_p": int(shift_P), "shift_bits": cfg.SHIFT_BITS}
-    (d / "meta.json").write_text(json.dumps(meta, indent=1))
-    return d
