@@ -211,7 +211,34 @@ class Simulator:
         Instruction objects are encoded and decoded first, so the binary form is what runs.
         """
         data = stream if isinstance(stream, (bytes, bytearray)) else isa.encode_stream(stream)
-        insns = isa.decode_stream(bytes(data))
+        queues = self._dispatch(isa.decode_stream(bytes(data)))
+        tokens = {q: deque() for q in ("l2c", "c2l", "c2s", "s2c")}
+        rng = np.random.default_rng(self.schedule if isinstance(self.schedule, int) else 0)
+        pcs = {m: 0 for m in queues}
+        clock = {m: 0 for m in queues}
+        end_cycle = 0
+        while not all(pcs[m] == len(queues[m]) for m in queues):
+            heads = {m: queues[m][pcs[m]] for m in queues if pcs[m] < len(queues[m])}
+            ready = self._ready(heads, tokens)
+            if self.schedule == "program":
+                pc, mod, insn, need = min(ready, key=lambda r: r[0])
+            else:
+                pc, mod, insn, need = ready[int(rng.integers(len(ready)))]
+            start = clock[mod]
+            for q in need:
+                start = max(start, tokens[q].popleft())
+            end = start + self._step(pc, mod, insn)
+            clock[mod] = end
+            end_cycle = max(end_cycle, end)
+            for f, q in _PUSHES[mod].items():
+                if q and getattr(insn, f):
+                    tokens[q].append(end)
+            pcs[mod] += 1
+        self.stats.cycles += end_cycle
+        return self.stats
+
+    def _dispatch(self, insns) -> dict:
+        """Split the stream, in order, into the three modules' instruction queues."""
         queues = {_LOAD: [], _COMPUTE: [], _STORE: []}
         finish_seen = False
         for pc, insn in enumerate(insns):
@@ -223,55 +250,40 @@ class Simulator:
             finish_seen = isinstance(insn, isa.Finish)
         if not finish_seen:
             raise SimError("instruction stream does not end with FINISH")
+        return queues
 
-        tokens = {q: deque() for q in ("l2c", "c2l", "c2s", "s2c")}
-        rng = np.random.default_rng(self.schedule if isinstance(self.schedule, int) else 0)
-        pcs = {m: 0 for m in queues}
-        clock = {m: 0 for m in queues}
-        end_cycle = 0
-        while not all(pcs[m] == len(queues[m]) for m in queues):
-            # Of the three module heads, run the earliest (in stream order) whose pops can be
-            # served.  Without tokens the modules therefore follow program order; a stream
-            # that relies on that instead of tokens has a race on real hardware.
-            ready = []
-            for mod in (_LOAD, _COMPUTE, _STORE):
-                if pcs[mod] < len(queues[mod]):
-                    pc, insn = queues[mod][pcs[mod]]
-                    need = [q for f, q in _POPS[mod].items() if q and getattr(insn, f)]
-                    if all(tokens[q] for q in need):
-                        ready.append((pc, mod, insn, need))
-            if not ready:
-                blocked = []
-                for mod in queues:
-                    if pcs[mod] < len(queues[mod]):
-                        pc, insn = queues[mod][pcs[mod]]
-                        empty = [q for f, q in _POPS[mod].items()
-                                 if q and getattr(insn, f) and not tokens[q]]
-                        blocked.append(f"{mod} module at instruction {pc} ({isa.describe(insn)}) "
-                                       f"waits on empty queue {'/'.join(empty)}")
-                raise DeadlockError("deadlock: " + "; ".join(blocked))
-            if self.schedule == "program":
-                pc, mod, insn, need = min(ready, key=lambda r: r[0])
-            else:
-                pc, mod, insn, need = ready[int(rng.integers(len(ready)))]
-            start = clock[mod]
-            for q in need:
-                start = max(start, tokens[q].popleft())
-            try:
-                cycles = self._execute(insn)
-            except SimError as exc:
-                raise SimError(f"instruction {pc} ({isa.describe(insn)}): {exc}") from None
-            end = start + cycles
-            self.stats.module_busy[mod] += cycles
-            clock[mod] = end
-            end_cycle = max(end_cycle, end)
-            for f, q in _PUSHES[mod].items():
-                if q and getattr(insn, f):
-                    tokens[q].append(end)
-            self.stats.insns[isa.OPCODE_NAMES[insn.to_int() & 7]] += 1
-            pcs[mod] += 1
-        self.stats.cycles += end_cycle
-        return self.stats
+    @staticmethod
+    def _ready(heads: dict, tokens: dict) -> list:
+        """The module heads whose pops can be served, as ``(pc, module, insn, queues popped)``.
+
+        The default schedule runs the earliest of them (in stream order), so without tokens
+        the modules follow program order; a stream that relies on that instead of tokens has
+        a race on real hardware.  Raises :class:`DeadlockError` when none is ready.
+        """
+        ready, blocked = [], []
+        for mod in (_LOAD, _COMPUTE, _STORE):
+            if mod not in heads:
+                continue
+            pc, insn = heads[mod]
+            need = [q for f, q in _POPS[mod].items() if q and getattr(insn, f)]
+            empty = [q for q in need if not tokens[q]]
+            if not empty:
+                ready.append((pc, mod, insn, need))
+            blocked.append(f"{mod} module at instruction {pc} ({isa.describe(insn)}) "
+                           f"waits on empty queue {'/'.join(empty)}")
+        if not ready:
+            raise DeadlockError("deadlock: " + "; ".join(blocked))
+        return ready
+
+    def _step(self, pc: int, mod: str, insn) -> int:
+        """Execute one instruction and count it; returns its cycles."""
+        try:
+            cycles = self._execute(insn)
+        except SimError as exc:
+            raise SimError(f"instruction {pc} ({isa.describe(insn)}): {exc}") from None
+        self.stats.module_busy[mod] += cycles
+        self.stats.insns[isa.OPCODE_NAMES[insn.to_int() & 7]] += 1
+        return cycles
 
     @staticmethod
     def _check_flags(pc: int, insn, mod: str) -> None:
