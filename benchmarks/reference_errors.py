@@ -1,7 +1,6 @@
-"""Reproduce the error numbers quoted in docs/NUMERICS-shiftc.md.
+"""Reproduce the error numbers quoted in docs/NUMERICS.md (measured on ``shiftc.reference``).
 
-Run ``python -m shiftc.reference.measure`` (about 20 s, NumPy only).  Nothing here is used by the
-compiler; it measures the reference.
+Usage: python benchmarks/reference_errors.py   (about 5 s, NumPy only)
 """
 
 from __future__ import annotations
@@ -10,8 +9,8 @@ import math
 
 import numpy as np
 
-from . import nonlinear as N
-from . import shift as S
+from shiftc.reference import nonlinear as N
+from shiftc.reference import shift as S
 
 
 def exp_poly_continuous():
