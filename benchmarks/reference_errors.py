@@ -18,7 +18,7 @@ def exp_poly_continuous():
     t = np.linspace(0.0, 1.0, 200001)
     ex = 2.0**-t
     polys = {
-        "chord 1 - t/2 (NUMERICS, I-ViT)": 1 - t / 2,
+        "chord 1 - t/2 (used; I-ViT)": 1 - t / 2,
         "2nd order 1 - 3t/4 + t^2/4": 1 - 0.75 * t + 0.25 * t * t,
         "2nd order 1 - 11t/16 + 3t^2/16": 1 - 11 / 16 * t + 3 / 16 * t * t,
     }

@@ -1,4 +1,4 @@
-"""The layers the VTA-style accelerator runs (docs/NUMERICS.md section 12): int8 dense and conv2d
+"""The layers the VTA-style accelerator runs (docs/NUMERICS.md §5): int8 dense and conv2d
 with int8 or shift-code weights, requantised by a rounding shift alone (its ALU has no multiplier).
 
 ::

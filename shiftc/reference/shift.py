@@ -1,4 +1,4 @@
-"""Power-of-two (PoT) shift weight codes: the NumPy truth (NUMERICS.md section 1, CONTRACTS.md).
+"""Power-of-two (PoT) shift weight codes: the NumPy truth (docs/NUMERICS.md §1, CONTRACTS.md).
 
 Code convention (CONTRACTS.md, binding)
 ---------------------------------------
@@ -56,8 +56,8 @@ Packing: see :func:`pack_codes`.
 
 Integer activations: ``y_c = sum_k sign_k * (x_k << (P - p_k))`` in int32 with ``P >= max p``,
 output scale ``alpha_c * 2**-P * s_x``.  Headroom: ``K * 2**(x_bits-1) * 2**P <= 2**31 - 1``.
-(NUMERICS.md states ``K * 127 * 2**P < 2**31``; int8 ``x = -128`` times a negative sign gives
-``+128 * 2**P`` per term, so shiftc uses the slightly stricter ``2**(x_bits-1)``.)
+(The published bound is ``K * 127 * 2**P < 2**31``; int8 ``x = -128`` times a negative sign gives
+``+128 * 2**P`` per term, so shiftc uses the slightly stricter ``2**(x_bits-1)``: docs/NUMERICS.md §1.5.)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ W[oc block, cin block, kh, kw]^T`` over uops that enumerate (oc block, cin block
 ``iter_out`` walks output rows and ``iter_in`` output columns (strides become the src loop
 factors).  :mod:`.stream` emits the tiles and their dependency tokens.
 
-Requantisation is the accelerator arithmetic of docs/NUMERICS.md section 12 (the NumPy truth is
+Requantisation is the accelerator arithmetic of docs/NUMERICS.md §5 (the NumPy truth is
 :func:`shiftc.reference.accelerator.qconv2d`): the bias is loaded into the accumulators (for
 ``e >= 16`` the rounding constant ``2**(e-1)`` is folded into it), then the ALU runs
 ``ADD 2**(e-1)`` (imm, e in 1..15), ``SHR e``, ``MAX -128`` (or ``MAX 0`` for ReLU),
