@@ -5,7 +5,7 @@
     call_tir(add_int,      [a, b])     ->  astype(min(max(rr(a64 * ma, ea) + rr(b64 * mb, eb), lo), hi), int<bits>)
 
 with ``rr(v, e) = (v + H) >> e`` and ``H = 2^(e-1)`` (0 for ``e = 0``): the round-half-up shift of
-``shiftc.reference``, in int64 like the TE kernels of ``int_kernels.py``, so results are equal bit
+``shiftc.reference``, in int64 like the TE kernels of ``shiftc/kernels/integer.py``, so results are equal bit
 for bit. ``M``/``H``/``E`` are constants shaped to broadcast along the channel axis; ``e`` is
 clamped to ``[0, 62]`` exactly as the TE kernel clamps it, so no shift is undefined. Per-tensor
 parameters are one-element tensors too (never folded into the kernel's code), so a fused kernel's

@@ -85,10 +85,10 @@ def test_multiply_detector_sees_a_real_matmul(dtype):
     ],
 )
 def test_integer_shift_kernels_ptx(kernel, arg_types, kwargs):
-    """The schedules layer's integer shift kernels: shifts in the PTX, no multiply by a weight."""
-    from shiftc.kernels import integer
+    """Plain integer shift kernels (one int8 code per weight): shifts in the PTX, no multiply by a weight."""
+    from helpers import int_shift_te
 
-    source, ptx = build_ptx(relax_module(getattr(int_kernels, kernel), *arg_types, **kwargs))
+    source, ptx = build_ptx(relax_module(getattr(int_shift_te, kernel), *arg_types, **kwargs))
     assert "<<" in source
     assert re.search(r"^\s+shl\.b32", ptx, re.M)
     assert not cuda.data_multiplies(ptx), cuda.data_multiplies(ptx)

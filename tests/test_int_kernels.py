@@ -1,4 +1,5 @@
-"""TE integer kernels (shiftc.kernels.integer) vs the NumPy reference, bit for bit."""
+"""TE integer kernels (shiftc.kernels.integer, and the plain shift kernels of tests/helpers) vs the
+NumPy reference, bit for bit."""
 
 import re
 
@@ -9,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from tvm import te
 
+from helpers import int_shift_te as SK
 from shiftc import reference as R
 from shiftc.kernels import integer as K
 
@@ -274,7 +276,7 @@ def test_shift_matmul(x, codes):
     def make():
         a = ph((5, 24), "int8")
         c = ph((7, 24), "int8", "codes")
-        return (a, c), K.shift_matmul_int(a, c, MM_P)
+        return (a, c), SK.shift_matmul_int(a, c, MM_P)
 
     run = build("smm", make)
     assert np.array_equal(run(x, codes), R.shift_matmul_int(x, codes, MM_P))
@@ -299,7 +301,7 @@ def test_shift_conv2d(ci, seed):
     def make():
         a = ph(xs, "int8")
         c = ph(cs, "int8", "codes")
-        return (a, c), K.shift_conv2d_int(a, c, MM_P, stride, padding, dil, groups)
+        return (a, c), SK.shift_conv2d_int(a, c, MM_P, stride, padding, dil, groups)
 
     run = build(("conv", ci), make)
     want = R.shift_conv2d_int(x, codes, MM_P, stride, padding, dil, groups)
@@ -308,7 +310,7 @@ def test_shift_conv2d(ci, seed):
 
 def test_shift_matmul_headroom_rejected():
     with pytest.raises(OverflowError):
-        K.shift_matmul_int(ph((1, 4096), "int8"), ph((1, 4096), "int8", "c"), 12)
+        SK.shift_matmul_int(ph((1, 4096), "int8"), ph((1, 4096), "int8", "c"), 12)
 
 
 # ------------------------------------------------------------------ no float anywhere
@@ -347,8 +349,8 @@ def test_no_float_dtype_in_any_kernel():
         "mean": lambda: (lambda t: ((t,), K.int_mean(t, (2, 3))))(ph((1, 2, 3, 3), "int8")),
         "pool": lambda: (lambda t: ((t,), K.int_avgpool2d(t, 2)))(ph((1, 2, 4, 4), "int8")),
         "up": lambda: (lambda t: ((t,), K.nearest_upsample(t, 2)))(ph((1, 2, 2, 2), "int8")),
-        "smm": lambda: (lambda a, c: ((a, c), K.shift_matmul_int(a, c, 5)))(ph((2, 8), "int8"), ph((3, 8), "int8", "c")),
-        "conv": lambda: (lambda a, c: ((a, c), K.shift_conv2d_int(a, c, 5, 1, 1, 1, 2)))(ph((1, 4, 5, 5), "int8"), ph((4, 2, 3, 3), "int8", "c")),
+        "smm": lambda: (lambda a, c: ((a, c), SK.shift_matmul_int(a, c, 5)))(ph((2, 8), "int8"), ph((3, 8), "int8", "c")),
+        "conv": lambda: (lambda a, c: ((a, c), SK.shift_conv2d_int(a, c, 5, 1, 1, 1, 2)))(ph((1, 4, 5, 5), "int8"), ph((4, 2, 3, 3), "int8", "c")),
     }
     assert set(makers) >= {"rq", "rqa", "add", "exp", "sm", "sg", "lg", "isqrt", "ln", "l1", "mean", "pool", "up", "smm"}
     for name, make in makers.items():

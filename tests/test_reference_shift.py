@@ -184,7 +184,7 @@ def test_shift_conv2d_matches_torch(stride, padding, dilation, groups):
     codes, alpha = S.encode_pot(w, 5, zero_free=False)
     P = int(np.abs(codes.astype(int)).max() - 1)
     y = S.shift_conv2d_int(x, codes, P, stride, padding, dilation, groups)
-    pads = S._pads(padding)
+    pads = S.conv_padding(padding)
     xt = torch.nn.functional.pad(torch.tensor(x.astype(np.float64)), (pads[1], pads[3], pads[0], pads[2]))
     wt = torch.tensor(S.decode_pot(codes, np.ones(8, np.float32)).astype(np.float64) * 2.0**P)
     ref = torch.nn.functional.conv2d(xt, wt, stride=stride, dilation=dilation, groups=groups).numpy()

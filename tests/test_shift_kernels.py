@@ -10,6 +10,7 @@ import tvm
 from hypothesis import given, settings, strategies as st
 from tvm import te
 
+from benchmarks.dot_kernels import shift_conv2d_int_dot, shift_matmul_int_dot
 from shiftc.reference import shift as R
 from shiftc.reference import shift_float as RF
 from shiftc.kernels import shift as K
@@ -137,7 +138,7 @@ def test_int_conv2d_bit_exact_shift_and_dot(case, bits, zero_free, packed):
     np.testing.assert_array_equal(got, want)
     wd = K.dot_weights(codes[None], P)
     D = te.placeholder(wd.shape, str(wd.dtype), "wdot")
-    Y = K.shift_conv2d_int_dot(X, D, P=P, **conv)
+    Y = shift_conv2d_int_dot(X, D, P=P, **conv)
     np.testing.assert_array_equal(run(te.create_prim_func([X, D, Y]), [x, wd], want.shape, "int32"), want)
 
 
@@ -154,7 +155,7 @@ def test_int_matmul_bit_exact_multi_term_and_extremes():
     wd = K.dot_weights(codes, P)
     assert wd.dtype == (np.int8 if np.abs(wd.astype(int)).max() <= 127 else np.int16)  # two terms may reach 128
     D = te.placeholder(wd.shape, str(wd.dtype), "wdot")
-    Y = K.shift_matmul_int_dot(X, D, P=P, terms=2)
+    Y = shift_matmul_int_dot(X, D, P=P, terms=2)
     np.testing.assert_array_equal(run(schedule_cpu(te.create_prim_func([X, D, Y])), [x, wd], want.shape, "int32"), want)
 
 

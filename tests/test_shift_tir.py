@@ -14,6 +14,7 @@ import pytest
 import tvm
 from tvm import s_tir, te, tirx
 
+from benchmarks.dot_kernels import shift_conv2d_int_dot
 from shiftc.kernels import shift as K
 from shiftc.schedules.shift_schedule import schedule_cpu
 
@@ -114,6 +115,6 @@ def test_no_data_multiply_in_reduction_loops(make):
 def test_scan_finds_the_multiply_of_the_dot_form():
     X = te.placeholder((1, 6, 8, 8), "int8", "x")
     D = te.placeholder((6, 6, 3, 3), "int8", "wdot")
-    Y = K.shift_conv2d_int_dot(X, D, P=6, padding=(1, 1, 1, 1))
+    Y = shift_conv2d_int_dot(X, D, P=6, padding=(1, 1, 1, 1))
     n_loops, muls = data_multiplies(lower(schedule_cpu(te.create_prim_func([X, D, Y]))))
     assert n_loops >= 1 and muls, "the control kernel multiplies x by wdot; the scan must see it"

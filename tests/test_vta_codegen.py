@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from shiftc.targets.vta import isa
-from shiftc.targets.vta.codegen import (CodegenError, QConv2d, QDense, compile_layer,
-                                        run_layer)
+from helpers.vta_layers import run_layer
+from shiftc.reference.accelerator import qconv2d, qdense
+from shiftc.targets.vta.codegen import CodegenError, QConv2d, QDense, compile_layer
 from shiftc.targets.vta.config import load_config
-from shiftc.targets.vta.reference import reference_qconv2d, reference_qdense
 
 CFG = load_config()
 # Tiny buffers (same 16x16 blocks) force splitting over output rows, oc and cin blocks.
@@ -35,7 +35,7 @@ def test_qdense_bit_exact(N, K, M, e, relu, mode, P, seed):
     b = rng.integers(-2**20, 2**20, M).astype(np.int32)
     layer = QDense(w, b, e, relu, mode, P if mode == "shift" else None)
     r = run_layer(layer, x)
-    ref = reference_qdense(x, w, b, e, relu, mode, P if mode == "shift" else None)
+    ref = qdense(x, w, b, e, relu, mode, P if mode == "shift" else None)
     assert r.output.shape == (N, M) and r.output.dtype == np.int8
     assert np.array_equal(r.output, ref)
     assert r.report[0].placement == "vta"
@@ -69,7 +69,7 @@ def test_qconv2d_bit_exact(case, mode):
     for e, relu in ((9, False), (13, True)):
         layer = QConv2d(w, b, e, stride, padding, 1, relu, mode, Ps)
         r = run_layer(layer, x)
-        ref = reference_qconv2d(x, w, b, e, stride, padding, 1, relu, mode, Ps)
+        ref = qconv2d(x, w, b, e, stride, padding, 1, relu, mode, Ps)
         assert np.array_equal(r.output, ref)
         # counters: every (pixel, oc block, cin block, kh, kw) is computed exactly once
         t = r.report[0].tiling
@@ -90,7 +90,7 @@ def test_qconv2d_random_shapes(C, H, W, O, K, s, p, mode, tiny, seed):
     b = rng.integers(-2**12, 2**12, O).astype(np.int32)
     Ps = 3 if mode == "shift" else None
     r = run_layer(QConv2d(w, b, 7, s, p, 1, False, mode, Ps), x, cfg=TINY if tiny else CFG)
-    assert np.array_equal(r.output, reference_qconv2d(x, w, b, 7, s, p, 1, False, mode, Ps))
+    assert np.array_equal(r.output, qconv2d(x, w, b, 7, s, p, 1, False, mode, Ps))
 
 
 @pytest.mark.parametrize("nbuf", [1, 2])
@@ -104,7 +104,7 @@ def test_tiling_splits_when_buffers_are_small(nbuf, mode):
     r = run_layer(layer, x, cfg=TINY, nbuf=nbuf)
     t = r.report[0].tiling
     assert t["n_tiles"] > 1 and t["n_groups"] > t["n_tiles"]     # split over rows/oc and cin
-    ref = reference_qconv2d(x, w, b, 11, 1, 1, 1, False, mode, 4 if mode == "shift" else None)
+    ref = qconv2d(x, w, b, 11, 1, 1, 1, False, mode, 4 if mode == "shift" else None)
     assert np.array_equal(r.output, ref)
     # the trace path (one uop at a time) agrees with the vectorised one
     r2 = run_layer(layer, x, cfg=TINY, nbuf=nbuf, vectorize=False)
@@ -142,7 +142,7 @@ def test_depthwise_falls_back_to_host_and_says_so():
     w = rng.integers(-128, 128, (8, 1, 3, 3), dtype=np.int8)
     r = run_layer(QConv2d(w, None, 8, 1, 1, groups=8, name="dw"), x)
     assert r.report[0].placement == "host" and "groups=8" in r.report[0].reason
-    assert np.array_equal(r.output, reference_qconv2d(x, w, None, 8, 1, 1, 8))
+    assert np.array_equal(r.output, qconv2d(x, w, None, 8, 1, 1, 8))
 
 
 def test_rejections():
@@ -169,7 +169,7 @@ def _race_case():
     x = rng.integers(-128, 128, (1, 50, 12, 10), dtype=np.int8)
     w = rng.integers(-128, 128, (37, 50, 3, 3), dtype=np.int8)
     layer = QConv2d(w, None, 11, 1, 1)
-    return layer, x, reference_qconv2d(x, w, None, 11, 1, 1)
+    return layer, x, qconv2d(x, w, None, 11, 1, 1)
 
 
 @pytest.mark.parametrize("nbuf", [1, 2])

@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import rtl_bench
+from helpers.rtl_bench import dump_gemm_vectors
+from helpers.vta_layers import run_layer
 from shiftc.targets.vta import rtl
-from shiftc.targets.vta.codegen import QConv2d, QDense, run_layer
+from shiftc.targets.vta.codegen import QConv2d, QDense
 from shiftc.targets.vta.config import load_config
-from shiftc.targets.vta.simulator import dump_gemm_vectors
 
 needs = lambda *tools: pytest.mark.skipif(  # noqa: E731
     any(shutil.which(t) is None for t in tools), reason=f"needs {', '.join(tools)}")
@@ -46,7 +48,7 @@ def _vectors(tmp_path, mode, cfg, P=6, seed=0, limit=None):
 @pytest.mark.parametrize("core, mode", [("mac", "int8"), ("shift", "shift")])
 def test_rtl_core_matches_simulator_vectors(tmp_path, core, mode):
     d = _vectors(tmp_path, mode, CFG4)
-    res = rtl.run_testbench(core, d)
+    res = rtl_bench.run_testbench(core, d)
     assert res.passed, res.log
     assert res.vectors == json.loads((d / "meta.json").read_text())["n"]
 
@@ -54,7 +56,7 @@ def test_rtl_core_matches_simulator_vectors(tmp_path, core, mode):
 @needs("iverilog", "vvp")
 def test_rtl_16x16_shift_core_default_block(tmp_path):
     d = _vectors(tmp_path, "shift", load_config(), P=9, limit=150)
-    assert rtl.run_testbench("shift", d).passed
+    assert rtl_bench.run_testbench("shift", d).passed
 
 
 @needs("iverilog", "vvp")
@@ -63,7 +65,7 @@ def test_testbench_detects_a_wrong_output(tmp_path):
     lines = (d / "acc_out.hex").read_text().split()
     lines[3] = f"{int(lines[3], 16) ^ 1:0{len(lines[3])}x}"       # flip one bit of one lane
     (d / "acc_out.hex").write_text("\n".join(lines) + "\n")
-    res = rtl.run_testbench("shift", d)
+    res = rtl_bench.run_testbench("shift", d)
     assert not res.passed and res.errors == 1 and "MISMATCH vector 3" in res.log
 
 
@@ -71,7 +73,7 @@ def test_testbench_detects_a_wrong_output(tmp_path):
 @pytest.mark.parametrize("core", ["shift", "mac"])
 def test_verilator_lint_clean(core):
     for b_in, b_out in ((16, 16), (1, 16), (4, 4)):
-        rtl.lint(core, BLOCK_IN=b_in, BLOCK_OUT=b_out)
+        rtl_bench.lint(core, BLOCK_IN=b_in, BLOCK_OUT=b_out)
 
 
 @needs("yosys")

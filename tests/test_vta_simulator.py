@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from helpers.rtl_bench import dump_gemm_vectors
+from shiftc.reference.shift import code_weights
 from shiftc.targets.vta import isa
 from shiftc.targets.vta.config import ConfigError, VTAConfig, load_config
-from shiftc.targets.vta.simulator import (DeadlockError, SimError, Simulator,
-                                          dump_gemm_vectors, shift_codes_to_int)
+from shiftc.targets.vta.simulator import DeadlockError, SimError, Simulator
 
 CFG = load_config()
 # 4x4 blocks (same SRAM depths as the default): quick to reason about
@@ -163,7 +164,7 @@ def test_shift_mode_equals_int8_mac_on_decoded_weights(P, seed, zero_frac):
     codes = (rng.integers(1, P + 2, (8, 16, 16))
              * rng.choice([-1, 1], (8, 16, 16))).astype(np.int8)
     codes[rng.random(codes.shape) < zero_frac] = 0
-    dec = shift_codes_to_int(codes, P)
+    dec = code_weights(codes, P)
     assert dec.min() >= -128 and dec.max() <= 127
     g = isa.Gemm(uop_bgn=0, uop_end=4, iter_out=2, iter_in=3, dst_factor_out=3,
                  dst_factor_in=1, src_factor_out=2, src_factor_in=5, wgt_factor_out=4)
@@ -181,8 +182,8 @@ def test_shift_mode_equals_int8_mac_on_decoded_weights(P, seed, zero_frac):
 
 
 def test_decoded_shift_weights_leave_int8_above_P_6():
-    assert shift_codes_to_int(np.array([1, -1], np.int8), 6).tolist() == [64, -64]
-    assert shift_codes_to_int(np.array([1], np.int8), 7).tolist() == [128]   # not int8
+    assert code_weights(np.array([1, -1], np.int8), 6).tolist() == [64, -64]
+    assert code_weights(np.array([1], np.int8), 7).tolist() == [128]   # not int8
 
 
 def test_shift_mode_rejects_out_of_range_codes():

@@ -197,9 +197,10 @@ def test_partition_other_clamps_stay_on_the_host(lower, upper):
 def test_codegen_per_channel_shifts_and_wide_outputs(out_bits):
     """Per-channel SHR amounts from accumulator rows and byte-plane stores match the reference,
     under random module interleavings too (the tokens order the in-place SHR 8 after each STORE)."""
-    from shiftc.targets.vta.codegen import QConv2d, QDense, run_layer
+    from helpers.vta_layers import run_layer
+    from shiftc.reference.accelerator import qconv2d, qdense
+    from shiftc.targets.vta.codegen import QConv2d, QDense
     from shiftc.targets.vta.config import load_config
-    from shiftc.targets.vta.reference import reference_qconv2d, reference_qdense
 
     rng = np.random.default_rng(out_bits)
     x = rng.integers(-128, 128, (2, 20, 9, 9)).astype(np.int8)
@@ -208,7 +209,7 @@ def test_codegen_per_channel_shifts_and_wide_outputs(out_bits):
     e = rng.integers(0, 14, 37)
     small = load_config().replace(LOG_ACC_BUFF_SIZE=load_config().LOG_ACC_BUFF_SIZE - 5)  # many tiles
     for relu in (False, True):
-        ref = reference_qconv2d(x, w, b, e, 1, 1, relu=relu, out_bits=out_bits)
+        ref = qconv2d(x, w, b, e, 1, 1, relu=relu, out_bits=out_bits)
         assert ref.dtype == np.dtype(f"int{out_bits}")
         for seed in ("program", 0):
             r = run_layer(QConv2d(w, b, e, 1, 1, relu=relu, out_bits=out_bits), x, cfg=small, schedule=seed)
@@ -218,9 +219,9 @@ def test_codegen_per_channel_shifts_and_wide_outputs(out_bits):
         wd = rng.integers(-127, 128, (21, 70)).astype(np.int8)
         ed = rng.integers(0, 12, 21)
         rd = run_layer(QDense(wd, None, ed, relu, out_bits=out_bits), xd)
-        assert np.array_equal(rd.output, reference_qdense(xd, wd, None, ed, relu, out_bits=out_bits))
+        assert np.array_equal(rd.output, qdense(xd, wd, None, ed, relu, out_bits=out_bits))
         if out_bits < 32:  # left shifts (negative e) on some channels, or on all
             for el in (rng.integers(-3, 3, 21), np.full(21, -2)):
                 rl = run_layer(QDense(wd, None, el, relu, out_bits=out_bits), xd)
-                ref = reference_qdense(xd, wd, None, el, relu, out_bits=out_bits)
+                ref = qdense(xd, wd, None, el, relu, out_bits=out_bits)
                 assert np.array_equal(rl.output, ref) and np.any(ref == (2 ** (out_bits - 1) - 1))

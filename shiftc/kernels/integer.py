@@ -1,4 +1,4 @@
-"""TE compute definitions of every shiftc integer op (package ``shiftc.schedules``).
+"""TE compute definitions of every shiftc integer op (the shift kernels are in :mod:`.shift`).
 
 Each function takes ``te.Tensor`` inputs plus the *integer* host parameters computed by
 :mod:`shiftc.reference` (``dyadic``, ``exp_x0``, ``lambda_gelu_params``...) and returns a
@@ -8,7 +8,7 @@ transcription of the reference docstrings, op for op, so results match **bit for
 
 Shift safety: every ``shift_left`` / ``shift_right`` amount is either a constant validated at
 definition time (``0 <= amount <= width - 1``) or a data-dependent amount explicitly clamped to its
-proven range (``n - q`` to ``[0, n]``, ``P - p`` to ``[0, P]``, per-axis ``e`` to ``[0, 62]``);
+proven range (``n - q`` to ``[0, n]``, per-axis ``e`` to ``[0, 62]``);
 the clamps are no-ops on every input the reference accepts.
 
 Row operations (Shiftmax, ShiftGELU, I-LayerNorm, I-L1-norm) reduce over the **last** axis.
@@ -21,7 +21,6 @@ from tvm import te
 from tvm import tirx as tir
 
 from shiftc.reference.nonlinear import GELU_SHIFTS, ISQRT_STEPS, SIG_BITS, LambdaGeluParams
-from shiftc.reference.shift import headroom_ok, max_P_for
 
 __all__ = [
     "requantize",
@@ -37,8 +36,6 @@ __all__ = [
     "int_mean",
     "int_avgpool2d",
     "nearest_upsample",
-    "shift_matmul_int",
-    "shift_conv2d_int",
 ]
 
 INT32_MAX = 2**31 - 1
@@ -363,89 +360,3 @@ def nearest_upsample(x: te.Tensor, scale, name: str = "nearest_upsample") -> te.
         lambda n, c, i, j: x[n, c, tir.floordiv(i, sh), tir.floordiv(j, sw)],
         name=name,
     )
-
-
-# =========================================================================== shift matmul
-def shift_matmul_int(x: te.Tensor, codes: te.Tensor, P: int, name: str = "shift_matmul") -> te.Tensor:
-    """``y[m, n] = sum_k sign(c[n,k]) * (x[m, k] << (P - p[n,k]))`` in int32 (code 0 adds 0).
-
-    ``x``: int8 ``(M, K)``; ``codes``: int8 ``(N, K)``.  Raises at definition time when the int32
-    headroom ``K * 128 * 2**P <= 2**31 - 1`` fails.  The shift amount ``P - (|c| - 1)`` is clamped
-    to ``[0, P]`` (host-validated codes never need the clamp).
-    """
-    M, K = (int(d) for d in x.shape)
-    Nn, K2 = (int(d) for d in codes.shape)
-    if K != K2:
-        raise ValueError(f"K mismatch: x {x.shape} vs codes {codes.shape}")
-    if not 0 <= P <= 30:
-        raise ValueError(f"P must be in [0, 30], got {P}")
-    if not headroom_ok(K, P):
-        raise OverflowError(f"int32 headroom: K={K}, P={P}; split K or lower P to <= {max_P_for(K)}")
-    k = te.reduce_axis((0, K), name=name + "_k")
-
-    def term(m, n, kk):
-        c = _i32(codes[n, kk])
-        amt = tir.max(tir.min(_c(P + 1) - tir.abs(c), _c(P)), _c(0))
-        sh = tir.shift_left(_i32(x[m, kk]), amt)
-        return tir.Select(c == _c(0), _c(0), tir.Select(c < _c(0), _c(0) - sh, sh))
-
-    return te.compute((M, Nn), lambda m, n: te.sum(term(m, n, k), axis=k), name=name)
-
-
-def _shift_term(xv, c, P):
-    """``sign(c) * (xv << (P - (|c| - 1)))``, 0 for ``c == 0``; amount clamped to ``[0, P]``."""
-    c = _i32(c)
-    amt = tir.max(tir.min(_c(P + 1) - tir.abs(c), _c(P)), _c(0))
-    sh = tir.shift_left(_i32(xv), amt)
-    return tir.Select(c == _c(0), _c(0), tir.Select(c < _c(0), _c(0) - sh, sh))
-
-
-def shift_conv2d_int(
-    x: te.Tensor, codes: te.Tensor, P: int, stride=1, padding=0, dilation=1, groups: int = 1, name="shift_conv2d"
-) -> te.Tensor:
-    """Integer shift conv2d, NCHW int8 ``x`` x OIHW int8 ``codes`` -> int32 NCHW (reference
-    ``shift_conv2d_int``): zero padding, stride, dilation, groups; headroom checked with
-    ``K = (C/groups) * kh * kw``."""
-
-    def pair(v):
-        return (int(v), int(v)) if isinstance(v, int) else tuple(int(t) for t in v)
-
-    sh, sw = pair(stride)
-    dh, dw = pair(dilation)
-    pads = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
-    if len(pads) == 2:
-        pads = (pads[0], pads[1], pads[0], pads[1])
-    pt, pl, pb, pr = (int(v) for v in pads)
-    N, C, H, W = (int(d) for d in x.shape)
-    O, Ig, kh, kw = (int(d) for d in codes.shape)
-    if C != Ig * groups or O % groups:
-        raise ValueError(f"channels do not match groups: x C={C}, codes {tuple(codes.shape)}, groups={groups}")
-    if not 0 <= P <= 30:
-        raise ValueError(f"P must be in [0, 30], got {P}")
-    Kc = Ig * kh * kw
-    if not headroom_ok(Kc, P):
-        raise OverflowError(f"int32 headroom: K={Kc}, P={P}; split K or lower P to <= {max_P_for(Kc)}")
-    og = O // groups
-    oh = (H + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (W + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    if oh <= 0 or ow <= 0:
-        raise ValueError("convolution output would be empty")
-    xp = te.compute(
-        (N, C, H + pt + pb, W + pl + pr),
-        lambda n, c, i, j: tir.Select(
-            tir.all(i >= pt, i < pt + H, j >= pl, j < pl + W),
-            _i32(x[n, c, tir.max(tir.min(i - pt, H - 1), 0), tir.max(tir.min(j - pl, W - 1), 0)]),
-            _c(0),
-        ),
-        name=name + "_pad",
-    )
-    rc = te.reduce_axis((0, Ig), name=name + "_rc")
-    ri = te.reduce_axis((0, kh), name=name + "_ri")
-    rj = te.reduce_axis((0, kw), name=name + "_rj")
-
-    def out(n, o, i, j):
-        g = tir.floordiv(o, og)
-        xv = xp[n, g * Ig + rc, i * sh + ri * dh, j * sw + rj * dw]
-        return te.sum(_shift_term(xv, codes[o, rc, ri, rj], P), axis=[rc, ri, rj])
-
-    return te.compute((N, O, oh, ow), out, name=name)

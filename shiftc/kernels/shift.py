@@ -19,8 +19,8 @@ Integer activations (``*_int``): ``sign * (x << (P - p))`` accumulated in int32,
 shifts and a two's-complement negate ``((x << q) ^ m) - m`` (``m = -1`` for negative codes) and a
 mask ``z`` (0 for zero codes).  Shift amounts lie in ``[0, P]``, ``P <= 30``; the accumulator bound
 ``K * 2^7 * 2^P <= 2^31 - 1`` is checked when the kernel is built (``HeadroomError`` otherwise).
-``*_int_dot`` is the exactly equal int8 dot-product form with weights ``+-2^(P-p)`` (int8 when
-``P <= 6``, int16 above).  NumPy truth: ``shiftc.reference.shift``.
+:func:`dot_weights` gives the weights ``+-2^(P-p)`` of the exactly equal dot-product form (int8
+when ``P <= 6``, int16 above; ``shiftc.schedules.shift_dot``).  NumPy truth: ``shiftc.reference.shift``.
 """
 
 from __future__ import annotations
@@ -261,38 +261,3 @@ def dot_weights(codes: np.ndarray, P: int) -> np.ndarray:
     w = np.where(c == 0, 0, np.sign(c) * (np.int64(1) << np.maximum(q, 0))).sum(axis=0)
     dtype = np.int8 if np.abs(w).max(initial=0) <= 127 else np.int16
     return w.astype(dtype)
-
-
-def shift_matmul_int_dot(x: te.Tensor, wdot: te.Tensor, *, P: int, terms: int = 1):
-    """The same sum as :func:`shift_matmul_int` as an int dot product with ``wdot (O, K)``."""
-    O, K = (int(d) for d in wdot.shape)
-    check_headroom(K * terms, P)
-    k = te.reduce_axis((0, K), name="k")
-    lead = [int(d) for d in x.shape[:-1]]
-    return te.compute(
-        (*lead, O),
-        lambda *i: te.sum(x[(*i[:-1], k)].astype("int32") * wdot[i[-1], k].astype("int32"), axis=k),
-        name="dot_acc",
-    )
-
-
-def shift_conv2d_int_dot(x: te.Tensor, wdot: te.Tensor, *, P: int, terms: int = 1, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
-    """The same sum as :func:`shift_conv2d_int` as an int dot product with ``wdot (O, I/g, kh, kw)``."""
-    O, Ig, kh, kw = (int(d) for d in wdot.shape)
-    check_headroom(Ig * kh * kw * terms, P)
-    n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
-    og = O // groups
-    xp = _pad(x, padding, 0)
-    ic = te.reduce_axis((0, Ig), name="ic")
-    r = te.reduce_axis((0, kh), name="r")
-    s = te.reduce_axis((0, kw), name="s")
-    sh, sw = stride
-    dh, dw = dilation
-    return te.compute(
-        (n, O, oh, ow),
-        lambda b, o, y, z: te.sum(
-            xp[b, (o // og) * Ig + ic, y * sh + r * dh, z * sw + s * dw].astype("int32") * wdot[o, ic, r, s].astype("int32"),
-            axis=[ic, r, s],
-        ),
-        name="dot_acc",
-    )

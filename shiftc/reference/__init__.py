@@ -6,11 +6,13 @@
 * :mod:`.quant`     float <-> integer codes: quantiser, bias codes, power-of-two scales
 * :mod:`.nonlinear` int exp, Shiftmax, ShiftGELU, lambda-ShiftGELU, isqrt, I-LayerNorm,
   integer L1 norm, mean / avg pool, nearest upsample
+* :mod:`.accelerator` the accelerator's int8 dense / conv2d with shift-only requantisation
 
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import nonlinear, quant, requant, rounding, shift  # noqa: F401
+from . import accelerator, nonlinear, quant, requant, rounding, shift  # noqa: F401
+from .accelerator import *  # noqa: F401,F403
 from .nonlinear import *  # noqa: F401,F403
 from .quant import *  # noqa: F401,F403
 from .requant import *  # noqa: F401,F403

@@ -1,4 +1,4 @@
-"""Integer-only non-linear ops (NUMERICS.md section 3): exp, Shiftmax, ShiftGELU, lambda-ShiftGELU,
+"""Integer-only non-linear ops (docs/NUMERICS.md §3): exp, Shiftmax, ShiftGELU, lambda-ShiftGELU,
 integer sqrt, I-LayerNorm, integer L1 norm, mean / average pooling, nearest upsampling.
 
 Conventions
@@ -11,8 +11,8 @@ Conventions
   ``*_params`` functions; kernels take exactly those integers, so reference and kernel agree bit
   for bit.
 * Scaling down an integer uses round half up (:func:`shiftc.reference.rounding.rshift_round`);
-  integer divisions that compute a *reciprocal* (``(2**31-1) // S``) are floor divisions, as in
-  NUMERICS.md.
+  integer divisions that compute a *reciprocal* (``(2**31-1) // S``) are floor divisions, as
+  published (docs/NUMERICS.md §2.2).
 
 Shift-amount ranges (why every shift is legal)
 ----------------------------------------------
@@ -100,7 +100,7 @@ def exp_x0(s: float, n: int) -> int:
 
 
 def int_exp_shift_int(x, x0: int, n: int):
-    """Integer exponential with precomputed ``x0`` (NUMERICS.md section 3), int32 semantics.
+    """Integer exponential with precomputed ``x0`` (docs/NUMERICS.md §3.1), int32 semantics.
 
     Order of operations (all int32 in a kernel; ``>>`` arithmetic)::
 
@@ -112,11 +112,11 @@ def int_exp_shift_int(x, x0: int, n: int):
         e     = max(((r >> 1) - x0) << (n - q), 0)
 
     ``e * s / 2**n ~= exp(x * s)``; ``2**(r*s) ~= 1 + r*s/2`` is the chord of ``2**-t`` on
-    ``t in [0, 1]`` (exact at both ends, max relative error 6.1%, see docs/NUMERICS-shiftc.md).
+    ``t in [0, 1]`` (exact at both ends, max relative error 6.1%, see docs/NUMERICS.md §3.1).
     Range proof: ``x >= -2**30`` (checked) gives ``|x_hat| < 1.5 * 2**30``; ``n * |x0| <= 2**30``
     follows from ``|x0| * 2**n < 2**31``; ``(r >> 1) - x0 in [|x0|/2, |x0|]`` so
     ``0 < e <= |x0| * 2**n <= 2**31 - 1``.  The final ``max(., 0)`` is therefore a no-op kept for
-    fidelity with NUMERICS.md.
+    fidelity with the published formula.
     """
     x = _i64(x)
     if not (x0 <= -1 and 0 <= n <= 30 and ((-x0) << n) <= INT32_MAX):
@@ -153,7 +153,7 @@ def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1):
 
     ``e * f <= S * f <= 2**31 - 1`` when ``S`` was not clamped, and ``e * f = e < 2**31`` when it
     was (``f = 1``), so the product fits int32 (a kernel may still form it in int64).
-    **Deviation from NUMERICS.md's literal ``>> 24``:** shiftc rounds half up here too
+    **Deviation from the published plain ``>> 24``:** shiftc rounds half up here too
     (CONTRACTS.md: one rounding mode), which can produce 128 for a single dominant element;
     it saturates to 127.
     """
@@ -329,7 +329,7 @@ def lambda_shift_gelu_int(x, p: LambdaGeluParams):
 def lambda_shift_gelu(x_int, s: float, lam_terms):
     """shiftc's lambda-ShiftGELU ``x * sigma_int(lambda * x)``: int32 at scale ``s * 2**-15``.
 
-    Definition (shiftc's own; NUMERICS.md leaves lambda undefined): ``lambda`` is a per-layer
+    Definition (shiftc's own, docs/NUMERICS.md §3.4; the published one leaves lambda undefined): ``lambda`` is a per-layer
     constant, a sum of at most 3 signed powers of two (:func:`calibrate_lambda`), applied by
     shift-adds; the sigmoid is evaluated elementwise from ``exp(-|lambda x|)`` on the bounded
     range ``|lambda x s| <= T = 10`` (see :func:`lambda_shift_gelu_int`).

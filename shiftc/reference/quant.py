@@ -1,4 +1,4 @@
-"""Float <-> integer codes (NUMERICS.md section 2): symmetric, zero point 0.
+"""Float <-> integer codes (docs/NUMERICS.md §2.1): symmetric, zero point 0.
 
 ``quantize(x, s, bits) = saturate(round_half_up(x * (1/s)), bits)`` with ``x * (1/s)`` in float32
 (as the quantiser kernel computes it), ``round_half_up(t) = floor(t) + (t - floor(t) >= 1/2)``

@@ -1,4 +1,4 @@
-"""Requantisation helpers and the integer residual add (NUMERICS.md section 2).
+"""Requantisation helpers and the integer residual add (docs/NUMERICS.md §2.6-2.7).
 
 Re-exports the dyadic machinery of :mod:`shiftc.reference.rounding` and adds
 

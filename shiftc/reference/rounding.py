@@ -1,4 +1,4 @@
-"""Rounding, saturation and dyadic requantisation (NUMERICS.md section 2, CONTRACTS.md).
+"""Rounding, saturation and dyadic requantisation (docs/NUMERICS.md §2, CONTRACTS.md).
 
 One rounding mode, everywhere an integer is scaled down: **round half up**::
 

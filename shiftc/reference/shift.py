@@ -1,4 +1,4 @@
-"""Power-of-two (PoT) shift weight codes: the NumPy truth (NUMERICS.md section 1, CONTRACTS.md).
+"""Power-of-two (PoT) shift weight codes: the NumPy truth (docs/NUMERICS.md §1, CONTRACTS.md).
 
 Code convention (CONTRACTS.md, binding)
 ---------------------------------------
@@ -56,8 +56,8 @@ Packing: see :func:`pack_codes`.
 
 Integer activations: ``y_c = sum_k sign_k * (x_k << (P - p_k))`` in int32 with ``P >= max p``,
 output scale ``alpha_c * 2**-P * s_x``.  Headroom: ``K * 2**(x_bits-1) * 2**P <= 2**31 - 1``.
-(NUMERICS.md states ``K * 127 * 2**P < 2**31``; int8 ``x = -128`` times a negative sign gives
-``+128 * 2**P`` per term, so shiftc uses the slightly stricter ``2**(x_bits-1)``.)
+(The published bound is ``K * 127 * 2**P < 2**31``; int8 ``x = -128`` times a negative sign gives
+``+128 * 2**P`` per term, so shiftc uses the slightly stricter ``2**(x_bits-1)``: docs/NUMERICS.md §1.5.)
 """
 
 from __future__ import annotations
@@ -78,12 +78,14 @@ __all__ = [
     "max_shift",
     "headroom_ok",
     "max_P_for",
+    "code_weights",
     "shift_matmul_int",
     "shift_matmul_int_multi",
     "shift_matmul_float",
     "shift_conv2d_int",
     "shift_conv2d_float",
     "im2col_nchw",
+    "conv_padding",
 ]
 
 
@@ -440,6 +442,23 @@ def _check_P(codes: np.ndarray, P: int, K: int, x_bits: int = 8) -> None:
 
 
 # --------------------------------------------------------------------------- matmul
+def code_weights(codes: np.ndarray, P: int) -> np.ndarray:
+    """The integers ``sign * 2**(P - p)`` (0 for code 0) that int8 codes stand for at shift
+    ``P``, as int64: ``x * code_weights(c, P) == sign * (x << (P - p))`` exactly.
+
+    Needs ``p <= P`` for every non-zero code (else the shift amount would be negative).
+    """
+    c = np.asarray(codes)
+    if c.dtype != np.int8:
+        raise TypeError(f"codes must be int8, got {c.dtype}")
+    c = c.astype(np.int64)
+    q = np.where(c == 0, 0, P - (np.abs(c) - 1))
+    if np.any(q < 0):
+        raise ValueError(f"a shift code has p > P={P} (negative shift amount)")
+    mag = np.left_shift(np.int64(1), q)
+    return np.where(c == 0, 0, np.where(c < 0, -mag, mag))
+
+
 def shift_matmul_int(x_int8: np.ndarray, codes: np.ndarray, P: int) -> np.ndarray:
     """``y[..., n] = sum_k sign[n,k] * (x[..., k] << (P - p[n,k]))`` in int32 (code 0 adds 0).
 
@@ -455,10 +474,7 @@ def shift_matmul_int(x_int8: np.ndarray, codes: np.ndarray, P: int) -> np.ndarra
     if codes.ndim != 2 or codes.shape[1] != x.shape[-1]:
         raise ValueError(f"codes shape {codes.shape} does not match x (..., {x.shape[-1]})")
     _check_P(codes, P, codes.shape[1])
-    c = codes.astype(np.int64)
-    q = np.where(c == 0, 0, P - (np.abs(c) - 1))
-    wq = np.where(c == 0, 0, np.sign(c) * (np.int64(1) << q))  # +-2**(P-p), exact
-    y = x.astype(np.int64) @ wq.T
+    y = x.astype(np.int64) @ code_weights(codes, P).T
     assert np.all(np.abs(y) <= INT32_MAX + 1)
     return y.astype(np.int32)
 
@@ -472,10 +488,7 @@ def shift_matmul_int_multi(x_int8: np.ndarray, codes: np.ndarray, P: int) -> np.
     _check_P(codes, P, codes.shape[0] * codes.shape[2])
     y = np.zeros(np.asarray(x_int8).shape[:-1] + (codes.shape[1],), dtype=np.int64)
     for c in codes:
-        c64 = c.astype(np.int64)
-        q = np.where(c64 == 0, 0, P - (np.abs(c64) - 1))
-        wq = np.where(c64 == 0, 0, np.sign(c64) * (np.int64(1) << q))
-        y += np.asarray(x_int8).astype(np.int64) @ wq.T
+        y += np.asarray(x_int8).astype(np.int64) @ code_weights(c, P).T
     return y.astype(np.int32)
 
 
@@ -513,7 +526,8 @@ def _pair(v, name):
     return v
 
 
-def _pads(padding):
+def conv_padding(padding) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` from an int, ``(ph, pw)`` or four values."""
     if isinstance(padding, (int, np.integer)):
         return (int(padding),) * 4
     p = tuple(int(t) for t in padding)
@@ -532,7 +546,7 @@ def im2col_nchw(x, kh, kw, stride=1, padding=0, dilation=1):
     x = np.asarray(x)
     sh, sw = _pair(stride, "stride")
     dh, dw = _pair(dilation, "dilation")
-    pt, pl, pb, pr = _pads(padding)
+    pt, pl, pb, pr = conv_padding(padding)
     n, c, h, w = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1

@@ -1,44 +1,36 @@
-"""Lower quantised Dense / Conv2d layers to a VTA instruction stream and run them.
+"""Lower quantised Dense / Conv2d layers to a VTA instruction stream and its DRAM image.
 
-Both layers become one kind of GEMM program ("conv as a GEMM over (kh, kw, cin) blocks",
-no im2col): a dense layer ``x (N, K)`` is a 1x1 convolution of the image
-``(1, K, N, 1)``.  For every output pixel (a BATCH=1 GEMM row) and every output-channel
+Both layers become one kind of GEMM program (:mod:`.geometry`: "conv as a GEMM over (kh, kw,
+cin) blocks", no im2col): for every output pixel (a BATCH=1 GEMM row) and every output-channel
 block, the GEMM loop nest accumulates ``inp[pixel + (kh, kw) offset, cin block] @
 W[oc block, cin block, kh, kw]^T`` over uops that enumerate (oc block, cin block, kh, kw);
 ``iter_out`` walks output rows and ``iter_in`` output columns (strides become the src loop
-factors).
+factors).  :mod:`.stream` emits the tiles and their dependency tokens.
 
-Program per tile (oh rows x oc blocks), ``nbuf``-way buffered (2 = double buffering):
+Requantisation is the accelerator arithmetic of docs/NUMERICS.md §5 (the NumPy truth is
+:func:`shiftc.reference.accelerator.qconv2d`): the bias is loaded into the accumulators (for
+``e >= 16`` the rounding constant ``2**(e-1)`` is folded into it), then the ALU runs
+``ADD 2**(e-1)`` (imm, e in 1..15), ``SHR e``, ``MAX -128`` (or ``MAX 0`` for ReLU),
+``MIN 127``; STORE keeps the low 8 bits, which after the clamp is exactly the int8 result
+``clamp((acc + 2**(e-1)) >> e)`` (round half up).
 
-* compute: LOAD acc <- bias (one stride-0 2-D load per oc block broadcasts the bias to
-  every pixel; for ``e >= 16`` the rounding constant ``2**(e-1)`` is folded into it);
-* per cin-block group: load module LOADs inp rows (zero padding from the LOAD pad fields)
-  and the weight blocks, then compute runs one GEMM;
-* compute requantises on the ALU: ``ADD 2**(e-1)`` (imm, e in 1..15), ``SHR e``,
-  ``MAX -128`` (or ``MAX 0`` for ReLU), ``MIN 127``; STORE then keeps the low 8 bits, which
-  after the clamp is exactly the int8 result
-  ``clamp((acc + 2**(e-1)) >> e)`` (round half up, docs/CONTRACTS.md);
-* store module STOREs each oc block's pixels.
-
-Dependency tokens: load.push_next / compute.pop_prev per group (data ready);
-compute.push_prev / load.pop_next (buffer free again, popped once a buffer is reused);
-compute.push_next / store.pop_prev per tile; store.push_prev / compute.pop_next before an
-accumulator buffer is reused and before FINISH.  Tokens left in c2l at FINISH are benign.
-
-Grouped / depthwise convolutions (``groups > 1``) are not lowered: they run on the host
-with the NumPy reference, and the returned partition report says so.
+Grouped / depthwise convolutions (``groups > 1``) are not lowered: the partition leaves them on
+the host.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from shiftc.reference.accelerator import integer_weights
+from shiftc.reference.shift import conv_padding
+
 from . import isa, layout
 from .config import VTAConfig, load_config
-from .reference import (ReferenceError, _pads, layer_weights, reference_qconv2d,
-                        reference_qdense)
-from .simulator import Simulator, Stats
+from .geometry import ConvGeom
+from .simulator import Simulator
+from .stream import Emitter, Plan
 
 
 class CodegenError(ValueError):
@@ -81,18 +73,6 @@ class QConv2d:
 
 
 @dataclass
-class LayerReport:
-    """Where a layer ran and how it was tiled (the partition report)."""
-
-    name: str
-    kind: str
-    placement: str                 # "vta" or "host"
-    reason: str = ""
-    tiling: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-
-
-@dataclass
 class Program:
     """An instruction stream plus the DRAM image it runs on."""
 
@@ -111,49 +91,6 @@ class Program:
 
     def stream(self) -> bytes:
         return isa.encode_stream(self.insns)
-
-
-@dataclass
-class LayerResult:
-    output: np.ndarray
-    stats: Stats | None
-    report: list            # [LayerReport]
-    program: Program | None = None
-    simulator: Simulator | None = None
-
-
-@dataclass(frozen=True)
-class _ConvGeom:
-    N: int
-    C: int
-    H: int
-    W: int
-    O: int
-    KH: int
-    KW: int
-    sh: int
-    sw: int
-    pt: int
-    pl: int
-    pb: int
-    pr: int
-
-    @property
-    def OH(self):
-        return (self.H + self.pt + self.pb - self.KH) // self.sh + 1
-
-    @property
-    def OW(self):
-        return (self.W + self.pl + self.pr - self.KW) // self.sw + 1
-
-    @property
-    def xr(self):
-        """Right padding actually read by the last output column."""
-        return max(0, (self.OW - 1) * self.sw + self.KW - self.pl - self.W)
-
-    @property
-    def Wp(self):
-        return self.pl + self.W + self.xr
 
 
 def _requant_ops(e, relu: bool, out_bits: int = 8) -> tuple[list, object, dict]:
@@ -194,7 +131,7 @@ def _requant_ops(e, relu: bool, out_bits: int = 8) -> tuple[list, object, dict]:
     return ops, fold, vectors
 
 
-def _choose_tiling(cfg: VTAConfig, g: _ConvGeom, CB: int, OB: int, nbuf: int,
+def _choose_tiling(cfg: VTAConfig, g: ConvGeom, CB: int, OB: int, nbuf: int,
                    acc_reserved: int = 0) -> dict:
     """Pick (oc blocks, cin blocks, output rows) per tile minimising estimated DRAM cycles.
 
@@ -242,13 +179,11 @@ def _check_headroom(W: np.ndarray, bias: np.ndarray, fold: int, name: str) -> No
                            f"{worst} > 2^31-1); split K or lower shift_P")
 
 
-def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None, e,
-           relu: bool, wgt_mode: str, shift_P: int | None, name: str, nbuf: int,
-           out_bits: int = 8) -> Program:
-    bi, bo = cfg.block_in, cfg.block_out
+def _check_shift_e(name: str, e, O: int, out_bits: int) -> np.ndarray:
+    """The requantiser's shift(s) as int64, checked against what the ALU can run."""
     e_arr = np.asarray(e, dtype=np.int64)
-    if e_arr.ndim not in (0, 1) or (e_arr.ndim == 1 and e_arr.size not in (1, g.O)):
-        raise CodegenError(f"{name}: shift_e must be one int or one per output ({g.O})")
+    if e_arr.ndim not in (0, 1) or (e_arr.ndim == 1 and e_arr.size not in (1, O)):
+        raise CodegenError(f"{name}: shift_e must be one int or one per output ({O})")
     if np.any(e_arr < -30) or np.any(e_arr > 31):
         raise CodegenError(f"{name}: shift_e={e} outside [-30, 31] (the SHR amount must be a "
                            "defined 32-bit shift)")
@@ -257,13 +192,12 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     if out_bits == 32 and np.any(e_arr < 0):
         raise CodegenError(f"{name}: a left shift (negative shift_e) needs out_bits <= 16 "
                            "(its pre-clamp must fit int32)")
-    nbytes = out_bits // 8
-    notes = []
-    if nbytes > 1 and nbuf != 1:
-        # SHR 8 between byte-plane STOREs rewrites the accumulator in place; with one acc
-        # buffer the store->compute tokens stay in order (see the token comment below)
-        nbuf = 1
-        notes.append(f"{out_bits}-bit output: {nbytes} byte-plane STOREs, single-buffered")
+    return e_arr
+
+
+def _layer_weights(cfg: VTAConfig, name: str, w: np.ndarray, wgt_mode: str,
+                   shift_P: int | None) -> np.ndarray:
+    """The integer weights (int64) after the checks of the shift core (``P - p`` in range)."""
     if wgt_mode == "shift":
         if shift_P is None or not 0 <= shift_P <= cfg.shift_max:
             raise CodegenError(f"{name}: wgt_mode='shift' needs shift_P in [0, {cfg.shift_max}]"
@@ -277,184 +211,101 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     elif wgt_mode != "int8":
         raise CodegenError(f"{name}: unknown wgt_mode {wgt_mode!r}")
     try:
-        W_int = layer_weights(w, wgt_mode, shift_P)
-    except ReferenceError as exc:
+        return integer_weights(w, wgt_mode, shift_P)
+    except (TypeError, ValueError) as exc:
         raise CodegenError(f"{name}: {exc}") from None
-    bias = (np.zeros(g.O, dtype=np.int64) if bias is None
+
+
+def _bias_vector(name: str, bias, O: int) -> np.ndarray:
+    bias = (np.zeros(O, dtype=np.int64) if bias is None
             else np.asarray(bias).astype(np.int64).reshape(-1))
-    if bias.shape != (g.O,):
-        raise CodegenError(f"{name}: bias has {bias.size} values for {g.O} outputs")
-    ops, fold, vectors = _requant_ops(e_arr, relu, out_bits)
-    vector_shift = bool(vectors)
-    _check_headroom(W_int, bias, fold, name)
-    bias_acc = bias + fold
-    if np.any(np.abs(bias_acc) > (1 << 31) - 1):
-        raise CodegenError(f"{name}: bias (+ rounding constant) does not fit int32")
+    if bias.shape != (O,):
+        raise CodegenError(f"{name}: bias has {bias.size} values for {O} outputs")
+    return bias
+
+
+def _check_geometry(name: str, g: ConvGeom) -> None:
+    """Padding and loop factors must fit their ISA fields."""
     if max(g.pt, g.pb, g.pl, g.xr) > 15:
         raise CodegenError(f"{name}: padding above 15 does not fit the 4-bit LOAD pad fields")
-    OH, OW, Wp = g.OH, g.OW, g.Wp
-    if OH < 1 or OW < 1:
+    if g.OH < 1 or g.OW < 1:
         raise CodegenError(f"{name}: empty output")
-    CB, OB = layout.ceil_div(g.C, bi), layout.ceil_div(g.O, bo)
-    for what, v, lim in (("output width", OW, 2047), ("row stride sh*Wp", g.sh * Wp, 2047),
+    for what, v, lim in (("output width", g.OW, 2047), ("row stride sh*Wp", g.sh * g.Wp, 2047),
                          ("column stride", g.sw, 2047)):
         if v > lim:
             raise CodegenError(f"{name}: {what} {v} exceeds the 11-bit loop factor field")
-    acc_reserved = OB * len(vectors)
-    t = _choose_tiling(cfg, g, CB, OB, nbuf, acc_reserved)
-    tm, tcb, toh, rin = t["tm"], t["tcb"], t["toh"], t["rin"]
-    kk = g.KH * g.KW
-    inp_cap, wgt_cap, acc_cap = (cfg.inp_depth // nbuf, cfg.wgt_depth // nbuf,
-                                 (cfg.acc_depth - acc_reserved) // nbuf)
-    # acc rows after the buffers hold the per-channel vector operands, OB rows each
-    vec_base = {key: nbuf * acc_cap + j * OB for j, key in enumerate(vectors)}
 
-    # ---- DRAM image: uops | wgt | bias (acc) | inp | out ------------------------------------
+
+def _place(regions: list) -> tuple[dict, int]:
+    """Byte offsets of consecutive DRAM regions ``(name, nbytes, align)`` (aligned to at least
+    64 bytes) and the end of the last one."""
+    offsets, cursor = {}, 0
+    for name, nbytes, align in regions:
+        step = max(align, 64)
+        cursor = -(-cursor // step) * step
+        offsets[name] = cursor
+        cursor += nbytes
+    return offsets, cursor
+
+
+def _dram_image(cfg: VTAConfig, g: ConvGeom, w: np.ndarray, bias_acc: np.ndarray, vectors: dict,
+                nbytes: int) -> tuple[np.ndarray, dict, tuple, tuple]:
+    """DRAM image ``uops | wgt | bias (acc) | vectors (acc) | inp | out``: the image, the byte
+    offset of each region, the packed input shape and the blocked output shape."""
+    bi, bo = cfg.block_in, cfg.block_out
     wpk = layout.pack_weights(np.asarray(w).astype(np.int8), bo, bi)       # OB,CB,KH,KW,bo,bi
     bpk = layout.pack_bias(bias_acc.astype(np.int32), bo)                   # OB, bo
-    n_uop_max = cfg.uop_depth
-    regions, cursor = {}, 0
-
-    def alloc(nm, nbytes, align):
-        nonlocal cursor
-        cursor = -(-cursor // max(align, 64)) * max(align, 64)
-        regions[nm] = cursor
-        cursor += nbytes
-
-    alloc("uop", n_uop_max * 4, 4)
-    alloc("wgt", wpk.nbytes, cfg.wgt_elem_bytes)
-    alloc("acc", bpk.nbytes, cfg.acc_elem_bytes)
     vpk = {key: layout.pack_bias(np.broadcast_to(v, (g.O,)).astype(np.int32), bo)  # OB, bo
            for key, v in vectors.items()}
-    for key, v in vpk.items():
-        alloc("vec_" + key, v.nbytes, cfg.acc_elem_bytes)
-    inp_shape = (g.N, CB, g.H, g.W, bi)
-    alloc("inp", int(np.prod(inp_shape)), cfg.inp_elem_bytes)
-    out_shape = (g.N, OB, OH, OW, bo)
-    plane_el = int(np.prod(out_shape)) // cfg.out_elem_bytes
-    alloc("out", nbytes * int(np.prod(out_shape)), cfg.out_elem_bytes)
-    dram = np.zeros(-(-cursor // 4096) * 4096, dtype=np.uint8)
-    dram[regions["wgt"]:regions["wgt"] + wpk.nbytes] = wpk.view(np.uint8).reshape(-1)
-    dram[regions["acc"]:regions["acc"] + bpk.nbytes] = bpk.astype("<i4").view(np.uint8).reshape(-1)
-    for key, v in vpk.items():
-        dram[regions["vec_" + key]:regions["vec_" + key] + v.nbytes] = v.astype("<i4").view(np.uint8).reshape(-1)
-    wgt_el = regions["wgt"] // cfg.wgt_elem_bytes
-    acc_el = regions["acc"] // cfg.acc_elem_bytes
-    inp_el = regions["inp"] // cfg.inp_elem_bytes
-    out_el = regions["out"] // cfg.out_elem_bytes
+    inp_shape = (g.N, layout.ceil_div(g.C, bi), g.H, g.W, bi)
+    out_shape = (g.N, layout.ceil_div(g.O, bo), g.OH, g.OW, bo)
+    regions, end = _place(
+        [("uop", cfg.uop_depth * 4, 4), ("wgt", wpk.nbytes, cfg.wgt_elem_bytes),
+         ("acc", bpk.nbytes, cfg.acc_elem_bytes)]
+        + [("vec_" + key, v.nbytes, cfg.acc_elem_bytes) for key, v in vpk.items()]
+        + [("inp", int(np.prod(inp_shape)), cfg.inp_elem_bytes),
+           ("out", nbytes * int(np.prod(out_shape)), cfg.out_elem_bytes)])
+    dram = np.zeros(-(-end // 4096) * 4096, dtype=np.uint8)
+    blobs = [("wgt", wpk.view(np.uint8)), ("acc", bpk.astype("<i4").view(np.uint8))]
+    blobs += [("vec_" + key, v.astype("<i4").view(np.uint8)) for key, v in vpk.items()]
+    for region, blob in blobs:
+        dram[regions[region]:regions[region] + blob.nbytes] = blob.reshape(-1)
+    return dram, regions, inp_shape, out_shape
 
-    uops: list = []
-    kernels: dict = {}
 
-    def kernel(key, make):
-        if key not in kernels:
-            body = make()
-            kernels[key] = (len(uops), len(uops) + len(body))
-            uops.extend(body)
-        return kernels[key]
+def _plan(cfg: VTAConfig, g: ConvGeom, t: dict, ops: list, vectors: dict, nbytes: int,
+          regions: dict, out_shape: tuple) -> Plan:
+    """Buffer halves, reserved acc rows and DRAM element bases for the emitter."""
+    nbuf, OB = t["nbuf"], out_shape[1]
+    acc_cap = (cfg.acc_depth - OB * len(vectors)) // nbuf
+    # acc rows after the buffers hold the per-channel vector operands, OB rows each
+    vec_base = {key: nbuf * acc_cap + j * OB for j, key in enumerate(vectors)}
+    elem = dict(uop=4, wgt=cfg.wgt_elem_bytes, acc=cfg.acc_elem_bytes, inp=cfg.inp_elem_bytes,
+                out=cfg.out_elem_bytes)
+    dram_el = {r: off // elem.get(r, cfg.acc_elem_bytes) for r, off in regions.items()}
+    return Plan(g, layout.ceil_div(g.C, cfg.block_in), OB, t["tm"], t["tcb"], t["toh"], t["rin"],
+                nbuf, cfg.inp_depth // nbuf, cfg.wgt_depth // nbuf, acc_cap, ops, nbytes,
+                vec_base, dram_el, int(np.prod(out_shape)) // cfg.out_elem_bytes)
 
-    def gemm_uops(tm_a, tcb_a, ibuf, wbuf, abuf):
-        return [isa.Uop(dst=abuf + m * toh * OW,
-                        src=ibuf + cbl * rin * Wp + kh * Wp + kw,
-                        wgt=wbuf + (m * tcb_a + cbl) * kk + kh * g.KW + kw)
-                for m in range(tm_a) for cbl in range(tcb_a)
-                for kh in range(g.KH) for kw in range(g.KW)]
 
-    body: list = []
-    grp = tile = 0
+def _emit(cfg: VTAConfig, name: str, plan: Plan) -> tuple[list, list]:
+    """The instruction stream (a uop LOAD first) and the uops it loads."""
+    em = Emitter(plan)
     try:
-        for key in vectors:  # per-channel operands, loaded once into reserved acc rows
-            body.append(isa.LoadStore(mem_type=isa.MEM_ACC, sram_base=vec_base[key],
-                                      dram_base=regions["vec_" + key] // cfg.acc_elem_bytes,
-                                      y_size=1, x_size=OB, x_stride=OB))
-        for n in range(g.N):
-            for oh0 in range(0, OH, toh):
-                toh_a = min(toh, OH - oh0)
-                rin_a = (toh_a - 1) * g.sh + g.KH
-                ih0 = oh0 * g.sh - g.pt
-                r0, r1 = max(0, ih0), min(g.H, ih0 + rin_a)
-                nrows = max(0, r1 - r0)
-                rtop = min(max(0, -ih0), rin_a)
-                rbot = rin_a - rtop - nrows
-                for ob0 in range(0, OB, tm):
-                    tm_a = min(tm, OB - ob0)
-                    abuf = (tile % nbuf) * acc_cap
-                    for m in range(tm_a):
-                        body.append(isa.LoadStore(
-                            mem_type=isa.MEM_ACC, sram_base=abuf + m * toh * OW,
-                            dram_base=acc_el + ob0 + m, y_size=toh_a * OW, x_size=1, x_stride=0,
-                            pop_next=int(m == 0 and tile >= nbuf)))
-                    for cb0 in range(0, CB, tcb):
-                        tcb_a = min(tcb, CB - cb0)
-                        ibuf, wbuf = (grp % nbuf) * inp_cap, (grp % nbuf) * wgt_cap
-                        loads = [isa.LoadStore(
-                            mem_type=isa.MEM_INP, sram_base=ibuf + cbl * rin * Wp,
-                            dram_base=inp_el + ((n * CB + cb0 + cbl) * g.H + r0) * g.W,
-                            y_size=nrows, x_size=g.W, x_stride=g.W, y_pad_top=rtop,
-                            y_pad_bottom=rbot, x_pad_left=g.pl, x_pad_right=g.xr)
-                            for cbl in range(tcb_a)]
-                        loads.append(isa.LoadStore(
-                            mem_type=isa.MEM_WGT, sram_base=wbuf,
-                            dram_base=wgt_el + (ob0 * CB + cb0) * kk, y_size=tm_a,
-                            x_size=tcb_a * kk, x_stride=CB * kk))
-                        if grp >= nbuf:
-                            loads[0] = _with(loads[0], pop_next=1)
-                        loads[-1] = _with(loads[-1], push_next=1)
-                        body.extend(loads)
-                        bgn, end = kernel(("gemm", tm_a, tcb_a, ibuf, wbuf, abuf),
-                                          lambda: gemm_uops(tm_a, tcb_a, ibuf, wbuf, abuf))
-                        body.append(isa.Gemm(
-                            uop_bgn=bgn, uop_end=end, iter_out=toh_a, iter_in=OW,
-                            dst_factor_out=OW if toh_a > 1 else 0, dst_factor_in=1,
-                            src_factor_out=g.sh * Wp if toh_a > 1 else 0,
-                            src_factor_in=g.sw if OW > 1 else 0, pop_prev=1, push_prev=1))
-                        grp += 1
-                    abgn, aend = kernel(("alu", abuf), lambda: [isa.Uop(dst=abuf)])
-                    rows = dict(iter_out=tm_a, iter_in=toh_a * OW,
-                                dst_factor_out=toh * OW if tm_a > 1 else 0, dst_factor_in=1)
-                    if not ops:  # nothing to requantise: hand the tile to store directly
-                        body.append(isa.Alu(uop_bgn=0, uop_end=0, iter_out=0, iter_in=0,
-                                            push_next=1))
-                    for k, (op, imm) in enumerate(ops):
-                        last = int(k == len(ops) - 1)
-                        if isinstance(imm, str):  # per-channel operand from reserved acc rows
-                            vb, ve = kernel(("alu_vec", abuf, ob0, imm),
-                                            lambda: [isa.Uop(dst=abuf, src=vec_base[imm] + ob0)])
-                            body.append(isa.Alu(alu_opcode=op, use_imm=0, uop_bgn=vb,
-                                                uop_end=ve, src_factor_out=int(tm_a > 1),
-                                                push_next=last, **rows))
-                        else:
-                            body.append(isa.Alu(alu_opcode=op, use_imm=1, imm=imm,
-                                                uop_bgn=abgn, uop_end=aend, push_next=last,
-                                                **rows))
-                    for j in range(nbytes):
-                        if j:  # next byte plane: wait for the previous STORE, shift, hand over
-                            body.append(isa.Alu(alu_opcode=isa.ALU_SHR, use_imm=1, imm=8,
-                                                uop_bgn=abgn, uop_end=aend, pop_next=1,
-                                                push_next=1, **rows))
-                        for m in range(tm_a):
-                            body.append(isa.LoadStore(
-                                store=True, mem_type=isa.MEM_OUT, sram_base=abuf + m * toh * OW,
-                                dram_base=(out_el + j * plane_el
-                                           + ((n * OB + ob0 + m) * OH + oh0) * OW),
-                                y_size=1, x_size=toh_a * OW, x_stride=toh_a * OW,
-                                pop_prev=int(m == 0), push_prev=int(m == tm_a - 1)))
-                    tile += 1
-        # wait for the last min(tile, nbuf) stores, then FINISH
-        for _ in range(min(tile, nbuf) - 1):
-            body.append(isa.Alu(uop_bgn=0, uop_end=0, iter_out=0, iter_in=0, pop_next=1))
-        body.append(isa.Finish(pop_next=1))
-        if len(uops) > cfg.uop_depth:
-            raise CodegenError(f"{name}: {len(uops)} uops exceed the uop buffer "
+        body = em.layer()
+        if len(em.uops) > cfg.uop_depth:
+            raise CodegenError(f"{name}: {len(em.uops)} uops exceed the uop buffer "
                                f"({cfg.uop_depth})")
-        head = [isa.LoadStore(mem_type=isa.MEM_UOP, sram_base=0,
-                              dram_base=regions["uop"] // 4, y_size=1, x_size=len(uops),
-                              x_stride=len(uops))]
+        head = [isa.LoadStore(mem_type=isa.MEM_UOP, sram_base=0, dram_base=plan.dram_el["uop"],
+                              y_size=1, x_size=len(em.uops), x_stride=len(em.uops))]
     except isa.IsaError as exc:
         raise CodegenError(f"{name}: a field does not fit the ISA: {exc}") from None
-    ub = b"".join(u.encode() for u in uops)
-    dram[regions["uop"]:regions["uop"] + len(ub)] = np.frombuffer(ub, dtype=np.uint8)
-    if vector_shift:
+    return head + body, em.uops
+
+
+def _requant_notes(e, fold, vectors: dict) -> list:
+    notes = []
+    if vectors:
         notes.append("per-channel shifts: rounding constants folded into the bias, SHR by "
                      "accumulator-row amounts")
     if "lo" in vectors:
@@ -463,17 +314,41 @@ def _lower(cfg: VTAConfig, g: _ConvGeom, w: np.ndarray, bias: np.ndarray | None,
     elif np.any(fold):
         notes.append(f"rounding constant 2^{e - 1} folded into the bias (exceeds the "
                      "16-bit ALU immediate)")
-    tiling = dict(t, uops=len(uops), OH=OH, OW=OW, CB=CB, OB=OB)
-    return Program(cfg, head + body, dram, regions["inp"], inp_shape, regions["out"], out_shape,
-                   wgt_mode, int(shift_P or 0), tiling, notes, out_bits)
+    return notes
 
 
-def _with(insn, **kw):
-    import dataclasses
-    return dataclasses.replace(insn, **kw)
+def _lower(cfg: VTAConfig, g: ConvGeom, w: np.ndarray, bias: np.ndarray | None, e,
+           relu: bool, wgt_mode: str, shift_P: int | None, name: str, nbuf: int,
+           out_bits: int = 8) -> Program:
+    e_arr = _check_shift_e(name, e, g.O, out_bits)
+    nbytes = out_bits // 8
+    notes = []
+    if nbytes > 1 and nbuf != 1:
+        # SHR 8 between byte-plane STOREs rewrites the accumulator in place; with one acc
+        # buffer the store->compute tokens stay in order (see the token comment in stream.py)
+        nbuf = 1
+        notes.append(f"{out_bits}-bit output: {nbytes} byte-plane STOREs, single-buffered")
+    W_int = _layer_weights(cfg, name, w, wgt_mode, shift_P)
+    bias = _bias_vector(name, bias, g.O)
+    ops, fold, vectors = _requant_ops(e_arr, relu, out_bits)
+    _check_headroom(W_int, bias, fold, name)
+    bias_acc = bias + fold
+    if np.any(np.abs(bias_acc) > (1 << 31) - 1):
+        raise CodegenError(f"{name}: bias (+ rounding constant) does not fit int32")
+    _check_geometry(name, g)
+    CB, OB = layout.ceil_div(g.C, cfg.block_in), layout.ceil_div(g.O, cfg.block_out)
+    t = _choose_tiling(cfg, g, CB, OB, nbuf, OB * len(vectors))
+    dram, regions, inp_shape, out_shape = _dram_image(cfg, g, w, bias_acc, vectors, nbytes)
+    insns, uops = _emit(cfg, name, _plan(cfg, g, t, ops, vectors, nbytes, regions, out_shape))
+    ub = b"".join(u.encode() for u in uops)
+    dram[regions["uop"]:regions["uop"] + len(ub)] = np.frombuffer(ub, dtype=np.uint8)
+    tiling = dict(t, uops=len(uops), OH=g.OH, OW=g.OW, CB=CB, OB=OB)
+    return Program(cfg, insns, dram, regions["inp"], inp_shape, regions["out"], out_shape,
+                   wgt_mode, int(shift_P or 0), tiling, notes + _requant_notes(e, fold, vectors),
+                   out_bits)
 
 
-def _geom_conv(layer: QConv2d, x_shape) -> _ConvGeom:
+def _geom_conv(layer: QConv2d, x_shape) -> ConvGeom:
     N, C, H, W = x_shape
     O, Cg, KH, KW = np.asarray(layer.weight).shape
     if Cg != C:
@@ -482,8 +357,8 @@ def _geom_conv(layer: QConv2d, x_shape) -> _ConvGeom:
               else tuple(int(s) for s in layer.stride))
     if sh < 1 or sw < 1:
         raise CodegenError(f"{layer.name}: stride must be >= 1")
-    pt, pl, pb, pr = _pads(layer.padding)
-    return _ConvGeom(N, C, H, W, O, KH, KW, sh, sw, pt, pl, pb, pr)
+    pt, pl, pb, pr = conv_padding(layer.padding)
+    return ConvGeom(N, C, H, W, O, KH, KW, sh, sw, pt, pl, pb, pr)
 
 
 def compile_layer(layer, x_shape, cfg: VTAConfig | None = None, nbuf: int = 2) -> Program:
@@ -497,7 +372,7 @@ def compile_layer(layer, x_shape, cfg: VTAConfig | None = None, nbuf: int = 2) -
         if w.ndim != 2 or w.shape[1] != K:
             raise CodegenError(f"{layer.name}: weight shape {w.shape} does not match input "
                                f"features {K}")
-        g = _ConvGeom(1, K, N, 1, w.shape[0], 1, 1, 1, 1, 0, 0, 0, 0)
+        g = ConvGeom(1, K, N, 1, w.shape[0], 1, 1, 1, 1, 0, 0, 0, 0)
         return _lower(cfg, g, w.reshape(w.shape[0], K, 1, 1), layer.bias, layer.shift_e,
                       layer.relu, layer.wgt_mode, layer.shift_P, layer.name, nbuf,
                       layer.out_bits)
@@ -531,42 +406,3 @@ def read_output(prog: Program, dram: np.ndarray) -> np.ndarray:
     planes = dram[prog.out_byte:prog.out_byte + nbytes * size].reshape(nbytes, size)
     word = np.ascontiguousarray(planes.T).view(f"<i{nbytes}").reshape(prog.out_shape)
     return word.astype(f"int{prog.out_bits}")
-
-
-def _host(layer, x, reason: str) -> LayerResult:
-    if isinstance(layer, QDense):
-        y = reference_qdense(x, layer.weight, layer.bias, layer.shift_e, layer.relu,
-                             layer.wgt_mode, layer.shift_P, layer.out_bits)
-        kind = "dense"
-    else:
-        y = reference_qconv2d(x, layer.weight, layer.bias, layer.shift_e, layer.stride,
-                              layer.padding, layer.groups, layer.relu, layer.wgt_mode,
-                              layer.shift_P, layer.out_bits)
-        kind = "conv2d"
-    return LayerResult(y, None, [LayerReport(layer.name, kind, "host", reason)])
-
-
-def run_layer(layer, x: np.ndarray, cfg: VTAConfig | None = None, nbuf: int = 2,
-              trace_gemm: bool = False, vectorize: bool = True,
-              schedule="program") -> LayerResult:
-    """Run one quantised layer on the simulated accelerator (or on the host, reported)."""
-    cfg = cfg or load_config()
-    x = np.asarray(x)
-    if x.dtype != np.int8:
-        raise CodegenError(f"{layer.name}: input must be int8, got {x.dtype}")
-    if isinstance(layer, QConv2d) and layer.groups != 1:
-        return _host(layer, x, f"groups={layer.groups} (grouped/depthwise conv) is not lowered "
-                               "to VTA; computed by the NumPy reference on the host")
-    prog = compile_layer(layer, x.shape, cfg, nbuf)
-    if isinstance(layer, QDense):
-        xp = layout.pack_activations(x.T[None, :, :, None], cfg.block_in)
-        out, sim = run_program(prog, xp, trace_gemm, vectorize, schedule)
-        y = layout.unpack_activations(out, layer.weight.shape[0])[0, :, :, 0].T
-        kind = "dense"
-    else:
-        xp = layout.pack_activations(x, cfg.block_in)
-        out, sim = run_program(prog, xp, trace_gemm, vectorize, schedule)
-        y = layout.unpack_activations(out, layer.weight.shape[0])
-        kind = "conv2d"
-    rep = LayerReport(layer.name, kind, "vta", "", prog.tiling, prog.notes)
-    return LayerResult(np.ascontiguousarray(y), sim.stats, [rep], prog, sim)

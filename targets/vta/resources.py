@@ -8,7 +8,7 @@ Configurations:
 * full GEMM cores at the default VTA block (BLOCK_IN = BLOCK_OUT = 16), int8 inputs,
   int32 accumulators, int8 weight words (shift codes in the shift core, 4-bit shift amount);
 * a 16-lane PE (BLOCK_IN=1, BLOCK_OUT=16: one int8 input times 16 weights into 16 int32
-  accumulators), the unit NUMERICS.md section 5 tabulates, with 8-bit and 5-bit codes
+  accumulators), the unit docs/NUMERICS.md section 5.3 tabulates, with 8-bit and 5-bit codes
   (5-bit: sign + 4-bit magnitude, i.e. the "5-bit-code shift PE") and the MAC with and
   without DSPs;
 * the same PE on ECP5 (synth_ecp5) for a second opinion.
@@ -37,7 +37,7 @@ CONFIGS = [
     ("shift_pe16_code5_ecp5", "shift", "ecp5", False, dict(BLOCK_IN=1, BLOCK_OUT=16, CODE_W=5)),
 ]
 
-NUMERICS_TABLE = {  # NUMERICS.md section 5, 16-lane int8 PE with int32 accumulator
+NUMERICS_TABLE = {  # docs/NUMERICS.md section 5.3, 16-lane int8 PE with int32 accumulator
     "int8 MAC": {"dsp": 16, "lut": 32},
     "int8 MAC, no DSPs": {"dsp": 0, "lut": 4100},
     "5-bit-code shift PE": {"dsp": 0, "lut": 1700},

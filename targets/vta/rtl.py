@@ -1,21 +1,17 @@
-"""Run, lint and synthesise the GEMM-core RTL (``rtl/*.v``) with Debian's open tools.
+"""Synthesise the GEMM-core RTL (``rtl/*.v``) with Debian's open tools.
 
-* :func:`run_testbench` compiles ``rtl/tb_gemm.v`` + a core with ``iverilog`` and runs it
-  with ``vvp`` on vectors written by :func:`simulator.dump_gemm_vectors`;
-* :func:`lint` runs ``verilator --lint-only -Wall``;
-* :func:`synthesize` runs ``yosys`` ``synth_xilinx`` (or ``synth_ecp5``) and parses the
-  cell counts into LUT / FF / DSP / carry numbers.
+:func:`synthesize` runs ``yosys`` ``synth_xilinx`` (or ``synth_ecp5``) and parses the cell
+counts into LUT / FF / DSP / carry numbers.  The testbench runner (iverilog / vvp on simulator
+vectors, ``rtl/tb_gemm.v``) and the verilator lint are test code: ``tests/helpers/rtl_bench.py``.
 
 A missing tool raises :class:`RtlToolError` naming the apt package that provides it.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 RTL_DIR = Path(__file__).with_name("rtl")
@@ -27,63 +23,18 @@ class RtlToolError(RuntimeError):
     """An RTL tool is missing or failed."""
 
 
-def _tool(name: str) -> str:
+def find_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise RtlToolError(f"'{name}' not found: install the Debian package '{_APT[name]}'")
     return path
 
 
-def _core(core: str) -> tuple[str, Path]:
+def core_file(core: str) -> tuple[str, Path]:
+    """(module name, Verilog file) of ``core`` ('shift' or 'mac')."""
     if core not in CORES:
         raise ValueError(f"unknown core {core!r}; choose one of {sorted(CORES)}")
     return CORES[core], RTL_DIR / f"{CORES[core]}.v"
-
-
-@dataclass
-class TbResult:
-    passed: bool
-    errors: int
-    vectors: int
-    log: str
-
-
-def run_testbench(core: str, vectors, timeout: float = 120) -> TbResult:
-    """Simulate ``core`` ('shift' or 'mac') on a vector folder from ``dump_gemm_vectors``."""
-    _name, src = _core(core)
-    vec = Path(vectors)
-    meta = json.loads((vec / "meta.json").read_text())
-    with tempfile.TemporaryDirectory(prefix="vta_tb_") as tmp:
-        exe = Path(tmp) / "tb.vvp"
-        cmd = [_tool("iverilog"), "-g2005", "-o", str(exe), f"-DVEC_DIR=\"{vec.resolve()}\"",
-               f"-Ptb_gemm.BLOCK_IN={meta['block_in']}", f"-Ptb_gemm.BLOCK_OUT={meta['block_out']}",
-               f"-Ptb_gemm.N={meta['n']}", f"-Ptb_gemm.SHIFT_P={meta['shift_p']}",
-               f"-Ptb_gemm.SHIFT_BITS={meta['shift_bits']}"]
-        if core == "shift":
-            cmd.append("-DSHIFT_CORE")
-        cmd += [str(RTL_DIR / "tb_gemm.v"), str(src)]
-        comp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if comp.returncode:
-            raise RtlToolError(f"iverilog failed: {comp.stderr.strip()}")
-        run = subprocess.run([_tool("vvp"), "-n", str(exe)], capture_output=True, text=True,
-                             timeout=timeout)
-    log = run.stdout + run.stderr
-    m = re.search(r"RESULT errors=(\d+) vectors=(\d+)", log)
-    if run.returncode or not m:
-        raise RtlToolError(f"testbench did not finish: {log.strip()[-500:]}")
-    errors, n = int(m.group(1)), int(m.group(2))
-    return TbResult(errors == 0 and n == meta["n"], errors, n, log)
-
-
-def lint(core: str, **params) -> str:
-    """``verilator --lint-only -Wall`` with parameter overrides; returns its output."""
-    name, src = _core(core)
-    cmd = [_tool("verilator"), "--lint-only", "-Wall", "--top-module", name]
-    cmd += [f"-G{k}={v}" for k, v in params.items()] + [str(src)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if r.returncode:
-        raise RtlToolError(f"verilator lint of {name} failed:\n{r.stderr.strip()}")
-    return r.stdout + r.stderr
 
 
 _FAMILIES = {
@@ -118,7 +69,7 @@ def synthesize(core: str, target: str = "xilinx", nodsp: bool = False, timeout: 
     ``params`` override Verilog parameters (BLOCK_IN, BLOCK_OUT, CODE_W, SHIFT_BITS, ...).
     ``nodsp=True`` forbids DSP blocks (LUT-only multipliers).
     """
-    name, src = _core(core)
+    name, src = core_file(core)
     if target not in _FAMILIES:
         raise ValueError(f"unknown synthesis target {target!r}; choose one of {sorted(_FAMILIES)}")
     synth = _FAMILIES[target][0] + f" -top {name}" + (" -nodsp" if nodsp else "")
@@ -127,7 +78,7 @@ def synthesize(core: str, target: str = "xilinx", nodsp: bool = False, timeout: 
         stat = Path(tmp) / "stat.txt"
         script = (f"read_verilog {src}; " + (f"chparam{chparam} {name}; " if params else "")
                   + f"{synth}; tee -q -o {stat} stat")
-        r = subprocess.run([_tool("yosys"), "-q", "-p", script], capture_output=True, text=True,
+        r = subprocess.run([find_tool("yosys"), "-q", "-p", script], capture_output=True, text=True,
                            timeout=timeout)
         if r.returncode or not stat.exists():
             raise RtlToolError(f"yosys failed for {name}: {(r.stderr or r.stdout).strip()[-800:]}")

@@ -71,10 +71,8 @@ latency, 4 cycles instruction overhead.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -110,15 +108,6 @@ def decode_shift_codes(codes: np.ndarray, P: int) -> tuple[np.ndarray, np.ndarra
     p = np.abs(c) - 1
     q = np.where(nz, P - p, 0)
     return nz, c < 0, q
-
-
-def shift_codes_to_int(codes: np.ndarray, P: int) -> np.ndarray:
-    """The integer weights ``sign * 2**(P - p)`` that the shift codes stand for (int64)."""
-    nz, neg, q = decode_shift_codes(codes, P)
-    if np.any(nz & ((q < 0) | (q > 62))):
-        raise SimError(f"shift code with p > P={P} (or q too large) cannot be decoded")
-    mag = np.left_shift(np.int64(1), np.where(nz, q, 0))
-    return np.where(nz, np.where(neg, -mag, mag), 0).astype(np.int64)
 
 
 @dataclass
@@ -222,7 +211,34 @@ class Simulator:
         Instruction objects are encoded and decoded first, so the binary form is what runs.
         """
         data = stream if isinstance(stream, (bytes, bytearray)) else isa.encode_stream(stream)
-        insns = isa.decode_stream(bytes(data))
+        queues = self._dispatch(isa.decode_stream(bytes(data)))
+        tokens = {q: deque() for q in ("l2c", "c2l", "c2s", "s2c")}
+        rng = np.random.default_rng(self.schedule if isinstance(self.schedule, int) else 0)
+        pcs = {m: 0 for m in queues}
+        clock = {m: 0 for m in queues}
+        end_cycle = 0
+        while not all(pcs[m] == len(queues[m]) for m in queues):
+            heads = {m: queues[m][pcs[m]] for m in queues if pcs[m] < len(queues[m])}
+            ready = self._ready(heads, tokens)
+            if self.schedule == "program":
+                pc, mod, insn, need = min(ready, key=lambda r: r[0])
+            else:
+                pc, mod, insn, need = ready[int(rng.integers(len(ready)))]
+            start = clock[mod]
+            for q in need:
+                start = max(start, tokens[q].popleft())
+            end = start + self._step(pc, mod, insn)
+            clock[mod] = end
+            end_cycle = max(end_cycle, end)
+            for f, q in _PUSHES[mod].items():
+                if q and getattr(insn, f):
+                    tokens[q].append(end)
+            pcs[mod] += 1
+        self.stats.cycles += end_cycle
+        return self.stats
+
+    def _dispatch(self, insns) -> dict:
+        """Split the stream, in order, into the three modules' instruction queues."""
         queues = {_LOAD: [], _COMPUTE: [], _STORE: []}
         finish_seen = False
         for pc, insn in enumerate(insns):
@@ -234,55 +250,40 @@ class Simulator:
             finish_seen = isinstance(insn, isa.Finish)
         if not finish_seen:
             raise SimError("instruction stream does not end with FINISH")
+        return queues
 
-        tokens = {q: deque() for q in ("l2c", "c2l", "c2s", "s2c")}
-        rng = np.random.default_rng(self.schedule if isinstance(self.schedule, int) else 0)
-        pcs = {m: 0 for m in queues}
-        clock = {m: 0 for m in queues}
-        end_cycle = 0
-        while not all(pcs[m] == len(queues[m]) for m in queues):
-            # Of the three module heads, run the earliest (in stream order) whose pops can be
-            # served.  Without tokens the modules therefore follow program order; a stream
-            # that relies on that instead of tokens has a race on real hardware.
-            ready = []
-            for mod in (_LOAD, _COMPUTE, _STORE):
-                if pcs[mod] < len(queues[mod]):
-                    pc, insn = queues[mod][pcs[mod]]
-                    need = [q for f, q in _POPS[mod].items() if q and getattr(insn, f)]
-                    if all(tokens[q] for q in need):
-                        ready.append((pc, mod, insn, need))
-            if not ready:
-                blocked = []
-                for mod in queues:
-                    if pcs[mod] < len(queues[mod]):
-                        pc, insn = queues[mod][pcs[mod]]
-                        empty = [q for f, q in _POPS[mod].items()
-                                 if q and getattr(insn, f) and not tokens[q]]
-                        blocked.append(f"{mod} module at instruction {pc} ({isa.describe(insn)}) "
-                                       f"waits on empty queue {'/'.join(empty)}")
-                raise DeadlockError("deadlock: " + "; ".join(blocked))
-            if self.schedule == "program":
-                pc, mod, insn, need = min(ready, key=lambda r: r[0])
-            else:
-                pc, mod, insn, need = ready[int(rng.integers(len(ready)))]
-            start = clock[mod]
-            for q in need:
-                start = max(start, tokens[q].popleft())
-            try:
-                cycles = self._execute(insn)
-            except SimError as exc:
-                raise SimError(f"instruction {pc} ({isa.describe(insn)}): {exc}") from None
-            end = start + cycles
-            self.stats.module_busy[mod] += cycles
-            clock[mod] = end
-            end_cycle = max(end_cycle, end)
-            for f, q in _PUSHES[mod].items():
-                if q and getattr(insn, f):
-                    tokens[q].append(end)
-            self.stats.insns[isa.OPCODE_NAMES[insn.to_int() & 7]] += 1
-            pcs[mod] += 1
-        self.stats.cycles += end_cycle
-        return self.stats
+    @staticmethod
+    def _ready(heads: dict, tokens: dict) -> list:
+        """The module heads whose pops can be served, as ``(pc, module, insn, queues popped)``.
+
+        The default schedule runs the earliest of them (in stream order), so without tokens
+        the modules follow program order; a stream that relies on that instead of tokens has
+        a race on real hardware.  Raises :class:`DeadlockError` when none is ready.
+        """
+        ready, blocked = [], []
+        for mod in (_LOAD, _COMPUTE, _STORE):
+            if mod not in heads:
+                continue
+            pc, insn = heads[mod]
+            need = [q for f, q in _POPS[mod].items() if q and getattr(insn, f)]
+            empty = [q for q in need if not tokens[q]]
+            if not empty:
+                ready.append((pc, mod, insn, need))
+            blocked.append(f"{mod} module at instruction {pc} ({isa.describe(insn)}) "
+                           f"waits on empty queue {'/'.join(empty)}")
+        if not ready:
+            raise DeadlockError("deadlock: " + "; ".join(blocked))
+        return ready
+
+    def _step(self, pc: int, mod: str, insn) -> int:
+        """Execute one instruction and count it; returns its cycles."""
+        try:
+            cycles = self._execute(insn)
+        except SimError as exc:
+            raise SimError(f"instruction {pc} ({isa.describe(insn)}): {exc}") from None
+        self.stats.module_busy[mod] += cycles
+        self.stats.insns[isa.OPCODE_NAMES[insn.to_int() & 7]] += 1
+        return cycles
 
     @staticmethod
     def _check_flags(pc: int, insn, mod: str) -> None:
@@ -485,38 +486,3 @@ class Simulator:
         self.stats.alu_vector_ops += n
         self.stats.alu_lane_ops += n * c.batch * c.block_out
         return c.INSN_OVERHEAD_CYCLES + n
-
-
-# ---- RTL test vectors ---------------------------------------------------------------------
-def _hex_word(values, width: int) -> str:
-    word = 0
-    for k, v in enumerate(np.asarray(values).reshape(-1)):
-        word |= (int(v) & ((1 << width) - 1)) << (k * width)
-    digits = -(-len(np.asarray(values).reshape(-1)) * width // 4)
-    return f"{word:0{digits}x}"
-
-
-def dump_gemm_vectors(records, directory, cfg: VTAConfig, wgt_mode: str = "int8",
-                      shift_P: int = 0, limit: int | None = None) -> Path:
-    """Write GEMM uop executions as hex files for ``rtl/tb_gemm.v``.
-
-    ``records``: a list of :class:`GemmRecord` or a Simulator run with ``trace_gemm=True``.
-    Files (one vector per line, lane 0 in the least significant bits): ``inp.hex``
-    (BLOCK_IN x 8 bit), ``wgt.hex`` (BLOCK_OUT*BLOCK_IN x 8 bit, index j*BLOCK_IN + k),
-    ``acc_in.hex`` and ``acc_out.hex`` (BLOCK_OUT x 32 bit), plus ``meta.json``.
-    """
-    if isinstance(records, Simulator):
-        records = records.gemm_records
-    records = list(records)[:limit]
-    if not records:
-        raise SimError("no GEMM records to dump (run the simulator with trace_gemm=True)")
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "inp.hex").write_text("".join(_hex_word(r.inp, 8) + "\n" for r in records))
-    (d / "wgt.hex").write_text("".join(_hex_word(r.wgt, 8) + "\n" for r in records))
-    (d / "acc_in.hex").write_text("".join(_hex_word(r.acc_in, 32) + "\n" for r in records))
-    (d / "acc_out.hex").write_text("".join(_hex_word(r.acc_out, 32) + "\n" for r in records))
-    meta = {"n": len(records), "block_in": cfg.block_in, "block_out": cfg.block_out,
-            "wgt_mode": wgt_mode, "shift_p": int(shift_P), "shift_bits": cfg.SHIFT_BITS}
-    (d / "meta.json").write_text(json.dumps(meta, indent=1))
-    return d

@@ -1,7 +1,6 @@
-"""Reproduce the error numbers quoted in docs/NUMERICS-shiftc.md.
+"""Reproduce the error numbers quoted in docs/NUMERICS.md (measured on ``shiftc.reference``).
 
-Run ``python -m shiftc.reference.measure`` (about 20 s, NumPy only).  Nothing here is used by the
-compiler; it measures the reference.
+Usage: python benchmarks/reference_errors.py   (about 5 s, NumPy only)
 """
 
 from __future__ import annotations
@@ -10,8 +9,8 @@ import math
 
 import numpy as np
 
-from . import nonlinear as N
-from . import shift as S
+from shiftc.reference import nonlinear as N
+from shiftc.reference import shift as S
 
 
 def exp_poly_continuous():
@@ -19,7 +18,7 @@ def exp_poly_continuous():
     t = np.linspace(0.0, 1.0, 200001)
     ex = 2.0**-t
     polys = {
-        "chord 1 - t/2 (NUMERICS, I-ViT)": 1 - t / 2,
+        "chord 1 - t/2 (used; I-ViT)": 1 - t / 2,
         "2nd order 1 - 3t/4 + t^2/4": 1 - 0.75 * t + 0.25 * t * t,
         "2nd order 1 - 11t/16 + 3t^2/16": 1 - 11 / 16 * t + 3 / 16 * t * t,
     }

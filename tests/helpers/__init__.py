@@ -1,0 +1,1 @@
+"""Code only the tests use: harnesses and second implementations to compare against."""
