@@ -180,7 +180,7 @@ def apply(mod, ctx):
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
         f"reaching it for {len(samples)} calibration samples (FP32 host run of the model)"
     )
-    return S.rewrite(mod, layers, plan, encoded)
+    return S.RewriteShiftLayers(plan, encoded)(mod)
 
 
 STAGE = Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True)
