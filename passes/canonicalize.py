@@ -12,8 +12,8 @@ Rewrites, on what ``tvm.relax.frontend.onnx.from_onnx`` emits:
 - GELU, tanh form ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``  ->  ``nn.gelu_tanh(x)``.
 - L2 normalisation: ONNX ``ReduceL2`` + (``Clip``/``Max`` by eps) + ``Div``, imported as
   ``x / [broadcast](max(sqrt(sum(x * x, axes)), eps))``  ->  one call to a private Relax function
-  ``l2_normalize`` carrying the attributes ``shiftc.op = "l2_normalize"``, ``shiftc.axes`` and
-  ``shiftc.eps`` (0 when there was no clamp). Its body is the same arithmetic, so the rewrite is
+  ``l2_normalize`` marked ``MarkedFunction("l2_normalize", axes, eps)`` (``shiftc.core.contract``;
+  eps 0 when there was no clamp). Its body is the same arithmetic, so the rewrite is
   exact; later passes find the op by the attribute (``graph.op_counts`` counts it by that name).
   ONNX ``LpNormalization`` is not converted by the Relax importer, so the frontend rejects it.
 - Bilinear upsampling: ``Resize(mode=linear)`` already imports as one ``image.resize2d``
@@ -31,9 +31,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from shiftc.core.contract import MarkedFunction
 from shiftc.core.stage import Stage
 
-from .graph import Graph, const_like, count_diff, op_counts, rewrite_bindings, shape_of
+from .graph import Graph, const_like, count_diff, op_counts, rewrite_main, shape_of
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -269,7 +270,7 @@ def _clamp_eps(g: Graph, expr):
 def _l2_function(ty, axes: list[int], eps: float | None) -> relax.Function:
     x = relax.Var("x", ty)
     bb = relax.BlockBuilder()
-    attrs = {"shiftc.op": "l2_normalize", "shiftc.axes": axes, "shiftc.eps": float(eps or 0.0)}
+    attrs = MarkedFunction("l2_normalize", tuple(axes), float(eps or 0.0)).to_attrs()
     with bb.function("l2_normalize", [x], attrs=attrs, private=True):
         with bb.dataflow():
             ss = bb.emit(relax.op.sum(bb.emit(relax.op.multiply(x, x)), axes, keepdims=True))
@@ -281,7 +282,7 @@ def _l2_function(ty, axes: list[int], eps: float | None) -> relax.Function:
     return bb.get()["l2_normalize"]
 
 
-def _l2_normalize(g: Graph, var, value, emit):
+def _l2_normalize(g: Graph, var, value, bb):
     div = g.call(value, "relax.divide")
     if div is None:
         return None
@@ -311,7 +312,7 @@ def _l2_normalize(g: Graph, var, value, emit):
         return None
     ndim = len(shape_of(x))
     axes = sorted(int(a) % ndim for a in sm.attrs.axis)
-    fn = emit.add_func(_l2_function(x.ty, axes, eps), "l2_normalize")
+    fn = bb.add_func(_l2_function(x.ty, axes, eps), "l2_normalize")
     return relax.Call(fn, [x])
 
 
@@ -326,19 +327,27 @@ def _constant_transpose(value):
     return relax.const(np.ascontiguousarray(np.transpose(w.value.numpy(), axes)))
 
 
-def _rule(g: Graph, var, value, emit):
-    for match in (lambda: _constant_transpose(value), lambda: _LayerNorm.match(g, var, value), lambda: _gelu(g, var, value), lambda: _l2_normalize(g, var, value, emit)):
+def _rule(g: Graph, var, value, bb):
+    for match in (lambda: _constant_transpose(value), lambda: _LayerNorm.match(g, var, value), lambda: _gelu(g, var, value), lambda: _l2_normalize(g, var, value, bb)):
         new = match()
         if new is not None:
             return new
     return None
 
 
-def canonicalize(mod):
+@tvm.transform.module_pass(opt_level=0, name="shiftc.Canonicalize")
+class Canonicalize:
     """Replace written-out LayerNorm, GELU (erf, tanh) and L2 normalisation by one op each, and
     fold transposes of constant weights (then inline constant bindings), so a Gemm's weight is a
-    constant operand of its matmul."""
-    return relax.transform.CanonicalizeBindings()(rewrite_bindings(mod, _rule))
+    constant operand of its matmul. Exact; see the module docstring."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return relax.transform.CanonicalizeBindings()(rewrite_main(mod, _rule))
+
+
+def canonicalize(mod):
+    """``Canonicalize()`` applied to ``mod`` (for scripts and tests)."""
+    return Canonicalize()(mod)
 
 
 def linear_resizes(mod, func_name: str = "main") -> int:
@@ -363,7 +372,7 @@ def summarise(before: Counter, after: Counter, mod) -> dict:
 def apply(mod, ctx):
     """Pipeline stage: canonicalise and record op counts before/after."""
     before = op_counts(mod)
-    mod = canonicalize(mod)
+    mod = Canonicalize()(mod)
     ctx.report.summary.update(summarise(before, op_counts(mod), mod))
     return mod
 

@@ -6,7 +6,8 @@ Two views, both required to be clean:
 - **Lowered kernels**: the module is lowered with TVM's default Relax pipeline for the target
   (legalisation, fusion, VM lowering: what ``tvm.compile`` runs before TIR codegen); every
   PrimFunc's TIR text is searched for a float dtype (``float16/32/64``, ``bfloat16``, vectors).
-  Kernels tagged ``shiftc.kernel`` = ``quantize`` / ``dequantize`` (the boundary) are exempt.
+  Kernels whose ``Boundary`` contract (``shiftc.core.contract``) is ``quantize`` / ``dequantize``
+  are exempt; ``float_island`` kernels are not (they are float ops kept on purpose).
 - **Relax graph**: every value of ``main`` that is a float tensor must be a parameter or the
   result of a boundary kernel; a float parameter may only feed input quantisers.
 
@@ -20,13 +21,16 @@ import re
 import tvm
 from tvm import relax
 
+from shiftc.core.contract import Boundary
+
 BOUNDARY = ("quantize", "dequantize")
 _FLOAT = re.compile(r"\b(b?float(16|32|64)(x\d+)?)\b")
 
 
-def _kernel_tag(func) -> str | None:
-    attrs = getattr(func, "attrs", None)
-    return str(attrs["shiftc.kernel"]) if attrs is not None and "shiftc.kernel" in attrs else None
+def _boundary(func) -> str | None:
+    """The ``Boundary`` kind of a kernel (quantize, dequantize, float_island), else None."""
+    found = Boundary.from_func(func)
+    return None if found is None else found.kind
 
 
 def lower(mod: tvm.IRModule, target=None) -> tvm.IRModule:
@@ -40,7 +44,7 @@ def kernel_floats(lowered: tvm.IRModule, exempt=BOUNDARY) -> list[str]:
     """``name: dtypes`` for every PrimFunc that mentions a float dtype and is not exempt."""
     bad = []
     for gv, f in lowered.functions.items():
-        if not isinstance(f, tvm.tirx.PrimFunc) or _kernel_tag(f) in exempt:
+        if not isinstance(f, tvm.tirx.PrimFunc) or _boundary(f) in exempt:
             continue
         found = sorted({m.group(1) for m in _FLOAT.finditer(f.script())})
         if found:
@@ -58,15 +62,15 @@ def graph_floats(mod: tvm.IRModule, func_name: str = "main", exempt=BOUNDARY) ->
     for block in func.body.blocks:
         for b in block.bindings:
             v = b.value
-            tag = None
+            kind = None
             if isinstance(v, relax.Call) and getattr(v.op, "name", "") == "relax.call_tir":
-                tag = _kernel_tag(mod[v.args[0]])
+                kind = _boundary(mod[v.args[0]])
             parts = v.fields if isinstance(v, relax.Tuple) else [v]
-            if (tag in exempt) or all(any(x.same_as(o) for o in boundary) for x in parts):
+            if (kind in exempt) or all(any(x.same_as(o) for o in boundary) for x in parts):
                 boundary.append(b.var)
             elif _is_float(b.var.ty):
                 bad.append(f"value {b.var.name} = {_describe(v)}: {b.var.ty}")
-            if tag != "quantize" and isinstance(v, relax.Call):
+            if kind != "quantize" and isinstance(v, relax.Call):
                 for a in _flat_args(v):
                     if any(a.same_as(p) for p in params) and _is_float(a.ty):
                         bad.append(f"float input {a.name} read by {_describe(v)}")

@@ -26,11 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import tvm
 from tvm import relax
 
 from shiftc.core.stage import Stage
 
-from .graph import Graph, const_like, count_diff, op_counts, rewrite_bindings, shape_of
+from .graph import Graph, const_like, count_diff, op_counts, rewrite_main, shape_of
 
 
 @dataclass
@@ -159,12 +160,12 @@ class _Linear:
         return w64 * aff.scale[None, :, None, None], np.einsum("oihw,i->o", w64, aff.shift)
 
 
-def _emit_linear(emit, kind, call, x, w_new):
+def _emit_linear(bb, kind, call, x, w_new):
     w = const_like(w_new, call.args[1].ty.dtype)
     if kind == "matmul":
-        return emit(relax.op.matmul(x, w, out_dtype=call.attrs.out_dtype))
+        return bb.emit(relax.op.matmul(x, w, out_dtype=call.attrs.out_dtype))
     a = call.attrs
-    return emit(relax.op.nn.conv2d(x, w, a.strides, a.padding, a.dilation, a.groups, a.data_layout, a.kernel_layout, a.out_layout, a.out_dtype))
+    return bb.emit(relax.op.nn.conv2d(x, w, a.strides, a.padding, a.dilation, a.groups, a.data_layout, a.kernel_layout, a.out_layout, a.out_dtype))
 
 
 def _bias_const(kind: str, bias: np.ndarray, ndim: int, dtype: str):
@@ -199,7 +200,7 @@ class _ForwardFold:
                 return None
         return kind, call, w, aff
 
-    def through_mean(self, g: Graph, var, value, emit):
+    def through_mean(self, g: Graph, var, value, bb):
         """``mean(x * s + beta)`` over non-channel axes -> ``mean(x) * s + beta`` (moves the affine on)."""
         mean = g.call(value, "relax.mean")
         if mean is None or mean.attrs.axis is None:
@@ -208,13 +209,13 @@ class _ForwardFold:
         ndim = len(shape_of(mean.args[0]) or ())
         if aff is None or g.n_users(aff.out) != 1 or aff.axis in {int(a) % ndim for a in mean.attrs.axis}:
             return None
-        m = emit(relax.op.mean(aff.x, mean.attrs.axis, mean.attrs.keepdims))
+        m = bb.emit(relax.op.mean(aff.x, mean.attrs.axis, mean.attrs.keepdims))
         dtype = str(aff.x.ty.dtype)
         self.moved += 1
-        return relax.op.add(emit(relax.op.multiply(m, const_like(aff.scale, dtype))), const_like(aff.shift, dtype))
+        return relax.op.add(bb.emit(relax.op.multiply(m, const_like(aff.scale, dtype))), const_like(aff.shift, dtype))
 
-    def __call__(self, g: Graph, var, value, emit):
-        moved = self.through_mean(g, var, value, emit)
+    def __call__(self, g: Graph, var, value, bb):
+        moved = self.through_mean(g, var, value, bb)
         if moved is not None:
             return moved
         add = g.call(value, "relax.add")
@@ -227,7 +228,7 @@ class _ForwardFold:
                     axis = len(shape) - 1 if kind == "matmul" else 1
                     bias = _bias_vec(g, add, inner, len(shape), axis, shape[axis])
                     if bias is not None:
-                        return self._rewrite(kind, call, w, aff, emit, bias, len(shape))
+                        return self._rewrite(kind, call, w, aff, bb, bias, len(shape))
             return None
         found = self.consumer_affine(g, var)
         if found is None:
@@ -240,11 +241,11 @@ class _ForwardFold:
             if _bias_vec(g, u, var, len(shape), axis, shape[axis]) is not None:
                 return None  # the bias add rewrites this consumer
         kind, call, w, aff = found
-        return self._rewrite(kind, call, w, aff, emit, 0.0, len(shape_of(var)))
+        return self._rewrite(kind, call, w, aff, bb, 0.0, len(shape_of(var)))
 
-    def _rewrite(self, kind, call, w, aff, emit, bias, ndim):
+    def _rewrite(self, kind, call, w, aff, bb, bias, ndim):
         w_new, extra = _Linear.fold(kind, call, w, aff)
-        y = _emit_linear(emit, kind, call, aff.x, w_new)
+        y = _emit_linear(bb, kind, call, aff.x, w_new)
         self.folded += 1
         return relax.op.add(y, _bias_const(kind, np.asarray(bias, np.float64) + extra, ndim, call.args[1].ty.dtype))
 
@@ -256,7 +257,7 @@ class _BatchNormIntoConv:
         self.notes = notes
         self.folded = 0
 
-    def __call__(self, g: Graph, var, value, emit):
+    def __call__(self, g: Graph, var, value, bb):
         bn = _batch_norm(g, var)
         if bn is None:
             return None
@@ -289,30 +290,47 @@ class _BatchNormIntoConv:
         if a.kernel_layout != "OIHW" or a.out_layout != "NCHW":
             return None
         w = g.const(conv.args[1]).astype(np.float64) * scale[:, None, None, None]
-        y = _emit_linear(emit, "conv2d", conv, conv.args[0], w)
+        y = _emit_linear(bb, "conv2d", conv, conv.args[0], w)
         self.folded += 1
         return relax.op.add(y, _bias_const("conv2d", np.asarray(bias) * scale + shift, 4, conv.args[1].ty.dtype))
 
 
+@tvm.transform.module_pass(opt_level=0, name="shiftc.FoldNorm")
+class FoldNorm:
+    """BatchNorm into convs, then per-channel affines forward into their linear consumers (exact;
+    see the module docstring). Every refusal is appended to ``notes``; after a run ``folded``
+    counts what was folded."""
+
+    def __init__(self, notes: list[str] | None = None, max_rounds: int = 4):
+        self.notes = [] if notes is None else notes
+        self.max_rounds = max_rounds
+        self.folded: dict[str, int] = {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        bn = _BatchNormIntoConv(self.notes)
+        mod = rewrite_main(mod, bn)
+        fwd = _ForwardFold(self.notes)
+        for _ in range(self.max_rounds):
+            before = (fwd.folded, fwd.moved)
+            mod = rewrite_main(mod, fwd)
+            if (fwd.folded, fwd.moved) == before:
+                break
+        self.folded = {"batch_norm_into_conv": bn.folded, "affine_into_consumer": fwd.folded, "affine_moved_past_mean": fwd.moved}
+        return mod
+
+
 def fold_norm(mod, notes: list[str] | None = None, max_rounds: int = 4):
-    """BatchNorm into convs, then per-channel affines forward into their linear consumers."""
-    notes = [] if notes is None else notes
-    bn = _BatchNormIntoConv(notes)
-    mod = rewrite_bindings(mod, bn)
-    fwd = _ForwardFold(notes)
-    for _ in range(max_rounds):
-        before = (fwd.folded, fwd.moved)
-        mod = rewrite_bindings(mod, fwd)
-        if (fwd.folded, fwd.moved) == before:
-            break
-    return mod, {"batch_norm_into_conv": bn.folded, "affine_into_consumer": fwd.folded, "affine_moved_past_mean": fwd.moved}
+    """``FoldNorm`` applied to ``mod`` (for scripts and tests): ``(module, folded counts)``."""
+    fold = FoldNorm(notes, max_rounds)
+    return fold(mod), fold.folded
 
 
 def apply(mod, ctx):
     """Pipeline stage: fold, and record op counts before/after and every refusal."""
     before = op_counts(mod)
-    mod, folded = fold_norm(mod, ctx.report.notes)
-    ctx.report.summary.update({"folded": folded, "ops_changed": count_diff(before, op_counts(mod))})
+    fold = FoldNorm(ctx.report.notes)
+    mod = fold(mod)
+    ctx.report.summary.update({"folded": fold.folded, "ops_changed": count_diff(before, op_counts(mod))})
     return mod
 
 

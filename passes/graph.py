@@ -1,20 +1,25 @@
-"""A read-only view of a Relax function's dataflow for pattern matching, and a binding rewriter.
+"""A read-only view of a Relax function's dataflow for pattern matching, and the binding rewrite
+of the model-level passes built on it.
 
 Passes in this package match small op patterns by walking from a binding back to its producers:
 ``Graph.call(expr, "relax.add")`` returns the Call bound to ``expr`` (or None), ``Graph.const``
 returns the NumPy value of anything that is constant (constants and shape ops on them),
 ``Graph.users`` says who reads a variable (to refuse rewrites whose intermediates are shared).
-``rewrite_bindings`` replaces matched bindings and drops what became dead.
+``rewrite_main`` replaces matched bindings and drops what became dead.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Callable
 
 import numpy as np
 import tvm
 from tvm import relax
+
+from shiftc.core.contract import MarkedFunction
+from shiftc.core.relax_rewrite import rewrite_bindings
 
 OUTPUT = "<function output>"
 
@@ -123,9 +128,9 @@ def op_name(value) -> str | None:
 
 
 def op_counts(mod: tvm.IRModule, func_name: str = "main") -> Counter:
-    """Ops called by ``func_name`` (calls to functions marked ``shiftc.op`` count as that op)."""
-    marked = {gv.name_hint: str(f.attrs["shiftc.op"]) for gv, f in mod.functions.items()
-              if f.attrs is not None and "shiftc.op" in f.attrs}
+    """Ops called by ``func_name`` (calls to a ``MarkedFunction`` count as its op)."""
+    found = {gv.name_hint: MarkedFunction.from_func(f) for gv, f in mod.functions.items()}
+    marked = {name: m.op for name, m in found.items() if m is not None}
     counts: Counter = Counter()
     for block in mod[func_name].body.blocks:
         for b in block.bindings:
@@ -140,52 +145,20 @@ def count_diff(before: Counter, after: Counter) -> dict:
     return {op: [before.get(op, 0), after.get(op, 0)] for op in sorted(set(before) | set(after)) if before.get(op, 0) != after.get(op, 0)}
 
 
-class Emitter:
-    """What a rule may do besides returning an expression: emit bindings, add functions."""
-
-    def __init__(self, mutator):
-        self._m = mutator
-
-    def __call__(self, expr: relax.Expr) -> relax.Var:
-        return self._m.builder_.emit(self._m.visit_expr(expr))
-
-    def call_te(self, fn, *args, **kwargs) -> relax.Expr:
-        """A ``call_tir`` to the TE function ``fn`` (its PrimFunc is added to the module)."""
-        return self._m.builder_.call_te(fn, *[self._m.visit_expr(a) for a in args], **kwargs)
-
-    def add_func(self, func: relax.Function, name: str) -> relax.GlobalVar:
-        return self._m.builder_.add_func(func, name)
+Rule = Callable[[Graph, relax.Var, relax.Expr, relax.BlockBuilder], "relax.Expr | None"]
 
 
-Rule = Callable[[Graph, relax.Var, relax.Expr, Emitter], "relax.Expr | None"]
-
-
-def rewrite_bindings(mod: tvm.IRModule, rule: Rule, func_name: str = "main") -> tvm.IRModule:
+def rewrite_main(mod: tvm.IRModule, rule: Rule, func_name: str = "main") -> tvm.IRModule:
     """Offer every binding of ``func_name`` to ``rule``; bind what it returns to the same var.
 
-    ``rule(graph, var, value, emit)`` returns a replacement expression (built from existing vars,
-    constants and ``emit(expr)`` results) or None. The graph is the function *before* rewriting,
-    so rules match on the original dataflow; bindings left dead are removed afterwards.
+    ``rule(graph, var, value, bb)`` returns a replacement expression (built from existing vars,
+    constants and ``bb.emit(expr)`` results) or None. The graph is the function *before* rewriting
+    (its unused bindings removed first), so rules match on the original dataflow; bindings left
+    dead are removed afterwards (``shiftc.core.relax_rewrite.rewrite_bindings``).
     """
     mod = mod.clone()
-    func = relax.analysis.remove_all_unused(mod[func_name])
-    mod[func_name] = func
-    graph = Graph(func)
-
-    @relax.expr_functor.mutator
-    class _Rewriter(relax.PyExprMutator):
-        def visit_var_binding_(self, binding):
-            alias = isinstance(binding.value, relax.Var)  # ``gv = lv``: matched at lv already
-            new = None if alias else rule(graph, binding.var, binding.value, Emitter(self))
-            if new is None:
-                return super().visit_var_binding_(binding)
-            new = self.builder_.normalize(self.visit_expr(new))
-            self.builder_.emit_normalized(relax.VarBinding(binding.var, new))
-
-    rewriter = _Rewriter(mod)
-    new_func = rewriter.visit_expr(func)
-    out = rewriter.builder_.get()
-    out[func_name] = relax.analysis.remove_all_unused(new_func)
+    mod[func_name] = relax.analysis.remove_all_unused(mod[func_name])
+    out, _ = rewrite_bindings(mod, lambda func: partial(rule, Graph(func)), [func_name])
     return out
 
 

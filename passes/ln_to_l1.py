@@ -14,22 +14,31 @@ with non-constant gamma/beta, are left as they are and noted.
 from __future__ import annotations
 
 import numpy as np
-from tvm import relax
+import tvm
 
 from shiftc.core.errors import InputError
 from shiftc.core.stage import Stage
 from shiftc.kernels.norm import l1_norm
 from shiftc.reference.norm import ln_to_l1_params
 
-from .graph import const_like, count_diff, op_counts, rewrite_bindings, shape_of
+from .graph import const_like, count_diff, op_counts, rewrite_main, shape_of
 
 
-def ln_to_l1(mod, notes: list[str] | None = None):
-    """Replace every last-axis LayerNorm by the L1-norm kernel; returns (module, count)."""
-    notes = [] if notes is None else notes
-    done = []
+@tvm.transform.module_pass(opt_level=0, name="shiftc.LnToL1")
+class LnToL1:
+    """Every last-axis LayerNorm with constant gamma/beta -> the L1-norm kernel (lossy; see the
+    module docstring). Each LayerNorm kept is noted in ``notes``; after a run ``converted``
+    counts the rewritten ones."""
 
-    def rule(g, var, value, emit):
+    def __init__(self, notes: list[str] | None = None):
+        self.notes = [] if notes is None else notes
+        self.converted = 0
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.converted = 0
+        return rewrite_main(mod, self._rule)
+
+    def _rule(self, g, var, value, bb):
         ln = g.call(value, "relax.nn.layer_norm")
         if ln is None:
             return None
@@ -38,7 +47,7 @@ def ln_to_l1(mod, notes: list[str] | None = None):
         axes = [int(a) % len(shape) for a in ln.attrs.axes] if shape else []
         gamma_v, beta_v = g.const(gamma), g.const(beta)
         if axes != [len(shape) - 1] or gamma_v is None or beta_v is None:
-            notes.append(f"layer_norm {var.name} kept: L1 conversion needs one trailing axis and constant gamma/beta")
+            self.notes.append(f"layer_norm {var.name} kept: L1 conversion needs one trailing axis and constant gamma/beta")
             return None
         n = shape[-1]
         if not bool(ln.attrs.scale):
@@ -47,18 +56,22 @@ def ln_to_l1(mod, notes: list[str] | None = None):
             beta_v = np.zeros(n)
         gamma_l1, eps_l1 = ln_to_l1_params(np.broadcast_to(gamma_v, (n,)), float(ln.attrs.epsilon))
         dtype = str(x.ty.dtype)
-        done.append(var)
-        return emit.call_te(l1_norm, x, const_like(gamma_l1, dtype), const_like(np.broadcast_to(beta_v, (n,)), dtype), eps=eps_l1)
+        self.converted += 1
+        return bb.call_te(l1_norm, x, const_like(gamma_l1, dtype), const_like(np.broadcast_to(beta_v, (n,)), dtype), eps=eps_l1)
 
-    mod = rewrite_bindings(mod, rule)
-    return mod, len(done)
+
+def ln_to_l1(mod, notes: list[str] | None = None):
+    """``LnToL1`` applied to ``mod`` (for scripts and tests): ``(module, LayerNorms converted)``."""
+    convert = LnToL1(notes)
+    return convert(mod), convert.converted
 
 
 def apply(mod, ctx):
     """Pipeline stage (lossy): convert, record counts; the pipeline adds the measured error."""
     before = op_counts(mod)
-    mod, n = ln_to_l1(mod, ctx.report.notes)
-    ctx.report.summary.update({"layer_norm_to_l1": n, "ops_changed": count_diff(before, op_counts(mod))})
+    convert = LnToL1(ctx.report.notes)
+    mod = convert(mod)
+    ctx.report.summary.update({"layer_norm_to_l1": convert.converted, "ops_changed": count_diff(before, op_counts(mod))})
     return mod
 
 

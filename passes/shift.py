@@ -1,6 +1,6 @@
 """Shift pass: conv2d / matmul with constant weights -> shift-add kernels on packed PoT codes.
 
-Rewrite (per layer chosen by a ``plan``)::
+``RewriteShiftLayers(plan, encoded)`` (``shiftc.RewriteShiftLayers``), per layer of the plan::
 
     y = R.nn.conv2d(x, W_const, ...)      ->  y = R.call_tir(shift_conv2d_float, (x, packed_u8, alpha))
     y = R.matmul(x, W_const)              ->  y = R.call_tir(shift_matmul_float, (x, packed_u8, alpha))
@@ -10,8 +10,11 @@ Rewrite (per layer chosen by a ``plan``)::
 ``N`` axis of ``W (K, N)``) into ``terms`` b-bit codes, stored as a packed uint8 bit stream
 (``pack_codes``) and decoded inside the kernel, plus one float32 ``alpha`` per output channel.
 A per-output-channel constant ``add`` and a following clamp (ReLU, Clip) are folded into the
-kernel's epilogue (``min(max(acc * alpha + b, lo), hi)``, see ``shift_epilogue``).  Only float32 NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand
-matmul operands are candidates; constant transposes (ONNX Gemm ``transB``) are folded first.
+kernel's epilogue (``min(max(acc * alpha + b, lo), hi)``, see ``shift_epilogue``). Only float32
+NCHW/OIHW conv2d (any stride, padding, dilation, groups) and 2-D constant right-hand matmul
+operands are candidates; constant transposes (ONNX Gemm ``transB``) are folded first. Each kernel
+PrimFunc carries ``ShiftKernel(kind="shift_float", ...)`` (``shiftc.core.contract``), what the
+integer pass needs to re-emit the layer.
 
 Layers are named ``<op>_<i>`` (``conv2d_0``, ``matmul_3``), counting candidates of each op in
 binding order of ``main``; the report lists them with those names.
@@ -26,6 +29,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from shiftc.core.contract import ShiftKernel
+from shiftc.core.relax_rewrite import rewrite_bindings
 from shiftc.reference import shift as ref
 from shiftc.kernels import shift as K
 
@@ -173,15 +178,12 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
     ep = layer.epilogue
     extra = [relax.const(ep.bias, "float32")] if ep.bias is not None else []
     common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi)
-    attrs = {"op_pattern": 8, "shiftc.kernel": "shift_float"}  # opaque: kept out of fusion
+    a = layer.attrs
     # what a later pass (integerize) needs to re-emit the layer on the integer path
-    attrs.update({"shiftc.op": layer.op, "shiftc.bits": cfg.bits, "shiftc.terms": cfg.terms,
-                  "shiftc.zero_free": int(cfg.zero_free), "shiftc.weight_shape": [int(d) for d in layer.weight.shape]})
-    attrs.update({f"shiftc.{k}": float(v) for k, v in (("lo", ep.lo), ("hi", ep.hi)) if v is not None})
+    attrs = ShiftKernel(kind="shift_float", op=layer.op, bits=cfg.bits, terms=cfg.terms, zero_free=cfg.zero_free,
+                        weight_shape=tuple(layer.weight.shape), strides=a.get("strides", ()), padding=a.get("padding", ()),
+                        dilation=a.get("dilation", ()), groups=a.get("groups", 1), lo=ep.lo, hi=ep.hi).to_attrs()
     if layer.op == "conv2d":
-        a = layer.attrs
-        attrs.update({"shiftc.strides": [int(v) for v in a["strides"]], "shiftc.padding": [int(v) for v in a["padding"]],
-                      "shiftc.dilation": [int(v) for v in a["dilation"]], "shiftc.groups": int(a["groups"])})
         return bb.call_te(
             K.shift_conv2d_float, x, packed, alpha_c, *extra, weight_shape=layer.weight.shape, stride=a["strides"],
             padding=a["padding"], dilation=a["dilation"], groups=a["groups"], **common,
@@ -193,55 +195,38 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
     )
 
 
-@relax.expr_functor.mutator
-class _ShiftRewriter(relax.PyExprMutator):
-    def __init__(self, mod, layers, plan, encoded):
-        super().__init__(mod)
-        self.layers, self.plan, self.encoded = layers, plan, encoded
-        self.seen = 0
-        self.folded = [v for l in layers if l.name in plan for v in l.epilogue.consumed]
+@tvm.transform.module_pass(opt_level=0, name="shiftc.RewriteShiftLayers")
+class RewriteShiftLayers:
+    """Rewrite every layer of ``main`` named in ``plan`` (``name -> ShiftConfig``) into a shift
+    kernel over its codes ``encoded[name] = (codes, alpha)``, with the bias add and clamp after it
+    folded into the kernel (see the module docstring). Layers are found by ``find_layers``; the
+    module should be constant-folded first (the shift stage is)."""
 
-    def visit_call_(self, call):
-        new = self.visit_expr_post_order(call)
-        first = data_arg(call)
-        if first is not None and any(first.same_as(v) for v in self.folded):
-            return data_arg(new)  # this bias add / clamp is already done inside the shift kernel
-        if candidate_kind(call) is None:
-            return new
-        layer = self.layers[self.seen]
-        self.seen += 1
-        cfg = self.plan.get(layer.name)
-        if cfg is None:
-            return new
-        codes, alpha = self.encoded[layer.name]
-        return _kernel_call(self.builder_, layer, new.args[0], cfg, codes, alpha)
+    def __init__(self, plan: dict[str, ShiftConfig], encoded: dict[str, tuple[np.ndarray, np.ndarray]]):
+        self.plan, self.encoded = plan, encoded
 
-
-def rewrite(mod: tvm.IRModule, layers: list[Layer], plan: dict, encoded: dict, func_name: str = "main") -> tvm.IRModule:
-    """Replace the planned layers of ``func_name`` (``plan[name] -> ShiftConfig``) by shift kernels."""
-    rw = _ShiftRewriter(mod, layers, plan, encoded)
-    func = rw.visit_expr(mod[func_name])
-    out = rw.builder_.get()
-    out[func_name] = func
-    if rw.seen != len(layers):
-        raise RuntimeError(f"shift pass visited {rw.seen} candidates, expected {len(layers)}")
-    return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(out))
-
-
-def ShiftWeights(plan: dict[str, ShiftConfig]) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
-    """Module pass: fold constants, then rewrite every layer named in ``plan`` into shift kernels."""
-
-    @tvm.transform.module_pass(opt_level=0, name="ShiftWeights")
-    def _pass(mod, _ctx):
-        mod = relax.transform.FoldConstant()(mod)
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         layers = find_layers(mod)
-        unknown = set(plan) - {layer.name for layer in layers}
-        if unknown:
-            raise ValueError(f"plan names unknown layers {sorted(unknown)}")
-        encoded = {layer.name: encode(layer, plan[layer.name]) for layer in layers if layer.name in plan}
-        return rewrite(mod, layers, plan, encoded)
+        folded = [v for layer in layers if layer.name in self.plan for v in layer.epilogue.consumed]
+        seen = []
 
-    return _pass
+        def rule(_var, value, bb):
+            first = data_arg(value)
+            if first is not None and any(first.same_as(v) for v in folded):
+                return first  # this bias add / clamp is already done inside the shift kernel
+            if candidate_kind(value) is None:
+                return None
+            layer = layers[len(seen)]
+            seen.append(layer.name)
+            cfg = self.plan.get(layer.name)
+            if cfg is None:
+                return None
+            return _kernel_call(bb, layer, value.args[0], cfg, *self.encoded[layer.name])
+
+        out, _ = rewrite_bindings(mod, lambda _func: rule, ["main"])
+        if len(seen) != len(layers):
+            raise RuntimeError(f"shift pass visited {len(seen)} candidates, expected {len(layers)}")
+        return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(out))
 
 
 # --------------------------------------------------------------------------- selection

@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from shiftc.core.host import flatten_outputs, host_vm
+from shiftc.core.relax_rewrite import rewrite_bindings
 from shiftc.reference.shift import im2col_nchw
 
 from .shift import Layer, candidate_kind
@@ -71,34 +72,28 @@ def layer_output_error(layer: Layer, inputs: Sequence[np.ndarray], decoded: Sequ
     return [float(np.sqrt(v / den)) if den > 0 else 0.0 for v in num]
 
 
-@relax.expr_functor.mutator
-class _WeightsToParams(relax.PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.params: list = []
+def weights_as_params(mod: tvm.IRModule) -> tvm.IRModule:
+    """``main`` with the constant weight of every candidate layer turned into a trailing parameter
+    ``shift_w<i>`` (candidates in binding order)."""
+    params: list = []
 
-    def visit_call_(self, call):
-        new = self.visit_expr_post_order(call)
-        if candidate_kind(call) is None:
-            return new
-        w = relax.Var(f"shift_w{len(self.params)}", call.args[1].ty)
-        self.params.append(w)
-        return relax.Call(new.op, [new.args[0], w], new.attrs)
+    def rule(_var, value, _bb):
+        if candidate_kind(value) is None:
+            return None
+        w = relax.Var(f"shift_w{len(params)}", value.args[1].ty)
+        params.append(w)
+        return relax.Call(value.op, [value.args[0], w], value.attrs)
+
+    out, _ = rewrite_bindings(mod, lambda _func: rule, ["main"])
+    out["main"] = relax.Function(list(mod["main"].params) + params, out["main"].body)
+    return out
 
 
 class ModelWithWeightParams:
     """``main`` compiled once with every candidate weight as an extra parameter."""
 
     def __init__(self, mod: tvm.IRModule, input_names: Sequence[str], samples: Sequence[dict]):
-        func = mod["main"]
-        mut = _WeightsToParams(mod)
-        body = relax.BlockBuilder().normalize(mut.visit_expr(func.body))
-        new_main = relax.Function(list(func.params) + mut.params, body)
-        out = tvm.IRModule({"main": new_main})
-        for gv, f in mod.functions.items():
-            if gv.name_hint != "main":
-                out[gv] = f
-        self._vm = host_vm(relax.transform.Normalize()(out))
+        self._vm = host_vm(relax.transform.Normalize()(weights_as_params(mod)))
         dev = self._dev = tvm.cpu()
         self._inputs = [[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names] for s in samples]
 

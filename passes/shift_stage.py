@@ -112,7 +112,55 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
     return {n: rungs[j] for n, j in best.items()}, errors
 
 
+def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> dict:
+    """The per-layer codes: uniform from the options, or allocated under the accuracy budget."""
+    if o.accuracy_budget is None:
+        return {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}
+    if o.shift_bits is not None or o.shift_terms != 1:
+        notes.append("--accuracy-budget chooses bits and terms per layer; --shift-bits/--shift-terms are ignored")
+    evaluator = M.ModelWithWeightParams(mod, names, samples)
+    plan, _ = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, notes)
+    return plan
+
+
+def _rows(layers, plan, encoded, inputs) -> list[dict]:
+    """One report row per candidate layer: its codes, size and measured weight / output error."""
+    rows = []
+    for i, layer in enumerate(layers):
+        cfg = plan.get(layer.name)
+        row = {"layer": layer.name, "op": layer.op, "weight_shape": list(layer.weight.shape), "macs": layer.macs}
+        if cfg is None:
+            rows.append(dict(row, bits=None, terms=None, shift_adds=0, weight_rel_l2=0.0, output_rel_l2=0.0, kernel="fp32 (skipped)"))
+            continue
+        codes, alpha = encoded[layer.name]
+        wd = S.decoded_weight(layer, codes, alpha)
+        w_err = float(np.linalg.norm(wd - layer.weight) / (np.linalg.norm(layer.weight) + 1e-30))
+        out_err = M.layer_output_error(layer, [s[i] for s in inputs], [wd])[0]
+        rows.append(dict(
+            row, bits=cfg.bits, terms=cfg.terms, zero="free" if cfg.zero_free else "with-zero",
+            shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
+            packed_bytes=S.pack(codes, cfg).nbytes + alpha.nbytes, kernel=S.KERNEL_FORM,
+        ))
+    return rows
+
+
+def _summary(layers, rows) -> dict:
+    coded = [(layer, row) for layer, row in zip(layers, rows) if row["bits"] is not None]
+    fp32_bytes = sum(layer.weight.nbytes for layer, _ in coded)
+    packed_bytes = sum(row["packed_bytes"] for _, row in coded)
+    weights = sum(layer.weight.size for layer, _ in coded)
+    return {
+        "macs_total": sum(layer.macs for layer in layers),
+        "macs_to_shift_add": sum(row["macs"] for _, row in coded),
+        "bits_per_weight": round(8 * packed_bytes / weights, 3) if weights else None,
+        "packed_weight_bytes": packed_bytes,
+        "fp32_weight_bytes": fp32_bytes,
+        "weight_compression": round(fp32_bytes / packed_bytes, 2) if packed_bytes else None,
+    }
+
+
 def apply(mod, ctx):
+    """Pipeline stage (lossy): choose the codes of every layer, report what they cost, rewrite."""
     o = ctx.options
     zero_free = _validate(o)
     report = ctx.report
@@ -130,57 +178,18 @@ def apply(mod, ctx):
     samples = list(ctx.samples)[:MEASURE_SAMPLES]
     t0 = time.perf_counter()
     inputs = M.capture_inputs(mod, names, samples)
-    local: dict[str, list[float]] = {}
-    if o.accuracy_budget is not None:
-        if o.shift_bits is not None or o.shift_terms != 1:
-            report.notes.append("--accuracy-budget chooses bits and terms per layer; --shift-bits/--shift-terms are ignored")
-        evaluator = M.ModelWithWeightParams(mod, names, samples)
-        plan, local = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, report.notes)
-    else:
-        plan = {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}
+    plan = _plan(o, mod, layers, active, zero_free, inputs, names, samples, report.notes)
     encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
-
-    rows, fp32_bytes, packed_bytes, coded = [], 0, 0, 0
-    total_macs = sum(layer.macs for layer in layers)
-    for i, layer in enumerate(layers):
-        cfg = plan.get(layer.name)
-        row = {"layer": layer.name, "op": layer.op, "weight_shape": list(layer.weight.shape), "macs": layer.macs}
-        if cfg is None:
-            rows.append(dict(row, bits=None, terms=None, shift_adds=0, weight_rel_l2=0.0, output_rel_l2=0.0, kernel="fp32 (skipped)"))
-            continue
-        codes, alpha = encoded[layer.name]
-        wd = S.decoded_weight(layer, codes, alpha)
-        w_err = float(np.linalg.norm(wd - layer.weight) / (np.linalg.norm(layer.weight) + 1e-30))
-        out_err = M.layer_output_error(layer, [s[i] for s in inputs], [wd])[0]
-        nbytes = S.pack(codes, cfg).nbytes + alpha.nbytes
-        fp32_bytes += layer.weight.nbytes
-        packed_bytes += nbytes
-        coded += layer.weight.size
-        rows.append(dict(
-            row, bits=cfg.bits, terms=cfg.terms, zero="free" if cfg.zero_free else "with-zero",
-            shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
-            packed_bytes=nbytes, kernel=S.KERNEL_FORM,
-        ))
+    rows = _rows(layers, plan, encoded, inputs)
     report.rows.extend(rows)
-    report.summary.update({
-        "layers": len(layers),
-        "rewritten": len(plan),
-        "skipped": sorted(skip),
-        "macs_total": total_macs,
-        "macs_to_shift_add": sum(r["macs"] for r in rows if r["bits"] is not None),
-        "bits_per_weight": round(8 * packed_bytes / coded, 3) if coded else None,
-        "packed_weight_bytes": packed_bytes,
-        "fp32_weight_bytes": fp32_bytes,
-        "weight_compression": round(fp32_bytes / packed_bytes, 2) if packed_bytes else None,
-        "measured_on_samples": len(samples),
-        "mode": "auto" if o.accuracy_budget is not None else "uniform",
-        "measure_s": round(time.perf_counter() - t0, 2),
-    })
+    report.summary.update({"layers": len(layers), "rewritten": len(plan), "skipped": sorted(skip), **_summary(layers, rows),
+                           "measured_on_samples": len(samples), "mode": "auto" if o.accuracy_budget is not None else "uniform",
+                           "measure_s": round(time.perf_counter() - t0, 2)})
     report.notes.append(
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
         f"reaching it for {len(samples)} calibration samples (FP32 host run of the model)"
     )
-    return S.rewrite(mod, layers, plan, encoded)
+    return S.RewriteShiftLayers(plan, encoded)(mod)
 
 
 STAGE = Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True)

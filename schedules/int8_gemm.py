@@ -1,5 +1,9 @@
 """Integer pointwise convolutions and matmuls on x86's dot-product instructions (AVX2 / AVX-512 VNNI).
 
+A per-target kernel-form pass: it lives in ``schedules`` (not ``passes``) because it chooses how a
+target runs a kernel, after the model-level passes have fixed what the model computes.
+``UseInt8DotIntrinsic(target)`` (``shiftc.UseInt8DotIntrinsic``) rewrites::
+
     conv2d(x_i8, W_i8) [NHWC, HWIO, 1x1, stride 1, int32 out]   (also matmul(x_i8, W_i8))
         ->  int8_dot_gemm(u8(x + 128), pack(W, 4)) - 128 * colsum(W)
     conv2d(x_i16, W_i16) / matmul(x_i16, W_i16)
@@ -25,8 +29,9 @@ import numpy as np
 import tvm
 from tvm import relax, te
 
+from shiftc.core.relax_rewrite import rewrite_bindings
+
 from . import x86_int8
-from .relax_rewrite import rewrite_functions
 
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind.kOutEWiseFusable
 # block name -> (pair/quad size g, the intrinsic for a target)
@@ -54,17 +59,15 @@ def _dtype(e) -> str:
     return str(e.ty.dtype)
 
 
-@relax.expr_functor.mutator
-class _Lowering(relax.PyExprMutator):
-    def __init__(self, mod, target, weight_limit: int | None):
-        super().__init__(mod)
-        self.lanes = {name: pick(target)[1] for name, (_, pick) in FORMS.items()}
-        self.var2val, self.weight_limit = {}, weight_limit
-        self.count = 0
+class _GemmRule:
+    """The binding rule of one Relax function: qualifying convs / matmuls -> the GEMM kernel."""
+
+    def __init__(self, lanes: dict, var2val: dict, weight_limit: int | None):
+        self.lanes, self.var2val, self.weight_limit = lanes, var2val, weight_limit
 
     def _weights_nk(self, call) -> tuple[str, np.ndarray] | None:
         """The GEMM form and (N, K) weights of a pointwise NHWC conv or a matmul, if it qualifies."""
-        name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+        name = call.op.name if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) else ""
         if name == "relax.nn.conv2d":
             at = call.attrs
             if (at.data_layout, at.kernel_layout, str(at.out_dtype)) != ("NHWC", "HWIO", "int32") or int(at.groups) != 1:
@@ -95,43 +98,39 @@ class _Lowering(relax.PyExprMutator):
             return None
         return name, w
 
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
+    def __call__(self, _var, call, bb):
         found = self._weights_nk(call)
         if found is None:
-            return call
+            return None
         name, w = found
         group, lanes = FORMS[name][0], self.lanes[name]
         x = call.args[0]
         if name == "int8_dot_gemm":
-            x = self.builder_.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
+            x = bb.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
         packed = relax.const(x86_int8.pack_weights(w, lanes, group), str(w.dtype))
-        y = self.builder_.call_te(gemm_te, x, packed, lanes=lanes, group=group, name=name, primfunc_name_hint=name,
-                                  primfunc_attrs={"op_pattern": OUT_EWISE_FUSABLE})
-        self.count += 1
+        y = bb.call_te(gemm_te, x, packed, lanes=lanes, group=group, name=name, primfunc_name_hint=name,
+                         primfunc_attrs={"op_pattern": OUT_EWISE_FUSABLE})
         if name == "int16_dot_gemm":
             return y  # the binding's own value (an alias of an emitted var would not fuse)
-        return relax.op.subtract(self.builder_.emit(y), relax.const(128 * w.astype(np.int32).sum(axis=1), "int32"))
+        return relax.op.subtract(bb.emit(y), relax.const(128 * w.astype(np.int32).sum(axis=1), "int32"))
 
 
-def UseInt8DotIntrinsic(target) -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
-    """Module pass: qualifying integer pointwise convs / matmuls become the tensorizable GEMM (module doc)."""
-    from .cpu_features import int8_dot_instruction
+@tvm.transform.module_pass(opt_level=0, name="shiftc.UseInt8DotIntrinsic")
+class UseInt8DotIntrinsic:
+    """Qualifying integer pointwise convs / matmuls become the tensorizable GEMM (module doc)."""
 
-    kind = int8_dot_instruction(target)
+    def __init__(self, target):
+        from .cpu_features import int8_dot_instruction
 
-    @tvm.transform.module_pass(opt_level=0, name="shiftc.UseInt8DotIntrinsic")
-    def _pass(mod, _ctx):
-        if kind == "none":
+        self.target, self.kind = target, int8_dot_instruction(target)
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if self.kind == "none":
             return mod
-        lowering = _Lowering(mod, target, None if kind == "avx512vnni" else x86_int8.WEIGHT_LIMIT)
-
-        def look_up_bindings(func):
-            lowering.var2val = relax.analysis.get_var2val(func)
-
-        return rewrite_functions(mod, lowering, look_up_bindings)
-
-    return _pass
+        lanes = {name: pick(self.target)[1] for name, (_, pick) in FORMS.items()}
+        limit = None if self.kind == "avx512vnni" else x86_int8.WEIGHT_LIMIT
+        out, count = rewrite_bindings(mod, lambda func: _GemmRule(lanes, relax.analysis.get_var2val(func), limit))
+        return relax.transform.DeadCodeElimination()(out) if count else mod
 
 
 def _divisor(x: int, cands) -> int:

@@ -1,5 +1,10 @@
 """Lower the integer requantisers and residual adds to plain Relax ops, for CPU builds.
 
+A per-target kernel-form pass: it lives in ``schedules`` (not ``passes``) because it chooses how a
+target runs a kernel, after the model-level passes have fixed what the model computes.
+``LowerIntElementwise()`` (``shiftc.LowerIntElementwise``) reads the ``Requantize`` / ``AddInt``
+contract of each kernel:
+
     call_tir(requant_axis, [z, m, e])  ->  astype(min(max(right_shift(z64 * M + H, E), lo), hi), int<bits>)
     call_tir(requant,      [z])        ->  the same with scalar M, H, E
     call_tir(add_int,      [a, b])     ->  astype(min(max(rr(a64 * ma, ea) + rr(b64 * mb, eb), lo), hi), int<bits>)
@@ -22,7 +27,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .relax_rewrite import rewrite_call_tir
+from shiftc.core.contract import AddInt, Requantize
+from shiftc.core.relax_rewrite import rewrite_call_tir
 
 MAX_SHIFT = 62
 
@@ -59,32 +65,27 @@ def _const(e) -> np.ndarray | None:
 
 def lowered(func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
     """The Relax form of one requantiser / residual-add call, or None if it is not one."""
-    at = func.attrs
-    if at is None:
-        return None
-    if "shiftc.requant" in at:
-        bits = int(at["shiftc.bits"])
+    rq = Requantize.from_func(func)
+    if rq is not None:
         z = args[0]
         z64 = relax.op.astype(z, "int64")
-        if str(at["shiftc.requant"]) == "per_tensor":
-            return _saturate(_rshift_round(z64, int(at["shiftc.m"]), int(at["shiftc.e"]), [1]), bits)
+        if not rq.per_axis:
+            return _saturate(_rshift_round(z64, rq.m, rq.e, [1]), rq.bits)
         m, e = _const(args[1]), _const(args[2])
         if m is None or e is None:
             return None
-        shape = _channel_shape(len(z.ty.shape.values), int(at["shiftc.axis"]))
-        return _saturate(_rshift_round(z64, m, e, shape), bits)
-    if "shiftc.add_int" in at:
-        ma, ea, mb, eb, bits = (int(v) for v in at["shiftc.add_int"])
+        shape = _channel_shape(len(z.ty.shape.values), rq.axis)
+        return _saturate(_rshift_round(z64, m, e, shape), rq.bits)
+    add = AddInt.from_func(func)
+    if add is not None:
         a, b = (relax.op.astype(t, "int64") for t in args)
-        return _saturate(relax.op.add(_rshift_round(a, ma, ea, [1]), _rshift_round(b, mb, eb, [1])), bits)
+        return _saturate(relax.op.add(_rshift_round(a, add.ma, add.ea, [1]), _rshift_round(b, add.mb, add.eb, [1])), add.bits)
     return None
 
 
-def LowerIntElementwise() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
-    """Module pass: requantisers and residual adds become Relax ops (see module doc)."""
+@tvm.transform.module_pass(opt_level=0, name="shiftc.LowerIntElementwise")
+class LowerIntElementwise:
+    """Requantisers and residual adds become Relax ops (see the module doc)."""
 
-    @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerIntElementwise")
-    def _pass(mod, _ctx):
-        return rewrite_call_tir(mod, lambda _builder, func, args: lowered(func, args))
-
-    return _pass
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return rewrite_call_tir(mod, lambda _bb, func, args: lowered(func, args))

@@ -1,5 +1,9 @@
 """Lower integer shift kernels to the equal integer dot product, on targets where that is faster.
 
+A per-target kernel-form pass: it lives in ``schedules`` (not ``passes``) because it chooses how a
+target runs a kernel, after the model-level passes have fixed what the model computes.
+``LowerShiftToDot()`` (``shiftc.LowerShiftToDot``) reads each kernel's ``ShiftKernel`` contract:
+
     call_tir(shift_conv2d_int, [x_i8, packed_codes])  ->  nn.conv2d(x, W, out_dtype="int32")
     call_tir(shift_matmul_int, [x_i8, packed_codes])  ->  matmul(x, W^T, out_dtype="int32")
 
@@ -21,50 +25,48 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from shiftc.core.contract import ShiftKernel
+from shiftc.core.relax_rewrite import rewrite_call_tir
+from shiftc.kernels.shift import dot_weights
 from shiftc.reference import shift as ref
 
-from .relax_rewrite import rewrite_call_tir
-from shiftc.kernels.shift import dot_weights
 
-SHIFT_INT = "shift_int"
+def layer_dot_weights(kernel: ShiftKernel, packed: np.ndarray) -> np.ndarray:
+    """The dot weights of one shift kernel, from its contract and packed codes: OIHW or (O, K)."""
+    oi_shape = kernel.oi_shape()
+    codes = ref.unpack_codes(packed.tobytes(), kernel.bits, kernel.terms * int(np.prod(oi_shape)), kernel.zero_free,
+                             shape=(kernel.terms, *oi_shape))
+    return dot_weights(codes, kernel.P)
 
 
-def layer_dot_weights(at, packed: np.ndarray) -> np.ndarray:
-    """The dot weights of one shift kernel, from its attributes and packed codes: OIHW or (O, K)."""
-    op, bits, terms = str(at["shiftc.op"]), int(at["shiftc.bits"]), int(at["shiftc.terms"])
-    wshape = [int(d) for d in at["shiftc.weight_shape"]]
-    oi_shape = wshape if op == "conv2d" else [wshape[1], wshape[0]]
-    codes = ref.unpack_codes(packed.tobytes(), bits, terms * int(np.prod(oi_shape)), bool(int(at["shiftc.zero_free"])),
-                             shape=(terms, *oi_shape))
-    return dot_weights(codes, int(at["shiftc.P"]))
+def _shift_int(func) -> ShiftKernel | None:
+    kernel = ShiftKernel.from_func(func) if isinstance(func, tvm.tirx.PrimFunc) else None
+    return kernel if kernel is not None and kernel.kind == "shift_int" else None
 
 
 def has_shift_int(mod) -> bool:
-    return any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and str(f.attrs.get("shiftc.kernel", "")) == SHIFT_INT
-               for _, f in mod.functions_items())
+    return any(_shift_int(f) is not None for _, f in mod.functions_items())
 
 
-def _dot_form(builder, func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
+def _dot_form(bb, func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
     """The int conv2d / matmul equal to one ``shift_int`` kernel call, or None for other calls."""
-    at = func.attrs
-    if at is None or str(at.get("shiftc.kernel", "")) != SHIFT_INT:
+    kernel = _shift_int(func)
+    if kernel is None:
         return None
     x, packed = args
-    w = layer_dot_weights(at, packed.value.numpy())
+    w = layer_dot_weights(kernel, packed.value.numpy())
     if w.dtype != np.int8:
-        x = builder.emit(relax.op.astype(x, str(w.dtype)))
-    if str(at["shiftc.op"]) == "conv2d":
+        x = bb.emit(relax.op.astype(x, str(w.dtype)))
+    if kernel.op == "conv2d":
         return relax.op.nn.conv2d(
-            x, relax.const(w), [int(v) for v in at["shiftc.strides"]], [int(v) for v in at["shiftc.padding"]],
-            [int(v) for v in at["shiftc.dilation"]], int(at["shiftc.groups"]), "NCHW", "OIHW", "NCHW", out_dtype="int32")
+            x, relax.const(w), list(kernel.strides), list(kernel.padding), list(kernel.dilation), kernel.groups,
+            "NCHW", "OIHW", "NCHW", out_dtype="int32")
     return relax.op.matmul(x, relax.const(np.ascontiguousarray(w.T)), out_dtype="int32")
 
 
-def LowerShiftToDot() -> tvm.transform.Pass:  # noqa: N802 (TVM pass style)
-    """Module pass: every ``shift_int`` kernel call becomes the equal int conv2d/matmul (see module doc)."""
+@tvm.transform.module_pass(opt_level=0, name="shiftc.LowerShiftToDot")
+class LowerShiftToDot:
+    """Every ``shift_int`` kernel call becomes the equal int conv2d / matmul (see the module doc)."""
 
-    @tvm.transform.module_pass(opt_level=0, name="shiftc.LowerShiftToDot")
-    def _pass(mod, _ctx):
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return rewrite_call_tir(mod, _dot_form)
-
-    return _pass

@@ -1,7 +1,8 @@
 """Default CPU schedules for the shift kernels (used where no tuned schedule is applied).
 
-The kernels are plain TE (``schedules/shift_kernels.py``), so MetaSchedule can tune them too; this
-module gives untuned builds a reasonable loop nest instead of the naive one:
+The kernels are plain TE (``shiftc.kernels.shift``), so MetaSchedule can tune them too; this
+module gives untuned builds a reasonable loop nest instead of the naive one, and the module pass
+``ScheduleShiftKernels(target)`` (``shiftc.ScheduleShiftKernels``) applies it to every shift kernel:
 
 * the reduction block ``shift_acc``/``dot_acc``: the innermost spatial axis (output width for
   conv2d, output features for matmul) is split by a vector width that divides it and vectorised;
@@ -18,7 +19,8 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-KERNEL_ATTR = "shiftc.kernel"
+from shiftc.core.contract import KIND, ShiftKernel, kernel_kind
+
 ACC_BLOCKS = ("shift_acc", "dot_acc")
 VECTOR = (16, 8, 4, 2)
 
@@ -79,19 +81,21 @@ def _block_names(sch) -> list[str]:
     return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
 
 
-def ScheduleShiftKernels(target: tvm.target.Target) -> tvm.transform.Pass:  # noqa: N802
-    """Module pass: give every PrimFunc marked ``shiftc.kernel`` its default CPU schedule (llvm only)."""
+@tvm.transform.module_pass(opt_level=0, name="shiftc.ScheduleShiftKernels")
+class ScheduleShiftKernels:
+    """Give every shift kernel PrimFunc (``ShiftKernel`` kinds of ``shiftc.core.contract``) its
+    default CPU schedule; llvm targets only, other modules pass through unchanged."""
 
-    @tvm.transform.module_pass(opt_level=0, name="ScheduleShiftKernels")
-    def _pass(mod, _ctx):
-        if target.kind.name != "llvm":
+    def __init__(self, target: tvm.target.Target):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if self.target.kind.name != "llvm":
             return mod
         out = tvm.IRModule(mod.functions, attrs=mod.attrs, global_infos=mod.global_infos)
         for gv, func in list(mod.functions.items()):
-            if (isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs
-                    and str(func.attrs[KERNEL_ATTR]).startswith("shift")):  # other shiftc kernels carry the tag too
+            kind = kernel_kind(func) if isinstance(func, tvm.tirx.PrimFunc) else None
+            if kind in ShiftKernel.KINDS:  # other shiftc kernels carry a kind too
                 scheduled = schedule_cpu(func.with_attr("global_symbol", gv.name_hint))
-                out[gv] = scheduled.with_attr(KERNEL_ATTR, func.attrs[KERNEL_ATTR]).with_attr("tirx.is_scheduled", True)
+                out[gv] = scheduled.with_attr(KIND, kind).with_attr("tirx.is_scheduled", True)
         return out
-
-    return _pass

@@ -461,6 +461,8 @@ def test_additive_mask_softmax_and_masked_mean(rng):
 # ----------------------------------------------------------------------------- shift weights
 @pytest.mark.parametrize("op", ["matmul", "conv2d"])
 def test_shift_weights_run_as_int_shift_accumulate(rng, op):
+    from shift_helpers import ShiftWeights
+
     from shiftc.passes import shift as S
 
     # with a bias add and a ReLU that the shift pass folds into its kernel's epilogue
@@ -474,7 +476,7 @@ def test_shift_weights_run_as_int_shift_accumulate(rng, op):
         shape = (1, 2, 6, 6)
     layer = S.find_layers(mod)[0]
     cfg = S.ShiftConfig(4)
-    mod = S.ShiftWeights({layer.name: cfg})(mod)
+    mod = ShiftWeights({layer.name: cfg})(mod)
     codes, alpha = S.encode(layer, cfg)
     c = Compiled(mod, [{"x": rand(rng, shape)} for _ in range(2)])
     row = c.row(f"shift_{op}_int")
@@ -501,6 +503,8 @@ def test_all_zero_weight_channel_outputs_its_bias(rng):
     """A conv output channel whose weights are all zero gets alpha = 0 from the shift encoder and
     zero-free codes that are not zero: the integer path forces its sum to 0 and still represents
     its bias (no division by a zero scale)."""
+    from shift_helpers import ShiftWeights
+
     from shiftc.passes import shift as S
 
     W, b = rand(rng, (4, 2, 3, 3), 0.3), np.array([0.1, -0.4, 0.25, 0.3], np.float32)
@@ -508,7 +512,7 @@ def test_all_zero_weight_channel_outputs_its_bias(rng):
     mod = graph(lambda bb, x: emit(bb, relax.op.add(emit(bb, relax.op.nn.conv2d(x, relax.const(W), padding=1), "m"),
                                                     relax.const(b.reshape(1, 4, 1, 1))), "y"), x=(1, 2, 5, 5))
     layer = S.find_layers(mod)[0]
-    mod = S.ShiftWeights({layer.name: S.ShiftConfig(4)})(mod)
+    mod = ShiftWeights({layer.name: S.ShiftConfig(4)})(mod)
     codes, alpha = S.encode(layer, S.ShiftConfig(4))
     assert alpha[1] == 0 and np.all(codes[:, 1] != 0)  # the case: zero scale, non-zero codes
     c = Compiled(mod, [{"x": rand(rng, (1, 2, 5, 5))} for _ in range(2)])

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto as T, helper as h, numpy_helper as nh
+from shift_helpers import ShiftWeights
 from tvm import relax
 
 import shiftc
@@ -83,7 +84,7 @@ def test_ir_before_and_after():
     _, mod = imported()
     assert ops_in(mod) == (2, 2, 0, 0)
     plan = {"conv2d_0": S.ShiftConfig(4), "conv2d_1": S.ShiftConfig(5, 2, False), "matmul_0": S.ShiftConfig(3)}
-    out = S.ShiftWeights(plan)(mod)
+    out = ShiftWeights(plan)(mod)
     assert ops_in(out) == (0, 1, 2, 1)  # matmul_1 not in the plan stays a float matmul
     before, after = mod["main"].script(show_meta=False), out["main"].script(show_meta=False)
     assert before.count("R.add(") == 2 and after.count("R.add(") == 0  # conv and Gemm biases folded into the kernels
@@ -130,7 +131,7 @@ def test_rewritten_module_equals_decoded_weights_in_onnxruntime(cfg):
     loaded, mod = imported()
     plan = {l.name: cfg for l in S.find_layers(mod)}
     x = np.random.default_rng(3).normal(size=(1, 3, 8, 8)).astype(np.float32)
-    got = evaluate.relax_outputs(S.ShiftWeights(plan)(mod), loaded.inputs, [{"x": x}])[0][0]
+    got = evaluate.relax_outputs(ShiftWeights(plan)(mod), loaded.inputs, [{"x": x}])[0][0]
     want = ort_with_decoded_weights(plan, x)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
     fp32 = evaluate.onnxruntime_outputs(loaded.proto, [{"x": x}])[0][0]

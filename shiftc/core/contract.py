@@ -157,7 +157,7 @@ class AddInt:
 class Boundary:
     """A float <-> integer boundary kernel: the graph's input ``quantize``, output ``dequantize``,
     or either side of a ``float_island`` (an op kept in float with --float-fallback). The integer
-    scan (passes/float_scan.py) exempts exactly these."""
+    scan (passes/float_scan.py) exempts ``quantize`` / ``dequantize``; it reports float islands."""
 
     kind: str
 

@@ -8,7 +8,7 @@ A VTA layer is a chain of single-use values::
       [-> maximum(., 0)]                                            ReLU: 0 a scalar, or zeros per channel
                                                                     (a shift kernel's folded clamp at lo = 0)
       [-> max_pool2d(.)]*                                           (moved after the requantiser, see below)
-      [-> requantiser: call_tir with attrs shiftc.requant = per_axis (channel axis) | per_tensor,
+      [-> requantiser: call_tir of a Requantize kernel (shiftc.core.contract), per axis (channel) | per tensor,
           m = 1 (pow2: a rounding right shift by e <= 31) or m = 2**k, e = 0 (a saturating
           left shift by k <= 30), bits 8 or 16]
 
@@ -30,7 +30,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-REQUANT_ATTR = "shiftc.requant"  # set on requantiser PrimFuncs by the integeriser
+from shiftc.core.contract import Requantize, ShiftKernel
 
 
 @dataclass
@@ -155,29 +155,25 @@ class _Finder:
         return Chain("dense", b.var, x, np.ascontiguousarray(w.T), members=[b.var]), ""
 
     def shift_anchor(self, b) -> tuple[Chain | None, str]:
-        """An integer shift kernel (attrs ``shiftc.kernel = shift_int``) with constant codes."""
+        """An integer shift kernel (``ShiftKernel`` of kind ``shift_int``) with constant codes."""
         from shiftc.reference import unpack_codes
 
         v = b.value
-        at = self.mod[v.args[0]].attrs
+        kernel = ShiftKernel.from_func(self.mod[v.args[0]])
         x, packed = v.args[1].fields[0], _const(v.args[1].fields[1])
-        op, terms = str(at["shiftc.op"]), int(at["shiftc.terms"])
-        if terms != 1:
-            return None, f"{terms}-term shift codes (the VTA shift core takes one code per weight)"
+        if kernel.terms != 1:
+            return None, f"{kernel.terms}-term shift codes (the VTA shift core takes one code per weight)"
         if packed is None or _dtype(x) != "int8":
             return None, "shift kernel without int8 input and constant codes"
-        wshape = [int(d) for d in at["shiftc.weight_shape"]]
-        oi = wshape if op == "conv2d" else [wshape[1], wshape[0]]
-        codes = unpack_codes(packed.tobytes(), int(at["shiftc.bits"]), int(np.prod(oi)),
-                             bool(int(at["shiftc.zero_free"])), shape=tuple(oi)).astype(np.int8)
-        common = dict(members=[b.var], wgt_mode="shift", shift_P=int(at["shiftc.P"]))
-        if op == "conv2d":
-            if int(at["shiftc.groups"]) != 1:
-                return None, f"groups={int(at['shiftc.groups'])} (grouped/depthwise conv is not lowered to VTA)"
-            if any(int(d) != 1 for d in at["shiftc.dilation"]):
+        oi = kernel.oi_shape()
+        codes = unpack_codes(packed.tobytes(), kernel.bits, int(np.prod(oi)), kernel.zero_free, shape=oi).astype(np.int8)
+        common = dict(members=[b.var], wgt_mode="shift", shift_P=kernel.P)
+        if kernel.op == "conv2d":
+            if kernel.groups != 1:
+                return None, f"groups={kernel.groups} (grouped/depthwise conv is not lowered to VTA)"
+            if any(d != 1 for d in kernel.dilation):
                 return None, "dilated conv is not lowered to VTA"
-            return Chain("conv2d", b.var, x, codes, tuple(int(s) for s in at["shiftc.strides"]),
-                         tuple(int(p) for p in at["shiftc.padding"]), **common), ""
+            return Chain("conv2d", b.var, x, codes, kernel.strides, kernel.padding, **common), ""
         if len(_shape(x)) != 2:
             return None, f"shift matmul of rank {len(_shape(x))} (VTA dense takes (N, K))"
         return Chain("dense", b.var, x, codes, **common), ""
@@ -231,17 +227,16 @@ class _Finder:
         v = b.value
         if _op(v) != "relax.call_tir" or not v.args[1].fields[0].same_as(src):
             return None, None, ""
-        f = self.mod[v.args[0]]
-        at = f.attrs
-        if at is None or REQUANT_ATTR not in at:
+        rq = Requantize.from_func(self.mod[v.args[0]])
+        if rq is None:
             return None, None, ""
-        bits = int(at["shiftc.bits"])
+        bits = rq.bits
         if bits not in (8, 16):
             return None, None, f"{bits}-bit output (VTA stores 8- or 16-bit results here)"
-        if str(at[REQUANT_ATTR]) == "per_tensor":
-            m, e = int(at["shiftc.m"]), int(at["shiftc.e"])
+        if not rq.per_axis:
+            m, e = rq.m, rq.e
         else:
-            if int(at["shiftc.axis"]) % nd != caxis:
+            if rq.axis % nd != caxis:
                 return None, None, "per-axis requantiser on a non-channel axis"
             m, e = _const(v.args[1].fields[1]), _const(v.args[1].fields[2])
             if m is None or e is None or m.size != channels:
@@ -268,8 +263,8 @@ def _per_channel(c: np.ndarray, nd: int, caxis: int, channels: int) -> bool:
 def _is_shift_kernel(mod, value) -> bool:
     if _op(value) != "relax.call_tir":
         return False
-    at = mod[value.args[0]].attrs
-    return at is not None and "shiftc.kernel" in at and str(at["shiftc.kernel"]) == "shift_int" and "shiftc.P" in at
+    kernel = ShiftKernel.from_func(mod[value.args[0]])
+    return kernel is not None and kernel.kind == "shift_int" and kernel.P is not None
 
 
 def find_layers(mod: tvm.IRModule) -> tuple[list[Chain], dict]:
