@@ -377,14 +377,17 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
 @click.argument("names", nargs=-1, metavar="[TARGET]...")
 @click.option("--apt", is_flag=True, help="Print the Debian packages the targets need, one per line "
               "(without TARGETs: every target's but cuda's, as scripts/setup.sh installs them).")
+@click.option("--missing", is_flag=True, help="With --apt: only the packages of tools not found on PATH.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def targets_cmd(names, apt, as_json):
+def targets_cmd(names, apt, missing, as_json):
     """List targets (all, or the TARGETs named) and whether each one's toolchain is present."""
     from . import targets
 
+    if missing and not apt:
+        raise InputError("--missing goes with --apt")
     if apt:
-        for package in targets.apt_packages(list(names)):
+        for package in targets.apt_packages(list(names), missing_only=missing):
             click.echo(package)
         return
     rows = []

@@ -78,10 +78,13 @@ def options_for(names: list[str], given: dict[str, str]) -> dict[str, dict]:
     return {n: parse_options(n, {k: v for k, v in given.items() if k in own}) for n, own in declared.items()}
 
 
-def apt_packages(names: list[str] | None = None) -> list[str]:
-    """The Debian packages of the named targets (None: those ``installed_by_default``), sorted."""
+def apt_packages(names: list[str] | None = None, missing_only: bool = False) -> list[str]:
+    """The Debian packages of the named targets' tools (None: the targets ``installed_by_default``),
+    sorted; ``missing_only``: only those of tools not found on PATH (nvcc from an NVIDIA install
+    counts as found)."""
     chosen = names if names else [n for n, cls in REGISTRY.items() if cls.installed_by_default]
-    return sorted({p for n in chosen for p in get(n).apt_packages()})
+    tools = [t for n in chosen for t in get(n).apt_tools()]
+    return sorted({t.package for t in tools if not (missing_only and t.path() is not None)})
 
 
 __all__ = ["REGISTRY", "Comparison", "Target", "TargetOption", "Tool", "apt_packages", "from_description",

@@ -7,7 +7,7 @@ rest of shiftc asks of it:
   them, ``targets.get`` checks them, ``options()`` records them in the artifact.
 - ``tvm_target()``, ``lower(mod, report)``, ``lowering()`` / ``schedule(mod)``, ``build``, ``load``:
   compiling and running.
-- ``tools`` / ``apt_packages()`` / ``installed_by_default``: its toolchain and the Debian packages
+- ``tools`` / ``apt_tools()`` / ``installed_by_default``: its toolchain and the Debian packages
   that provide it (``shiftc targets --apt``, ``scripts/setup.sh``).
 - ``can_run_here()`` / ``emulator()`` / ``comparison()``: how ``shiftc matrix`` treats it.
 """
@@ -101,11 +101,12 @@ class Comparison:
     tolerance: float | None = None
 
     def describe(self) -> str:
-        if self.reference == "onnxruntime":
-            text = "onnxruntime FP32"
-        else:
-            text = " ".join([self.reference, *(f"{k}={v}" for k, v in sorted(self.options.items()))])
-        return text + (" (bit for bit)" if self.tolerance == 0 else "")
+        """E.g. ``onnxruntime FP32`` or ``x86 --integer-only --requant pow2, bit for bit``."""
+        words = ["onnxruntime FP32"] if self.reference == "onnxruntime" else [self.reference]
+        for key, value in self.options.items():
+            flag = "--" + key.replace("_", "-")
+            words += [flag] if value is True else [flag, str(value)]
+        return " ".join(words) + (", bit for bit" if self.tolerance == 0 else "")
 
 
 class Session(Protocol):
@@ -158,9 +159,10 @@ class Target(ABC):
                 f"target {self.name!r} needs {t.program} ({t.purpose}); install it with: apt-get install {t.package}"
             )
 
-    def apt_packages(self) -> list[str]:
-        """The Debian packages of this target's tools (and of optional ones it can use)."""
-        return [t.package for t in self.tools]
+    def apt_tools(self) -> tuple[Tool, ...]:
+        """The tools ``shiftc targets --apt`` installs for this target: its ``tools``, and optional
+        ones it can use (each names its Debian package)."""
+        return self.tools
 
     def notes(self) -> list[str]:
         """Extra readiness facts for ``shiftc targets`` (caches, devices)."""

@@ -55,12 +55,12 @@ class VTA(X86):
         """VTA's ALU has no multiplier: every requantiser must be a shift on integers."""
         return {"integer_only": True, "requant": "pow2"}
 
-    def apt_packages(self) -> list[str]:
-        return super().apt_packages() + [t.package for t in OPTIONAL_TOOLS]
+    def apt_tools(self) -> tuple[Tool, ...]:
+        return super().apt_tools() + OPTIONAL_TOOLS
 
     def comparison(self) -> Comparison:
-        """Integer-only: bit for bit with the x86 integer build of the same options."""
-        return Comparison("x86", {"cpu": self.cpu, **self.required_options()}, tolerance=0)
+        """Integer-only, and bit-exact with the x86 integer path of the same pass options."""
+        return Comparison("x86", self.required_options(), tolerance=0)
 
     def config(self) -> VTAConfig:
         try:
