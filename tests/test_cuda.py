@@ -86,7 +86,7 @@ def test_multiply_detector_sees_a_real_matmul(dtype):
 )
 def test_integer_shift_kernels_ptx(kernel, arg_types, kwargs):
     """The schedules layer's integer shift kernels: shifts in the PTX, no multiply by a weight."""
-    from shiftc.kernels import integer
+    from shiftc.kernels import integer as int_kernels
 
     source, ptx = build_ptx(relax_module(getattr(int_kernels, kernel), *arg_types, **kwargs))
     assert "<<" in source
