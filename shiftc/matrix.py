@@ -1,12 +1,14 @@
 """The cross-compile matrix: build one model for several targets, run what can run here, compare.
 
-Every target is compiled; x86 runs natively, arm under qemu-aarch64, cuda only where a GPU is
-present, any other registered target where its ``load`` works here. Each output is compared with
-onnxruntime FP32 on the same synthetic inputs. The error is ``max |got - ref| / max(1, |ref|)``
+Every target is compiled; each one then says whether it can run here (``Target.can_run_here``:
+x86 natively, arm under qemu-aarch64, cuda only where a GPU is present) and what its outputs are
+compared with on the same synthetic input (``Target.comparison``): onnxruntime FP32 within the
+matrix's tolerance, or another target's build bit for bit (vta: the x86 integer-only build with
+power-of-two requantisers, which it matches exactly). The error is ``max |got - ref| / max(1, |ref|)``
 over all outputs (so small values are compared absolutely, large ones relatively).
 
 A row fails when its toolchain is present but the build fails, or when it ran and the error
-exceeds the tolerance. A target whose toolchain is missing is reported (with the apt package) but
+exceeds its tolerance. A target whose toolchain is missing is reported (with the apt package) but
 does not fail the matrix; ``shiftc targets`` shows the same thing.
 """
 
@@ -37,6 +39,7 @@ class MatrixRow:
     max_error: float | None = None
     size_bytes: int | None = None
     ok: bool = True
+    compared_with: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,19 +80,23 @@ def run_matrix(
     loaded = frontend.load(model, shapes)
     sample = calibration_data.synthetic(loaded.inputs, n=1)[0]
     reference = evaluate.onnxruntime_outputs(loaded.proto, [sample])[0]
+    references = _References(model, shapes, sample, reference)
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="shiftc-matrix-"))
-        return [_row(model, name, Path(work_dir), shapes, sample, reference, tolerance, target_options, step) for name in target_names]
+        references.work = Path(work_dir)
+        return [_row(model, name, Path(work_dir), shapes, sample, references, tolerance, target_options, step) for name in target_names]
 
 
-def _row(model, name, work, shapes, sample, reference, tolerance, target_options, step) -> MatrixRow:
+def _row(model, name, work, shapes, sample, references, tolerance, target_options, step) -> MatrixRow:
     """Build, and where possible run and compare, one target."""
     from shiftc import targets
 
     row = MatrixRow(target=name, built=False)
     options = dict((target_options or {}).get(name, {}))
     tgt = targets.get(name, **options)
+    comparison = tgt.comparison()
+    row.compared_with = comparison.describe()
     missing = [t for t in tgt.missing_tools() if t.needed_for == "build"]
     if missing:
         row.build_note = "no toolchain: apt-get install " + " ".join(sorted({t.package for t in missing}))
@@ -107,44 +114,53 @@ def _row(model, name, work, shapes, sample, reference, tolerance, target_options
     row.built = True
     row.size_bytes = sum((work / name / f).stat().st_size for f in cm.meta["files"])
     step(f"run {name}")
-    reason = _cannot_run_here(tgt)
+    reason = tgt.can_run_here()
     if reason:
         row.run_note = f"no ({reason})"
         return row
+    _run_and_compare(row, cm, tgt, sample, references, tolerance if comparison.tolerance is None else comparison.tolerance, step)
+    return row
+
+
+def _run_and_compare(row: MatrixRow, cm, tgt, sample, references, tolerance: float, step) -> None:
     t0 = time.perf_counter()
     try:
         outs = cm.run(sample)
     except ToolchainError as exc:
         row.run_note = f"no ({exc})"
-        return row
+        return
     except Exception as exc:  # noqa: BLE001
         row.run_note, row.ok = f"failed: {_one_line(exc)}", False
-        return row
+        return
     row.run_s = time.perf_counter() - t0
     row.ran = True
-    row.run_note = "yes" + (" (qemu)" if name == "arm" and _emulated(tgt) else "")
+    row.run_note = "yes" + (f" ({tgt.emulator()})" if tgt.emulator() else "")
+    try:
+        reference = references.outputs(tgt.comparison(), step)
+    except Exception as exc:  # noqa: BLE001 - a reference that does not build fails this row
+        row.ok, row.run_note = False, f"{row.run_note}; the reference failed: {_one_line(exc)}"
+        return
     row.max_error = output_error(list(outs.values()), reference)
     row.ok = row.max_error <= tolerance
-    return row
 
 
-def _cannot_run_here(tgt) -> str | None:
-    """Why a built artifact cannot run on this machine (None when it can)."""
-    if tgt.name == "cuda":
-        from shiftc.targets.cuda import gpu_present
+class _References:
+    """Reference outputs on the matrix's sample: onnxruntime's, and target builds made on demand
+    (once per target and options, into ``work/reference-<target>-<n>``)."""
 
-        return None if gpu_present() else "no GPU"
-    run_missing = [t for t in tgt.missing_tools() if t.needed_for == "run"]
-    if run_missing:
-        t = run_missing[0]
-        return f"{t.program} missing: apt-get install {t.package}"
-    return None
+    def __init__(self, model, shapes, sample, onnxruntime_outputs: list):
+        self.model, self.shapes, self.sample = model, shapes, sample
+        self.known = {("onnxruntime", ()): onnxruntime_outputs}
+        self.work: Path | None = None
 
-
-def _emulated(tgt) -> bool:
-    from shiftc.targets.arm import host_is_aarch64
-
-    return not host_is_aarch64()
+    def outputs(self, comparison, step) -> list[np.ndarray]:
+        key = (comparison.reference, tuple(sorted(comparison.options.items())))
+        if key not in self.known:
+            step(f"build reference {comparison.describe()}")
+            out = self.work / f"reference-{comparison.reference}-{len(self.known)}"
+            cm = api.compile(self.model, comparison.reference, input_shapes=self.shapes, output=out, **comparison.options)
+            self.known[key] = list(cm.run(self.sample).values())
+        return self.known[key]
 
 
 def _one_line(exc: Exception) -> str:

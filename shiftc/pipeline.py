@@ -50,19 +50,20 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
 def build(mod, target, db=None, report=None):
     """Schedule and compile a Relax module for a target into a Relax executable.
 
-    CPU (LLVM) targets go through ``schedules.prepare``: fusion, the tuning database ``db`` (None:
-    the one shipped for the target, if any) and default CPU schedules, recorded in ``report`` (a
-    ``schedules.ScheduleReport``). A target with its own ``schedule`` hook (cuda) uses that instead.
+    A target with a ``lowering()`` (CPU targets) goes through ``schedules.prepare`` with it: fusion,
+    the tuning database ``db`` (None: the one shipped for the target, if any) and default CPU
+    schedules, recorded in ``report`` (a ``schedules.ScheduleReport``). A target whose lowering is
+    None schedules its own kernels (``target.schedule``, cuda).
     """
     import tvm
 
     from shiftc import schedules
     from shiftc.core.errors import InputError
-    from shiftc.targets import Target
 
     tvm_target = target.tvm_target()
-    if type(target).schedule is Target.schedule and schedules.is_cpu(tvm_target):
-        mod = schedules.prepare(mod, tvm_target, db, report)
+    lowering = target.lowering()
+    if lowering is not None:
+        mod = schedules.prepare(mod, tvm_target, db, report, lowering)
         with tvm_target, tvm.transform.PassContext(opt_level=3):
             return tvm.compile(mod, target=tvm_target, relax_pipeline=schedules.lowering_pipeline(tvm_target))
     if db is not None:

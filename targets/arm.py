@@ -17,10 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-from shiftc.core.errors import InputError, ShiftcError
+from shiftc.core.errors import ShiftcError
 
 from . import aarch64_runtime
-from .base import Target, Tool
+from .base import Target, TargetOption, Tool
 
 # LLVM CPU name -> extra features. NEON is baseline on aarch64; +dotprod (sdot/udot) from Armv8.2
 # cores that have it, which lets TVM pick its int8 dot-product intrinsics.
@@ -64,17 +64,11 @@ class Arm(Target):
     cpu: str = "cortex-a72"
     name = "arm"
     summary = "aarch64 Linux (LLVM, cross-compiled; C++ runner; runs here under qemu-aarch64)"
+    option_specs = (TargetOption("cpu", str, "aarch64 CPU (LLVM name)", choices=tuple(CPUS), default="cortex-a72"),)
     tools = (
         Tool("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "cross-links the model and the runner"),
         Tool("qemu-aarch64", "qemu-user", "runs aarch64 artifacts on this host", needed_for="run"),
     )
-
-    def __post_init__(self):
-        if self.cpu not in CPUS:
-            raise InputError(f"unknown arm cpu {self.cpu!r}; known: {', '.join(CPUS)}")
-
-    def options(self) -> dict:
-        return {"cpu": self.cpu}
 
     def tvm_target(self):
         import tvm
@@ -86,6 +80,9 @@ class Arm(Target):
     def missing_tools(self) -> list[Tool]:
         # qemu is only needed where the host cannot run aarch64 code itself
         return [t for t in super().missing_tools() if not (t.needed_for == "run" and host_is_aarch64())]
+
+    def emulator(self) -> str | None:
+        return None if host_is_aarch64() else "qemu"
 
     def notes(self) -> list[str]:
         if aarch64_runtime.runtime_cached():

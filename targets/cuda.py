@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from shiftc.core.errors import InputError, ShiftcError, ToolchainError
+from shiftc.core.errors import ShiftcError, ToolchainError
 
-from .base import Target, Tool
+from .base import Target, TargetOption, Tool
 from .x86 import VMSession
 
 ARCHS = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
@@ -32,18 +32,14 @@ class Cuda(Target):
     arch: str = "sm_80"
     name = "cuda"
     summary = "NVIDIA GPU (CUDA, DLight schedules); builds without a GPU, runs only where one is present"
+    option_specs = (TargetOption("arch", str, "GPU architecture (compute capability)", choices=ARCHS, default="sm_80"),)
     tools = (
         Tool("nvcc", "nvidia-cuda-toolkit", "compiles the CUDA kernels ahead of time (PTX)"),
         Tool("g++", "g++", "links the host library"),
     )
-    runs_here = False
-
-    def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise InputError(f"unknown cuda arch {self.arch!r}; known: {', '.join(ARCHS)}")
-
-    def options(self) -> dict:
-        return {"arch": self.arch}
+    # Debian's nvidia-cuda-toolkit is large and in non-free; an NVIDIA install with nvcc on PATH works too
+    installed_by_default = False
+    load_on_open = False
 
     def tvm_target(self):
         import tvm
@@ -51,10 +47,16 @@ class Cuda(Target):
         host = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
         return tvm.target.Target({"kind": "cuda", "arch": self.arch, "host": host})
 
+    def lowering(self) -> None:
+        return None  # schedule() below: DLight, no tuning databases
+
     def schedule(self, mod):
         from shiftc.schedules import gpu
 
         return gpu.schedule_for_gpu(mod, self.tvm_target())
+
+    def can_run_here(self) -> str | None:
+        return None if gpu_present() else "no GPU"
 
     def notes(self) -> list[str]:
         return ["GPU present: artifacts run here"] if gpu_present() else ["no GPU here: builds only (runs need a GPU machine)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ def test_matrix_json(matrix_json):
         if not cuda.gpu_present():
             assert rows["cuda"]["run_note"] == "no (no GPU)" and rows["cuda"]["max_error"] is None
     for name, row in rows.items():
+        assert row["compared_with"] == "onnxruntime FP32"
         if row["built"]:
             assert (keep / name / "meta.json").is_file()
 
@@ -72,9 +74,14 @@ def test_matrix_fails_above_tolerance(model_path, matrix_json):
 
 
 def test_matrix_table_and_unknown_target(model_path):
-    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86"], capture_output=True, text=True)
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86"], capture_output=True, text=True,
+                          env=dict(os.environ, COLUMNS="200"))
     assert proc.returncode == 0, proc.stderr
     assert "shiftc matrix" in proc.stdout and "max error" in proc.stdout and "matrix ok" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if "target" in line and "max error" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")][3:6] == ["compared with", "max error", "ok"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("│ x86"))
+    assert [c.strip() for c in row.strip("│ ").split("│")][3:6:2] == ["onnxruntime FP32", "yes"]
     proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86,riscv"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown target" in proc.stderr
 
@@ -94,3 +101,27 @@ def test_output_error():
     assert matrix.output_error([np.array([1.0, 100.0]), np.array([3])], ref) == 0
     assert matrix.output_error([np.array([1.5, 101.0]), np.array([3])], ref) == pytest.approx(0.5)
     assert matrix.output_error([np.array([1.0, 100.0])], ref) == float("inf")
+
+
+def test_vta_is_compared_bit_for_bit_with_the_x86_integer_build(model_path, tmp_path):
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86,vta", "--keep", str(tmp_path), "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    x86, vta = result["rows"]
+    assert result["ok"] and x86["compared_with"] == "onnxruntime FP32" and x86["max_error"] <= 1e-4
+    assert vta["compared_with"] == "x86 --integer-only --requant pow2, bit for bit"
+    assert vta["ran"] and vta["ok"] and vta["max_error"] == 0
+    (reference,) = tmp_path.glob("reference-x86-*")
+    options = json.loads((reference / "meta.json").read_text())["options"]
+    assert options["integer_only"] is True and options["requant"] == "pow2"
+
+
+def test_a_bit_for_bit_comparison_fails_on_any_difference(model_path, monkeypatch):
+    """Against the float x86 build the integer vta outputs differ a little: with tolerance 0 the row fails."""
+    from shiftc.targets import Comparison
+    from shiftc.targets.vta.target import VTA
+
+    monkeypatch.setattr(VTA, "comparison", lambda self: Comparison("x86", {}, tolerance=0))
+    (row,) = matrix.run_matrix(model_path, ["vta"], tolerance=1.0)
+    assert row.ran and row.max_error > 0 and not row.ok and row.compared_with == "x86, bit for bit"

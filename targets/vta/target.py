@@ -12,7 +12,6 @@ function per layer that runs its program in the simulator, then opens the host l
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,41 +19,59 @@ import numpy as np
 
 from shiftc.core.errors import InputError
 
+from ..base import Comparison, TargetOption, Tool
 from ..x86 import X86, VMSession
 from . import partition, runtime
 from .codegen import CodegenError, QConv2d, QDense, compile_layer
-from .config import load_config
+from .config import ConfigError, VTAConfig, load_config
 from .simulator import SimError
 
 RESOURCES = Path(__file__).with_name("resources.json")
-OPTIONAL_TOOLS = ("iverilog", "verilator", "yosys")
+# RTL simulation and synthesis of the GEMM cores (targets/vta/rtl.py); compiling needs none of them
+OPTIONAL_TOOLS = (
+    Tool("iverilog", "iverilog", "simulates the RTL", needed_for="rtl"),
+    Tool("verilator", "verilator", "lints and simulates the RTL", needed_for="rtl"),
+    Tool("yosys", "yosys", "synthesises the GEMM cores", needed_for="rtl"),
+)
 
 
 @dataclass
 class VTA(X86):
-    """``cpu``: the host's LLVM CPU; ``nbuf``: 2 = double-buffered VTA programs, 1 = single."""
+    """``cpu``/``cores``: the x86 host's (as for ``x86``); ``nbuf``: 2 = double-buffered VTA
+    programs, 1 = single; ``vta_config``: a VTA configuration JSON (None: the packaged one)."""
 
     nbuf: int = 2
+    vta_config: str | None = None
     name = "vta"
     summary = "VTA-compatible accelerator (functional simulator) + x86 host (LLVM)"
+    option_specs = X86.option_specs + (
+        TargetOption("nbuf", int, "VTA program buffering: 2 = double-buffered, 1 = single", choices=(1, 2), default=2),
+        TargetOption("vta_config", str, "VTA hardware configuration JSON: log2 sizes of blocks and buffers, "
+                     "shift bits, cycle-model constants (default: the packaged targets/vta/vta_config.json)"),
+    )
     _layers: list = field(default_factory=list, init=False, repr=False)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.nbuf not in (1, 2):
-            raise InputError(f"target 'vta': nbuf must be 1 or 2, got {self.nbuf}")
-
-    def options(self) -> dict:
-        return {"cpu": self.cpu, "nbuf": self.nbuf}
 
     def required_options(self) -> dict:
         """VTA's ALU has no multiplier: every requantiser must be a shift on integers."""
         return {"integer_only": True, "requant": "pow2"}
 
+    def apt_tools(self) -> tuple[Tool, ...]:
+        return super().apt_tools() + OPTIONAL_TOOLS
+
+    def comparison(self) -> Comparison:
+        """Integer-only, and bit-exact with the x86 integer path of the same pass options."""
+        return Comparison("x86", self.required_options(), tolerance=0)
+
+    def config(self) -> VTAConfig:
+        try:
+            return load_config(self.vta_config)
+        except ConfigError as exc:
+            raise InputError(f"target 'vta': --vta-config: {exc}") from None
+
     # ------------------------------------------------------------------ compile
     def lower(self, mod, report):
         """Partition ``main``; compile the VTA layers; record the partition in ``report``."""
-        cfg = load_config()
+        cfg = self.config()
         chains, host = partition.find_layers(mod)
         layers, placed, rows = [], [], []
         for c in chains:
@@ -120,7 +137,7 @@ class VTA(X86):
             "total_cycles": int(sum(r["cycles"] for r in per_layer)), "layers": per_layer,
             "cycle_model": "estimate of the functional simulator (targets/vta/README.md), per inference",
             "resources": resource_table(),
-            "optional_tools": {t: shutil.which(t) is not None for t in OPTIONAL_TOOLS},
+            "optional_tools": {t.program: t.path() is not None for t in OPTIONAL_TOOLS},
         })
         sr.rows.extend(rows)
         for c in chains:
@@ -134,7 +151,7 @@ class VTA(X86):
 
     def build(self, executable, out_dir: Path) -> list[str]:
         files = super().build(executable, out_dir)
-        names = runtime.write(self._layers, load_config(), out_dir / "vta")
+        names = runtime.write(self._layers, self.config(), out_dir / "vta")
         return files + [f"vta/{n}" for n in names]
 
     # ------------------------------------------------------------------ run
