@@ -138,3 +138,30 @@ def test_onnxruntime_load_failure_is_one_line(monkeypatch):
     with pytest.raises(UnsupportedModelError) as err:
         frontend.load(model, {"x": (1, 5, 16)})
     assert str(err.value) == "onnxruntime could not load the model: [ONNXRuntimeError] : 1 : FAIL : Load model failed"
+
+
+def _rapidocr_model(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("rapidocr-onnxruntime is not installed (pip install --no-deps rapidocr-onnxruntime==1.4.4)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        pytest.skip(f"rapidocr-onnxruntime does not ship {name}")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shape", [
+    ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),  # batch dim declared -1
+    ("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),  # Shape ops make the output (-1, -1, 6625) unless folded
+])
+def test_paddle_exports_shipped_by_rapidocr(name, shape):
+    """PaddleOCR's exported orientation classifier and text recogniser, as rapidocr ships them."""
+    path = _rapidocr_model(name)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ref = ort_run(onnx.load(str(path)), {"x": x})[0]
+    got = shiftc.compile(str(path), "x86", input_shapes={"x": shape}).run({"x": x})
+    got = got[next(iter(got))] if isinstance(got, dict) else got[0]
+    assert np.abs(got - ref).max() <= 1e-4
