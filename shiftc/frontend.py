@@ -191,19 +191,18 @@ def simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     """Fold the shape computations of a pinned model with onnxruntime's BASIC optimiser, then re-infer
     shapes (with data propagation). An already static model is returned as is. The result computes
     the same function within float round-off; ``proto`` stays the reference for onnxruntime runs."""
-    summary: dict = {"nodes_before": len(proto.graph.node)}
+    before = len(proto.graph.node)
     reason = needs_simplify(proto)
+    unchanged = {"nodes_before": before, "nodes_after": before, "applied": False}
     if reason is None:
-        summary.update(applied=False, reason="already static", nodes_after=len(proto.graph.node))
-        return proto, summary
+        return proto, {**unchanged, "reason": "already static"}
     graph = reinfer(_ort_basic(proto))
     problem = _check_simplified(graph)
     if problem:
         log.warning("graph simplification not used: %s", problem)
-        summary.update(applied=False, reason=f"{reason}; not used: {problem}", nodes_after=len(proto.graph.node))
-        return proto, summary
-    summary.update(applied=True, reason=reason, nodes_after=len(graph.graph.node))
-    log.info("simplified the graph (%s): %d -> %d nodes", reason, summary["nodes_before"], summary["nodes_after"])
+        return proto, {**unchanged, "reason": f"{reason}; not used: {problem}"}
+    summary = {"nodes_before": before, "nodes_after": len(graph.graph.node), "applied": True, "reason": reason}
+    log.info("simplified the graph (%s): %d -> %d nodes", reason, before, summary["nodes_after"])
     return graph, summary
 
 

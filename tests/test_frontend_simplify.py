@@ -165,3 +165,29 @@ def test_paddle_exports_shipped_by_rapidocr(name, shape):
     got = shiftc.compile(str(path), "x86", input_shapes={"x": shape}).run({"x": x})
     got = got[next(iter(got))] if isinstance(got, dict) else got[0]
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_unusable_simplification_falls_back_to_the_pinned_model(monkeypatch):
+    """If the optimiser's graph has an op the importer lacks, the pinned original is imported."""
+    from onnx import helper
+
+    from conftest import make_model
+
+    model = make_model([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["r"]),
+                        helper.make_node("Relu", ["r"], ["y"])], [("x", [2, 3])], [("y", [2, 3])])
+    real = frontend._ort_basic
+
+    def with_contrib_op(proto):
+        graph = real(proto)
+        graph.graph.node[-1].domain = "com.microsoft"
+        graph.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        return graph
+
+    monkeypatch.setattr(frontend, "_ort_basic", with_contrib_op)
+    loaded = frontend.load(model)
+    assert loaded.graph is loaded.proto
+    assert not loaded.simplified["applied"] and "not used" in loaded.simplified["reason"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    got = shiftc.compile(model, "x86").run({"x": x})
+    got = got[next(iter(got))] if isinstance(got, dict) else got[0]
+    np.testing.assert_array_equal(got, np.maximum(x, 0))
