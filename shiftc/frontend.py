@@ -155,8 +155,16 @@ def needs_simplify(proto: onnx.ModelProto) -> str | None:
     return None
 
 
+# BASIC-level rewrites that change the graph's structure (fusions, transpose motion) rather than fold
+# what is constant: left off, so the passes downstream see the model's own ops.
+_ORT_KEEP_STRUCTURE = ["MatMulAddFusion", "ConvAddFusion", "ConvMulFusion", "ConvBNFusion", "ReshapeFusion",
+                       "GemmTransposeFusion", "DivMulFusion", "FuseReluClip", "NotWhereFusion", "ConstantSharing",
+                       "CommonSubexpressionElimination", "TransposeOptimizer"]
+
+
 def _ort_basic(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """onnxruntime's BASIC graph optimiser (constant folding, shape folding, redundant-node removal)."""
+    """onnxruntime's BASIC graph optimiser, structural rewrites off: constant and shape folding and
+    redundant-node removal (Identity, Dropout, no-op Slice/Unsqueeze/Cast)."""
     import tempfile
 
     import onnxruntime as ort
@@ -168,7 +176,8 @@ def _ort_basic(proto: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="shiftc-simplify-") as tmp:
         opts.optimized_model_filepath = str(Path(tmp) / "simplified.onnx")
         try:
-            ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=_ORT_KEEP_STRUCTURE)
         except Exception as exc:
             lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
             raise UnsupportedModelError(f"onnxruntime could not load the model: {lines[0][:300]}") from None
