@@ -165,6 +165,7 @@ def _through_passes(model, target, input_shapes, calibration, step, options: dic
     timings["frontend"] = time.perf_counter() - t0
 
     report = Report(model=str(model) if isinstance(model, (str, Path)) else "<ModelProto>")
+    report.stage("simplify").summary = dict(loaded.simplified)
     samples, report.calibration = _samples(calibration, loaded)
     mod = pipeline.run(mod, loaded, pass_options, samples, report, step, timings)
     return tgt, loaded, mod, report, timings, pass_options

@@ -260,8 +260,9 @@ def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
     from . import frontend, model_stats
 
     loaded = frontend.load(model, dict(frontend.parse_shape(s) for s in input_shapes))
-    stats = model_stats.analyse(loaded.proto)
+    stats = model_stats.analyse(loaded.graph)
     result = stats.to_json()
+    result["simplify"] = loaded.simplified
     result["inputs"] = [s.to_json() for s in loaded.inputs]
     result["outputs"] = [s.to_json() for s in loaded.outputs]
     from shiftc.op_report import rewrite_candidates

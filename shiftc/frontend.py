@@ -2,7 +2,9 @@
 
 Everything a user can get wrong about a model is caught here, with a one-line cause, before TVM
 sees it: missing or corrupt files, checker failures, unpinned dynamic dimensions and ops the Relax
-importer does not convert.
+importer does not convert. After pinning, shape computations (``Shape`` -> ``Gather`` -> arithmetic
+feeding ``Pad``/``Reshape``, as exporters emit them) are folded by onnxruntime's BASIC optimiser so
+the importer sees static shapes (``simplify``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +92,8 @@ def pin_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] 
             if len(pinned) != len(dims):
                 raise InputError(f"input {inp.name!r} has rank {len(dims)} but --input-shape gives {len(pinned)} dims")
             for d, v in zip(dims, pinned):
-                if d.HasField("dim_value") and d.dim_value != v:
+                # -1 / 0 are exporters' spellings of "unknown", as dynamic as a dim_param
+                if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != v:
                     raise InputError(f"input {inp.name!r} has static dim {d.dim_value}, --input-shape gives {v}")
                 d.Clear()
                 d.dim_value = v
@@ -100,10 +103,14 @@ def pin_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] 
                 f"input {inp.name!r} has dynamic dimension(s) {unbound} with no bound; "
                 f"pin them with --input-shape {inp.name}=" + "x".join("N" for _ in dims)
             )
-    # Output and intermediate shapes are re-derived from the pinned inputs.
-    for vi in list(proto.graph.output) + list(proto.graph.value_info):
+    return reinfer(proto)
+
+
+def reinfer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop output and intermediate shapes and re-derive them from the (pinned) inputs."""
+    for vi in proto.graph.output:
         for d in vi.type.tensor_type.shape.dim:
-            if d.HasField("dim_param"):
+            if d.HasField("dim_param") or (d.HasField("dim_value") and d.dim_value <= 0):
                 d.Clear()
     del proto.graph.value_info[:]
     try:
@@ -124,6 +131,88 @@ def unsupported_nodes(proto: onnx.ModelProto) -> dict[str, list[str]]:
             key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
             missing.setdefault(key, []).append(node.name or f"#{i}")
     return missing
+
+
+_SHAPE_OPS = ("Shape", "Size")
+
+
+def _static(vi: onnx.ValueInfoProto | None) -> bool:
+    if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return False
+    return all(d.HasField("dim_value") and d.dim_value >= 0 for d in vi.type.tensor_type.shape.dim)
+
+
+def needs_simplify(proto: onnx.ModelProto) -> str | None:
+    """Why a pinned, shape-inferred graph needs its shape computations folded; None if it is static."""
+    shape_ops = sum(n.op_type in _SHAPE_OPS for n in proto.graph.node)
+    if shape_ops:
+        return f"{shape_ops} Shape/Size node(s)"
+    known = {vi.name: vi for vi in list(proto.graph.value_info) + list(proto.graph.output)}
+    for node in proto.graph.node:
+        for name in node.output:
+            if name and not _static(known.get(name)):
+                return f"tensor {name!r} has no static shape"
+    return None
+
+
+# BASIC-level rewrites that change the graph's structure (fusions, transpose motion) rather than fold
+# what is constant: left off, so the passes downstream see the model's own ops.
+_ORT_KEEP_STRUCTURE = ["MatMulAddFusion", "ConvAddFusion", "ConvMulFusion", "ConvBNFusion", "ReshapeFusion",
+                       "GemmTransposeFusion", "DivMulFusion", "FuseReluClip", "NotWhereFusion", "ConstantSharing",
+                       "CommonSubexpressionElimination", "TransposeOptimizer"]
+
+
+def _ort_basic(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's BASIC graph optimiser, structural rewrites off: constant and shape folding and
+    redundant-node removal (Identity, Dropout, no-op Slice/Unsqueeze/Cast)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="shiftc-simplify-") as tmp:
+        opts.optimized_model_filepath = str(Path(tmp) / "simplified.onnx")
+        try:
+            ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=_ORT_KEEP_STRUCTURE)
+        except Exception as exc:
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+            raise UnsupportedModelError(f"onnxruntime could not load the model: {lines[0][:300]}") from None
+        return onnx.load(opts.optimized_model_filepath)
+
+
+def _check_simplified(graph: onnx.ModelProto) -> str | None:
+    """Why the optimiser's graph cannot replace the original (None: it can)."""
+    try:
+        onnx.checker.check_model(graph)
+    except onnx.checker.ValidationError as exc:
+        return "the ONNX checker rejected it: " + (str(exc).strip().splitlines() or ["?"])[0]
+    missing = unsupported_nodes(graph)
+    if missing:
+        return f"it has op(s) the Relax importer lacks: {sorted(missing)}"
+    return None
+
+
+def simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """Fold the shape computations of a pinned model with onnxruntime's BASIC optimiser, then re-infer
+    shapes (with data propagation). An already static model is returned as is. The result computes
+    the same function within float round-off; ``proto`` stays the reference for onnxruntime runs."""
+    before = len(proto.graph.node)
+    reason = needs_simplify(proto)
+    unchanged = {"nodes_before": before, "nodes_after": before, "applied": False}
+    if reason is None:
+        return proto, {**unchanged, "reason": "already static"}
+    graph = reinfer(_ort_basic(proto))
+    problem = _check_simplified(graph)
+    if problem:
+        log.warning("graph simplification not used: %s", problem)
+        return proto, {**unchanged, "reason": f"{reason}; not used: {problem}"}
+    summary = {"nodes_before": before, "nodes_after": len(graph.graph.node), "applied": True, "reason": reason}
+    log.info("simplified the graph (%s): %d -> %d nodes", reason, before, summary["nodes_after"])
+    return graph, summary
 
 
 _DTYPES = {getattr(onnx.TensorProto, n): n.lower() for n in ("FLOAT", "FLOAT16", "DOUBLE", "INT8", "UINT8", "INT16", "INT32", "INT64", "BOOL")}
@@ -151,14 +240,25 @@ def io_specs(proto: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]
 
 @dataclass
 class LoadedModel:
-    """A checked, shape-pinned ONNX model ready for import."""
+    """A checked, shape-pinned ONNX model ready for import.
+
+    ``proto`` is the user's model with its inputs pinned: the reference that onnxruntime runs.
+    ``graph`` is what the Relax importer gets: ``proto`` with its shape computations folded
+    (``simplify``; the same object when nothing needed folding). ``simplified`` says what that did.
+    """
 
     proto: onnx.ModelProto
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    graph: onnx.ModelProto | None = None
+    simplified: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.graph is None:
+            self.graph = self.proto
 
     def initializers(self) -> dict[str, np.ndarray]:
-        return {i.name: numpy_helper.to_array(i) for i in self.proto.graph.initializer}
+        return {i.name: numpy_helper.to_array(i) for i in self.graph.graph.initializer}
 
 
 def load(model: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
@@ -169,8 +269,9 @@ def load(model: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int,
         listing = "; ".join(f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" for op, names in missing.items())
         raise UnsupportedModelError(f"unsupported op(s): {listing}")
     proto = pin_shapes(proto, input_shapes)
-    inputs, outputs = io_specs(proto)
-    return LoadedModel(proto, inputs, outputs)
+    graph, summary = simplify(proto)
+    inputs, outputs = io_specs(graph)
+    return LoadedModel(proto, inputs, outputs, graph, summary)
 
 
 def to_relax(loaded: LoadedModel):
@@ -182,9 +283,9 @@ def to_relax(loaded: LoadedModel):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mod = from_onnx(loaded.proto, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
+            mod = from_onnx(loaded.graph, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(f"the Relax ONNX importer failed: {msg[:300]}") from None
-    log.info("imported %d nodes into Relax", len(loaded.proto.graph.node))
+    log.info("imported %d nodes into Relax", len(loaded.graph.graph.node))
     return mod
