@@ -235,11 +235,12 @@ def resolve(db, target) -> tuple[list[Source], list[str]]:
     shipped folders of each fallback key (``fallback_keys``), most specific first."""
     have = cpu_features.features(target)
     if db is not None:
+        opened = open_folder(db)  # a missing or corrupt folder is an input error first
         bad = check_records(db, have)
         if bad:
             raise InputError(f"tuning database {db} has records tensorized with {', '.join(bad)}, which the target CPU "
                              f"({target.attrs.get('mcpu') or target.kind.name}) cannot run; tune for this CPU instead")
-        return [Source(str(db), open_folder(db))], []
+        return [Source(str(db), opened)], []
     keys, sources, notes = fallback_keys(target), [], []
     for key in keys:
         folders = []
