@@ -1,11 +1,15 @@
 """Tune the benchmark models and write the databases shiftc ships (not run in CI).
 
-    python benchmarks/tune_models.py --cpu znver5 --cpu x86-64-v3 --rounds 1
+    python benchmarks/tune_models.py --cpu cascadelake --cpu x86-64-v3 --rounds 1   # keys x86-64-v4-vnni, x86-64-v3
     python benchmarks/tune_models.py --model mobilenetv2=path.onnx --cpu x86-64-v3
 
 For every model and CPU it runs ``shiftc.schedules.tune`` (default schedules measured and seeded
 first, then ``--rounds`` trials per kernel) and copies the two database files into
-``schedules/databases/<cpu>/<model>/``, where builds for that ``mcpu`` find them. Budgets are kept
+``schedules/databases/<key>/<model>/``, where ``key`` is the CPU's ISA level
+(``shiftc.schedules.database.target_key``: ``x86-64-v4-vnni``, ``x86-64-v4``, ``x86-64-v3``, ...);
+builds for every CPU with that level find them, and CPUs of higher levels fall back to them. Tune with the
+level's own LLVM CPU (``--cpu x86-64-v3``, ...) so the schedules fit every CPU of the key; records
+with tensor intrinsics outside the key are refused. Budgets are kept
 small on purpose: the build machine has 2 shared cores. The per-kernel table (default vs tuned ms)
 is written next to the database as ``tuning.json``.
 
@@ -73,23 +77,29 @@ def main(argv=None) -> int:
 
 
 def _tune(mod, name: str, cpus: list[str], rounds: int) -> None:
-    """Tune ``mod`` for each CPU and write ``schedules/databases/<cpu>/<name>/``."""
+    """Tune ``mod`` for each CPU and write ``schedules/databases/<ISA key>/<name>/``."""
     from shiftc import targets
     from shiftc.schedules import database, tune
 
     for cpu in cpus:
         x86 = targets.get("x86", cpu=cpu)
         target, lowering = x86.tvm_target(), x86.lowering()  # the kernels an x86 build looks up
-        dest = database.SHIPPED / database.target_key(target) / name
+        key = database.target_key(target)
+        if database.level(key) is None:
+            raise SystemExit(f"--cpu {cpu}: no ISA key ({key}); shipped databases need one of {[lv.key for lv in database.LEVELS]}")
+        dest = database.SHIPPED / key / name
         with tempfile.TemporaryDirectory(prefix="shiftc-tune-") as tmp:
             t0 = time.time()
             n_tasks = len(tune.extract_tasks(mod, target, lowering))
             result = tune.tune(mod, target, rounds * n_tasks, Path(tmp) / "db", lowering=lowering)
+            bad = database.check_records(Path(tmp) / "db", database.level(key).features)
+            if bad:  # a lower key's CPUs could not replay these (see database's docstring)
+                raise SystemExit(f"{name} [{cpu}]: records use {bad}, beyond key {key}; not written")
             dest.mkdir(parents=True, exist_ok=True)
             for f in (database.WORKLOAD, database.RECORDS):
                 shutil.copy(Path(tmp) / "db" / f, dest / f)
         summary = result.to_json()
-        summary.update(model=name, cpu=cpu, seconds=round(time.time() - t0, 1), rounds=rounds)
+        summary.update(model=name, cpu=cpu, key=key, seconds=round(time.time() - t0, 1), rounds=rounds)
         summary.pop("db")
         (dest / "tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
         default = sum(t.default_ms or 0 for t in result.tasks)

@@ -39,9 +39,11 @@ class ScheduleReport:
     tuned: list[str] = field(default_factory=list)
     default: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tuned_from: dict = field(default_factory=dict)  # database label -> kernels it tuned, in fallback order
 
     def to_json(self) -> dict:
-        return {"database": self.database, "tuned": sorted(self.tuned), "default": self.default, "notes": self.notes}
+        return {"database": self.database, "tuned": sorted(self.tuned), "tuned_from": self.tuned_from,
+                "default": self.default, "notes": self.notes}
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,7 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None, lowering
     """Fuse (with ``lowering``, see ``fuse``), apply the tuning database ``db`` (a folder; None: the
     shipped one, if any), then give every PrimFunc still unscheduled a default CPU schedule when
     ``lowering.cpu``. Returns the prepared module."""
-    import tvm
-    from tvm import relax
-
-    from . import cpu, database
+    from . import cpu
     from .shift_dot import has_shift_int
 
     report = report if report is not None else ScheduleReport()
@@ -144,17 +143,7 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None, lowering
     if lowering.shift_as_dot and has_shift_int(mod):
         report.notes.append("integer shift kernels run as their equal int dot product (the form measured faster here)")
     mod = fuse(mod, target, lowering)
-    ms_db, source = database.resolve(db, target)
-    if ms_db is not None:
-        from .intrinsics import import_tensor_intrinsics
-
-        import_tensor_intrinsics()  # records may replay tensorize steps
-        before = scheduled_names(mod)
-        with target, ms_db, tvm.transform.PassContext(opt_level=3):
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        report.database = source
-        report.tuned = sorted(scheduled_names(mod) - before)
-        log.info("tuning database %s: %d of %d kernels tuned", source, len(report.tuned), len(primfunc_names(mod)))
+    mod = _apply_databases(mod, target, db, report)
     if lowering.cpu:
         mod, stats = cpu.apply_default_schedules(mod, target)
         report.default = stats.to_json()
@@ -162,6 +151,39 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None, lowering
             report.notes.append(f"{len(stats.naive)} kernel(s) left naive (no default rule fits): {sorted(stats.naive)}")
     else:
         report.notes.append(f"no default CPU schedules for target kind {target.kind.name!r}")
+    return mod
+
+
+def _apply_databases(mod, target, db, report: ScheduleReport):
+    """Apply the tuning database ``db`` (a folder), else the shipped ones of the target's ISA keys
+    one after the other, most specific first (``database.resolve``): a later key only sees the
+    kernels still unscheduled. Records what each tuned in ``report``."""
+    import tvm
+    from tvm import relax
+
+    from . import database
+
+    sources, notes = database.resolve(db, target)
+    report.notes.extend(notes)
+    if not sources:
+        return mod
+    from .intrinsics import import_tensor_intrinsics
+
+    import_tensor_intrinsics()  # records may replay tensorize steps
+    before = scheduled_names(mod)
+    for src in sources:
+        done = scheduled_names(mod)
+        with target, src.database, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        report.tuned_from[src.label] = len(scheduled_names(mod) - done)
+    report.database = database.describe(sources)
+    report.tuned = sorted(scheduled_names(mod) - before)
+    total = len(primfunc_names(mod))
+    log.info("tuning database %s: %d of %d kernels tuned", report.database, len(report.tuned), total)
+    if db is None:
+        used = ", ".join(f"{k} ({n})" for k, n in report.tuned_from.items())
+        report.notes.append(f"shipped tuning database for key {database.target_key(target)}: {len(report.tuned)} of "
+                            f"{total} kernels tuned, from {used}" + ("" if report.tuned else "; kernels use default schedules"))
     return mod
 
 

@@ -89,9 +89,10 @@ class TuneResult:
     db_dir: str
     runner: str
     tasks: list[TaskResult] = field(default_factory=list)
+    isa_key: str | None = None  # the target's shipped-database key (``database.target_key``)
 
     def to_json(self) -> dict:
-        return {"db": self.db_dir, "runner": self.runner, "tasks": [t.__dict__ for t in self.tasks]}
+        return {"db": self.db_dir, "runner": self.runner, "isa_key": self.isa_key, "tasks": [t.__dict__ for t in self.tasks]}
 
 
 def _progress_callback(results: list[TaskResult], planned: int, progress):
@@ -263,4 +264,4 @@ def tune(
         top = database.get_top_k(database.commit_workload(ctx.mod), 1)
         if top:
             res.best_ms = 1e3 * sum(float(s) for s in top[0].run_secs) / len(top[0].run_secs)
-    return TuneResult(str(db_dir), runner_name, results)
+    return TuneResult(str(db_dir), runner_name, results, dbmod.target_key(target))

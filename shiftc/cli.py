@@ -365,7 +365,7 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    table = Table(title=f"{model.name}: tuned into {db} ({result.runner} runner)")
+    table = Table(title=f"{model.name}: tuned into {db} ({result.runner} runner; ISA key {result.isa_key})")
     for col in ("kernel", "weight", "default ms", "tuned ms", "trials"):
         table.add_column(col, justify="left" if col == "kernel" else "right")
     for t in result.tasks:
