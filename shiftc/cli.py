@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .core.errors import EXIT_CODES, InputError, ShiftcError
@@ -23,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _fail(code: int, message: str):
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -101,6 +102,7 @@ def pass_option_flags(fn):
 def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, db, as_json, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder."""
     from . import api, frontend
+    from .artifact import artifact_id
 
     shapes = dict(frontend.parse_shape(s) for s in input_shapes)
     # only the flags the user gave: a target may require options (see Target.required_options)
@@ -125,12 +127,14 @@ def compile_cmd(model, target, output, input_shapes, cpu, arch, calibrate, db, a
         "files": cm.meta["files"],
         "report": cm.meta["report"],
         "timings_s": cm.timings_s,
+        "artifact_id": artifact_id(output),
     }
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     size = sum((output / f).stat().st_size for f in cm.meta["files"])
     out.print(f"[green]compiled[/] {model} -> {output} ({cm.target.name}, {size / 1e6:.2f} MB, {sum(cm.timings_s.values()):.1f}s)")
+    out.print(f"  artifact id {result['artifact_id']}", soft_wrap=True)
     for spec in cm.inputs:
         out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
     for spec in cm.outputs:
@@ -178,13 +182,14 @@ def _target_options(**options) -> dict:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path), help=".npy (one input) or .npz keyed by input name.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
+@click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json, printed by compile) is ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def run_cmd(artifact, input_path, output_path, as_json):
+def run_cmd(artifact, input_path, output_path, expect, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
     from . import api, calibration_data
 
-    cm = api.load(artifact)
+    cm = api.load(artifact, expect=expect)
     outs = cm.run(calibration_data.read_arrays(input_path, cm.inputs))
     if output_path:
         np.savez(output_path, **outs)
