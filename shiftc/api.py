@@ -79,9 +79,10 @@ class CompiledModel:
         return path
 
 
-def load(path: str | Path) -> CompiledModel:
-    """Open an artifact folder; every file's sha256 is checked before any code is loaded."""
-    meta = artifact.verify(Path(path))
+def load(path: str | Path, expect: str | None = None) -> CompiledModel:
+    """Open an artifact folder; every file's sha256 is checked before any code is loaded and, with
+    ``expect`` (an artifact id: ``shiftc.artifact.artifact_id``), that it is exactly that artifact."""
+    meta = artifact.verify(Path(path), expect=expect)
     return CompiledModel(Path(path), meta)
 
 

@@ -2,15 +2,47 @@
 
 ``meta.json`` records inputs, outputs, target, options, the report, versions and the sha256 of every
 other file. Folders are written to a temporary sibling and renamed into place, so a failed compile
-never leaves a partial artifact; ``verify`` checks every hash before any code is loaded.
+never leaves a partial artifact.
+
+Threat model. Loading an artifact runs its code: ``model.so`` (and a target's runner) is native code
+that runs with the rights of whoever loads it. The hashes in ``meta.json`` only show that a folder
+agrees with its own ``meta.json``; anyone who can edit the folder can edit ``meta.json`` too. Trust
+therefore comes from the **artifact id**, the sha256 of the exact bytes of ``meta.json``: since
+``meta.json`` lists the sha256 of every other file, the id covers the whole folder. Take the id from
+a source you trust (the compile that produced the artifact prints it and records it in ``--json``)
+and load with ``shiftc.load(path, expect=ID)`` / ``shiftc run --expect ID``. Without an expected id,
+``verify`` still refuses corrupt, incomplete, oversized or malformed folders, but any self-consistent
+folder loads. Out of scope: the id says *which* bytes run, not that they are safe; and ``verify``
+cannot stop a process that may write the folder from swapping files between the check and the load
+(keep artifacts in a folder only trusted users can write, or ``copy`` them there first).
+
+``verify(path, expect=None)`` checks, before any code is loaded, and raises ``InputError`` with a
+one-line cause otherwise:
+
+* ``meta.json`` is a regular file (opened with ``O_NOFOLLOW | O_NONBLOCK``, so a symlink, FIFO or
+  device is refused without blocking) of at most ``MAX_META_BYTES`` (16 MiB), UTF-8 JSON without
+  duplicate keys; its sha256 equals ``expect`` when given;
+* ``files`` maps relative, normalised names (no ``..``, no absolute paths, no empty, ``.`` or
+  backslash components, not ``meta.json``) to sha256 hex digests; ``inputs`` and ``outputs`` are
+  non-empty lists of ``{name, shape, dtype}`` with unique names; ``target`` names a target;
+* the folder holds exactly the listed regular files, ``meta.json`` and the folders above listed
+  files: no symbolic link anywhere, no FIFO, socket or device, no unlisted file or folder, at most
+  ``MAX_ENTRIES`` (10,000) entries;
+* every listed file is at most ``MAX_FILE_BYTES`` (4 GiB), all together at most ``MAX_TOTAL_BYTES``
+  (16 GiB), checked with ``lstat`` before anything is hashed; hashing reads 1 MiB blocks and stops
+  when a file grows past its size;
+* every listed file's sha256 matches ``meta.json``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,53 +51,268 @@ from .core.errors import InputError
 
 META = "meta.json"
 FORMAT = "shiftc-artifact/1"
+MAX_META_BYTES = 16 << 20
+MAX_FILE_BYTES = 4 << 30
+MAX_TOTAL_BYTES = 16 << 30
+MAX_ENTRIES = 10_000
+BLOCK = 1 << 20
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DTYPE = re.compile(r"bool|u?int(8|16|32|64)|float(16|32|64)|bfloat16")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+# ---------------------------------------------------------------- reading files safely
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: Path, limit: int) -> tuple[int, int]:
+    """Open ``path`` read-only; refuse a symlink or special file without following or blocking on it,
+    and a file over ``limit`` bytes. Returns ``(fd, size)``."""
+    try:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path} is {_kind(mode)}; an artifact holds only regular files")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing") from None
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise InputError(f"cannot open {path}: {why}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        what = _kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else f"{st.st_size:,} bytes, over the {limit:,}-byte limit"
+        raise InputError(f"{path} is {what}; refusing it")
+    return fd, st.st_size
+
+
+def _digest(fd: int, path: Path, limit: int) -> str:
+    """sha256 of an open file, in ``BLOCK``-sized reads; refuses more than ``limit`` bytes."""
+    h, buf, total = hashlib.sha256(), bytearray(BLOCK), 0
+    view = memoryview(buf)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            total += n
+            if total > limit:
+                raise InputError(f"{path} grew past {limit:,} bytes while being read; refusing it")
+            h.update(view[:n])
     return h.hexdigest()
+
+
+def sha256(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """sha256 of a regular file (not a symlink) of at most ``limit`` bytes."""
+    fd, size = _open_regular(Path(path), limit)
+    return _digest(fd, Path(path), size)
+
+
+def _meta_bytes(folder: Path) -> bytes:
+    folder = Path(folder)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(folder).st_mode)
+    except OSError:
+        is_dir = False
+    if not is_dir:
+        raise InputError(f"artifact folder not found: {folder}")
+    if not os.path.lexists(folder / META):
+        raise InputError(f"{folder} is not a shiftc artifact (no {META})")
+    fd, size = _open_regular(folder / META, MAX_META_BYTES)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(size + 1)
+    if len(data) != size:
+        raise InputError(f"{folder / META} changed while being read; refusing it")
+    return data
+
+
+def artifact_id(folder: Path) -> str:
+    """The artifact id: sha256 of the exact bytes of ``meta.json`` (which lists every other file's
+    sha256). Reads ``meta.json`` only; ``verify(folder, expect=id)`` checks the rest."""
+    return hashlib.sha256(_meta_bytes(folder)).hexdigest()
+
+
+# ---------------------------------------------------------------- meta.json contents
+
+
+def _no_duplicate_keys(pairs):
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r}")
+    return out
+
+
+def _parse(data: bytes, where: Path) -> dict:
+    try:
+        meta = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{where} is corrupt: {cause}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{where} is corrupt: not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{where.parent} has artifact format {meta.get('format')!r:.80}; this shiftc reads {FORMAT!r}")
+    return meta
+
+
+def _check_name(name) -> str:
+    """A listed file: a relative, normalised POSIX path inside the folder."""
+    if not isinstance(name, str) or not name or len(name) > 1024 or "\x00" in name or "\\" in name:
+        raise InputError(f"meta.json lists a bad file name {name!r:.100}; refusing the artifact")
+    if name.startswith("/"):
+        raise InputError(f"meta.json lists the absolute path {name!r}; an artifact lists only names inside its folder")
+    parts = name.split("/")
+    if len(parts) > 32:
+        raise InputError(f"meta.json lists {name[:80]!r}..., nested over 32 folders deep; refusing the artifact")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InputError(f"meta.json lists {name!r}: names must be normalised and inside the folder (no '..', '.' or '//')")
+    if name == META:
+        raise InputError("meta.json lists itself; refusing the artifact")
+    return name
+
+
+def _check_files(meta: dict) -> dict[str, str]:
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files or len(files) > MAX_ENTRIES:
+        raise InputError(f"meta.json needs a 'files' table of 1 to {MAX_ENTRIES:,} names; refusing the artifact")
+    for name, digest in files.items():
+        _check_name(name)
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise InputError(f"meta.json gives {name!r} a malformed sha256 {digest!r}; refusing the artifact")
+    return files
+
+
+def _check_spec(key: str, spec) -> str:
+    if not isinstance(spec, dict) or set(spec) != {"name", "shape", "dtype"}:
+        raise InputError(f"meta.json {key}: each entry is {{name, shape, dtype}}, got {spec!r:.200}")
+    name, shape, dtype = spec["name"], spec["shape"], spec["dtype"]
+    if not isinstance(name, str) or not name:
+        raise InputError(f"meta.json {key}: bad name {name!r:.100}")
+    if not isinstance(shape, list) or len(shape) > 32 or any(type(d) is not int or d < 0 for d in shape):
+        raise InputError(f"meta.json {key} {name!r}: bad shape {shape!r:.100}")
+    if not isinstance(dtype, str) or not _DTYPE.fullmatch(dtype):
+        raise InputError(f"meta.json {key} {name!r}: bad dtype {dtype!r:.100}")
+    return name
+
+
+def _check_io(meta: dict) -> None:
+    for key in ("inputs", "outputs"):
+        specs = meta.get(key)
+        if not isinstance(specs, list) or not specs or len(specs) > MAX_ENTRIES:
+            raise InputError(f"meta.json needs a non-empty '{key}' list; refusing the artifact")
+        names = [_check_spec(key, s) for s in specs]
+        if len(set(names)) != len(names):
+            seen: set = set()
+            dup = next(n for n in names if n in seen or seen.add(n))
+            raise InputError(f"meta.json {key} name {dup!r} twice; refusing the artifact")
+    target = meta.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("name"), str) or not isinstance(target.get("options", {}), dict):
+        raise InputError("meta.json has no valid 'target'; refusing the artifact")
+
+
+# ---------------------------------------------------------------- the folder
+
+
+def _walk(folder: Path) -> tuple[dict[str, int], set[str]]:
+    """Every regular file (name -> size) and folder below ``folder``, without following links;
+    a symlink or special file, or more than ``MAX_ENTRIES`` entries, is refused."""
+    files: dict[str, int] = {}
+    dirs: set[str] = set()
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(folder / rel if rel else folder) as it:
+            for entry in it:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if len(files) + len(dirs) >= MAX_ENTRIES:
+                    raise InputError(f"{folder} has more than {MAX_ENTRIES:,} entries; refusing it")
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    dirs.add(name)
+                    stack.append(name)
+                elif stat.S_ISREG(st.st_mode):
+                    files[name] = st.st_size
+                else:
+                    what = _kind(st.st_mode)
+                    raise InputError(f"artifact entry {name!r} is {what}; an artifact holds only regular files and folders")
+    return files, dirs
+
+
+def _check_tree(folder: Path, listed: dict[str, str]) -> None:
+    """The folder holds exactly the listed files (plus meta.json), each and all within the size limits."""
+    try:
+        files, dirs = _walk(folder)
+    except OSError as exc:
+        raise InputError(f"cannot read the artifact folder {folder}: {exc.strerror}") from None
+    files.pop(META, None)
+    unlisted = sorted(set(files) - set(listed))
+    if unlisted:
+        names = ", ".join(map(repr, unlisted[:5]))
+        raise InputError(f"artifact has files not listed in meta.json: {names}; refusing to load it")
+    missing = sorted(set(listed) - set(files))
+    if missing:
+        raise InputError(f"artifact is incomplete: {missing[0]!r} is missing")
+    parents = {name.rsplit("/", i)[0] for name in listed for i in range(1, name.count("/") + 1)}
+    extra = sorted(dirs - parents)
+    if extra:
+        names = ", ".join(map(repr, extra[:5]))
+        raise InputError(f"artifact has folders not listed in meta.json: {names}; refusing to load it")
+    big = next((n for n in sorted(files) if files[n] > MAX_FILE_BYTES), None)
+    if big is not None:
+        raise InputError(f"artifact file {big!r} is {files[big]:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit; refusing it")
+    if sum(files.values()) > MAX_TOTAL_BYTES:
+        raise InputError(f"artifact files total {sum(files.values()):,} bytes, over the {MAX_TOTAL_BYTES:,}-byte limit; refusing it")
+
+
+def _check_expect(data: bytes, expect: str, folder: Path) -> None:
+    want = str(expect).strip().lower()
+    if not _HEX64.fullmatch(want):
+        raise InputError(f"expected artifact id must be 64 hex digits (sha256 of meta.json), got {str(expect)[:80]!r}")
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise InputError(f"artifact {folder} has id {got}, not the expected {want}; refusing to load it")
+
+
+def read_meta(folder: Path) -> dict:
+    """meta.json, read safely and parsed (format checked); ``verify`` checks the rest."""
+    return _parse(_meta_bytes(folder), Path(folder) / META)
+
+
+def verify(folder: Path, expect: str | None = None) -> dict:
+    """Check the folder as the module docstring lists, before any code is loaded; returns meta.json.
+
+    ``expect``: the artifact id (``artifact_id``) the caller trusts; without it a self-consistent
+    folder passes.
+    """
+    folder = Path(folder)
+    data = _meta_bytes(folder)
+    if expect is not None:
+        _check_expect(data, expect, folder)
+    meta = _parse(data, folder / META)
+    listed = _check_files(meta)
+    _check_io(meta)
+    _check_tree(folder, listed)
+    for name, digest in sorted(listed.items()):
+        if sha256(folder / name) != digest:
+            raise InputError(f"artifact was modified: sha256 of {name!r} does not match meta.json; refusing to load it")
+    return meta
+
+
+# ---------------------------------------------------------------- writing
 
 
 def write_meta(folder: Path, meta: dict) -> dict:
     """Hash every file in ``folder`` (recursively) into ``meta['files']`` and write meta.json."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != META)
-    meta = dict(meta, format=FORMAT, files={str(p.relative_to(folder)): sha256(p) for p in files})
+    folder = Path(folder)
+    files, _ = _walk(folder)
+    files.pop(META, None)
+    meta = dict(meta, format=FORMAT, files={name: sha256(folder / name) for name in sorted(files)})
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return meta
-
-
-def read_meta(folder: Path) -> dict:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"artifact folder not found: {folder}")
-    try:
-        meta = json.loads((folder / META).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{folder} is not a shiftc artifact (no {META})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{folder / META} is corrupt: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{folder} has artifact format {meta.get('format')!r}; this shiftc reads {FORMAT!r}")
-    return meta
-
-
-def verify(folder: Path) -> dict:
-    """Read meta.json and check every listed file's sha256; refuse unlisted files too."""
-    folder = Path(folder)
-    meta = read_meta(folder)
-    listed = meta.get("files", {})
-    for name, digest in listed.items():
-        path = folder / name
-        if not path.is_file():
-            raise InputError(f"artifact is incomplete: {name} is missing")
-        if sha256(path) != digest:
-            raise InputError(f"artifact was modified: sha256 of {name} does not match meta.json; refusing to load it")
-    extra = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != META and str(p.relative_to(folder)) not in listed]
-    if extra:
-        raise InputError(f"artifact has files not listed in meta.json: {', '.join(sorted(extra))}; refusing to load it")
     return meta
 
 
@@ -95,7 +342,10 @@ def staging(dest: Path):
 
 
 def copy(src: Path, dest: Path) -> None:
-    """Copy a verified artifact folder to ``dest`` atomically."""
-    verify(src)
+    """Copy a verified artifact folder to ``dest`` atomically; the copy is verified against the
+    source's id before it replaces ``dest``."""
+    expect = artifact_id(src)
+    verify(src, expect=expect)
     with staging(dest) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        shutil.copytree(src, tmp, dirs_exist_ok=True, symlinks=True)
+        verify(tmp, expect=expect)

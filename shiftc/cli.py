@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .core.errors import EXIT_CODES, InputError, ShiftcError
@@ -23,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _fail(code: int, message: str):
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -146,6 +147,7 @@ def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, **p
 
     Target options (--cpu, --arch, --nbuf, ...) apply to the targets that declare them."""
     from . import api, frontend, targets
+    from .artifact import artifact_id
 
     target_options = targets.parse_options(target, pop_target_flags(pass_options))
     shapes = dict(frontend.parse_shape(s) for s in input_shapes)
@@ -171,12 +173,14 @@ def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, **p
         "files": cm.meta["files"],
         "report": cm.meta["report"],
         "timings_s": cm.timings_s,
+        "artifact_id": artifact_id(output),
     }
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     size = sum((output / f).stat().st_size for f in cm.meta["files"])
     out.print(f"[green]compiled[/] {model} -> {output} ({cm.target.name}, {size / 1e6:.2f} MB, {sum(cm.timings_s.values()):.1f}s)")
+    out.print(f"  artifact id {result['artifact_id']}", soft_wrap=True)
     for spec in cm.inputs:
         out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
     for spec in cm.outputs:
@@ -219,13 +223,14 @@ def _print_stage(stage) -> None:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path), help=".npy (one input) or .npz keyed by input name.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
+@click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json, printed by compile) is ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def run_cmd(artifact, input_path, output_path, as_json):
+def run_cmd(artifact, input_path, output_path, expect, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
     from . import api, calibration_data
 
-    cm = api.load(artifact)
+    cm = api.load(artifact, expect=expect)
     outs = cm.run(calibration_data.read_arrays(input_path, cm.inputs))
     if output_path:
         np.savez(output_path, **outs)
