@@ -23,7 +23,7 @@ from .rounding import INT32_MAX, rshift_round
 
 __all__ = [
     "code_max", "dot_bound", "act_dot_bound", "sum_bound", "fits_int32", "k_chunks", "narrow_shift",
-    "max_uniform_k", "chunked_matmul_int", "NARROW_LIMIT",
+    "max_uniform_k", "chunked_matmul_int", "shift_bound", "NARROW_LIMIT",
 ]
 
 NARROW_LIMIT = 2**30 - 1  # a narrowed accumulator leaves room for a bias of the same size
@@ -113,3 +113,13 @@ def chunked_matmul_int(x, w, chunks, r: int) -> np.ndarray:
             raise OverflowError(f"partial sum of chunk [{start}, {stop}) leaves int32")
         total += part
     return rshift_round(total, r)
+
+
+def shift_bound(codes, P: int, x_bits: int = 8) -> np.ndarray:
+    """Per-output-channel worst case of the shift path (§1.5) for codes ``(terms, O, ...)``:
+    ``2**(x_bits-1) * sum |sign * 2**(P - p)|`` over terms and the reduction (int64). Never above
+    the kernel's ``K * terms * 2**(x_bits-1) * 2**P`` headroom bound."""
+    c = np.abs(np.asarray(codes).astype(np.int64))
+    mag = np.where(c == 0, 0, np.left_shift(np.int64(1), np.maximum(int(P) - (c - 1), 0)))
+    other = tuple(d for d in range(c.ndim) if d != 1)
+    return code_max(x_bits) * mag.sum(axis=other)
