@@ -79,7 +79,7 @@ def _shift_gelu(ctx, var, call, a: Q) -> Q | None:
     x0 = ref.exp_x0(float(x.scale), n)
     out = ctx.emit_te(K.shift_gelu, x.expr, x0, n, name="shift_gelu")
     ctx.report.rows.append({"op": "shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
-    return Q(out, float(x.scale) * 2.0**-15, 32)
+    return Q(out, float(x.scale) * 2.0**-15, 32, bound=x.max_abs << 15)  # |x * sigma_q| <= |x| * 2**15 (§3.3)
 
 
 def _lambda_gelu(ctx, var, call, a: Q) -> Q | None:
@@ -102,7 +102,7 @@ def _lambda_gelu(ctx, var, call, a: Q) -> Q | None:
     out = ctx.emit_te(lambda t: K.lambda_shift_gelu(t, p), x.expr, name="lambda_gelu")
     ctx.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale),
                             "lambda": ref.lam_value(terms)})
-    return Q(out, float(x.scale) * 2.0**-15, 32)
+    return Q(out, float(x.scale) * 2.0**-15, 32, bound=x.max_abs << 15)  # |x * sigma_q| <= |x| * 2**15 (§3.3)
 
 
 @int_rule("relax.nn.layer_norm")
