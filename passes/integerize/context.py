@@ -18,7 +18,9 @@ from shiftc.calibrate import Calibration
 from shiftc.core.contract import Requantize
 from shiftc.core.errors import UnsupportedModelError
 from shiftc.kernels import integer as K
+from shiftc.reference.overflow import NARROW_LIMIT
 from shiftc.reference.quant import bias_codes, pow2_up
+from shiftc.reference.rounding import INT32_MAX
 
 from .scales import bits_for, requant_params
 from .value import IntOptions, IntReport, Q, dtype, int_dtype, shape
@@ -103,15 +105,39 @@ class Context:
         dt = int_dtype(bits)
         return q.expr if dtype(q.expr) == dt else self.bb.emit(relax.op.astype(q.expr, dt))
 
+    def narrow(self, q: Q, r: int, name: str, why: str) -> Q:
+        """``q`` (any integer dtype, |q| <= ``q.max_abs``) as int32 ``rshift_round(q, r)`` at scale
+        ``q.scale * 2**r``; the report notes it (NUMERICS.md §2.8)."""
+        if r == 0:
+            return q
+        attrs = Requantize(bits=32, m=1, e=int(r)).to_attrs()
+        out = self.emit_te(K.requantize, q.expr, 1, int(r), 32, name="requant", attrs=attrs)
+        b = np.asarray(q.bound if q.bound is not None else q.max_abs, np.int64)
+        bound = (b + ((1 << r) >> 1)) >> r
+        self.report.notes.append(f"{name}: {why}; int32 value narrowed by >> {r} (scale x 2^{r})")
+        return Q(out, np.asarray(q.scale, np.float64) * 2.0**r if q.per_axis else float(q.scale) * 2.0**r, 32, q.axis,
+                 bound=bound if q.per_axis else int(bound.max()))
+
+    def _room_for(self, q: Q, c: np.ndarray, like, name: str) -> Q:
+        """``q`` narrowed until ``max|q| + max|round(c / s)|`` provably fits int32."""
+        b, cmax = q.max_abs, float(np.max(np.abs(c / q.scales_like(like)), initial=0.0))
+        r = 0
+        while ((b + ((1 << r) >> 1)) >> r) + cmax / 2.0**r + 1 > INT32_MAX:
+            r += 1
+        why = f"bound {b:,} + constant {cmax:,.0f} could leave int32"
+        return self.narrow(q, r, name, why) if r else q
+
     def add_const(self, q: Q, c: np.ndarray, like, negate_q: bool = False) -> Q | None:
         """``q + c`` (``-q + c``) for a float constant ``c``: int32 ``q + round(c / s)`` at ``q``'s
-        scale (per channel for per-axis ``q``). None when ``c`` does not broadcast to ``like``."""
-        cq = bias_codes(c, q.scales_like(like))
+        scale (per channel for per-axis ``q``), ``q`` narrowed first when the sum's bound
+        ``max|q| + max|c / s|`` could leave int32. None when ``c`` does not broadcast to ``like``."""
         out_shape = shape(like)
-        if cq.shape != out_shape and np.broadcast_shapes(cq.shape, out_shape) != out_shape:
+        if np.shape(c) != out_shape and np.broadcast_shapes(np.shape(c), out_shape) != out_shape:
             return None
+        q = self._room_for(q, c, like, like.name if hasattr(like, "name") else "add")
+        cq = bias_codes(c, q.scales_like(like))
         x = self.as_dtype(q, 32)
         if negate_q:
             x = self.bb.emit(relax.op.negative(x))
         out = self.bb.emit(relax.op.add(x, relax.const(cq)))
-        return Q(out, q.scale, 32, q.axis)
+        return Q(out, q.scale, 32, q.axis, bound=q.max_abs + int(np.max(np.abs(cq.astype(np.int64)), initial=0)))

@@ -17,7 +17,9 @@ from tvm import relax
 
 from shiftc.core.contract import AddInt
 from shiftc.kernels import integer as K
+from shiftc.reference.overflow import narrow_shift
 from shiftc.reference.quant import quantize
+from shiftc.reference.rounding import INT32_MAX
 
 from .registry import int_rule
 from .scales import requant_params
@@ -32,7 +34,7 @@ def _rescaled(ctx, q: Q, c: float):
     expr = q.expr
     if c < 0:
         expr = ctx.emit(relax.op.negative(expr))
-    return Q(expr, q.scale * abs(c), q.bits, q.axis)
+    return Q(expr, q.scale * abs(c), q.bits, q.axis, q.bound)
 
 
 @int_rule("relax.multiply")
@@ -46,7 +48,8 @@ def multiply(ctx, var, call, args):
         x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
         y = ctx.as_int(call.args[1].name, b, WIDE_BITS)
         out = ctx.emit(relax.op.multiply(ctx.as_dtype(x, 32), ctx.as_dtype(y, 32)))
-        return Q(out, x.scale * y.scale, min(32, x.bits + y.bits))  # |product| < 2**(bx-1) * 2**(by-1)
+        # both at most int16: |product| <= 2**(bx-1) * 2**(by-1) <= 2**30
+        return Q(out, x.scale * y.scale, min(32, x.bits + y.bits), bound=x.max_abs * y.max_abs)
     return None
 
 
@@ -65,11 +68,13 @@ def _divide_act(ctx, var, call, a: Q, b: Q):
     division ``(a + b // 2) // b`` (for ``b > 0``) at scale ``s_a / s_b``."""
     x = ctx.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis else a
     y = ctx.as_int(call.args[1].name, b, WIDE_BITS) if b.per_axis else b
+    r = narrow_shift(x.max_abs, INT32_MAX - y.max_abs // 2)  # the int32 sum x + y // 2
+    x = ctx.narrow(x, r, var.name, f"dividend bound {x.max_abs:,} + divisor/2 could leave int32") if r else x
     xe, ye = ctx.as_dtype(x, 32), ctx.as_dtype(y, 32)
     half = ctx.emit(relax.op.floor_divide(ye, relax.const(2, "int32")))
     out = ctx.emit(relax.op.floor_divide(relax.op.add(xe, half), ye))
     ctx.report.rows.append({"op": "int_divide", "value": var.name})
-    return Q(out, float(x.scale) / float(y.scale), 32)
+    return Q(out, float(x.scale) / float(y.scale), 32, bound=x.max_abs + 1)  # |q| <= |x| + 1 for y >= 1
 
 
 @int_rule("relax.add")
@@ -131,7 +136,7 @@ def relu(ctx, var, call, args):
     if not isinstance(a, Q):
         return None
     out = ctx.emit(relax.op.maximum(a.expr, relax.const(0, dtype(a.expr))))
-    return Q(out, a.scale, a.bits, a.axis)
+    return Q(out, a.scale, a.bits, a.axis, a.bound)
 
 
 def legalized_clamp(ctx, call, op: str):
@@ -147,7 +152,7 @@ def legalized_clamp(ctx, call, op: str):
     # a tensor, even for one bound: the kernel's code does not depend on the calibration
     const = relax.const(np.atleast_1d(np.clip(ints, info.min, info.max)).astype(dtype(x.expr)))
     out = ctx.emit((relax.op.maximum if op == "maximum" else relax.op.minimum)(x.expr, const))
-    return Q(out, x.scale, x.bits, x.axis)
+    return Q(out, x.scale, x.bits, x.axis, x.bound)
 
 
 @int_rule("relax.take")

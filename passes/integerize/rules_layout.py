@@ -25,7 +25,7 @@ def same_layout_op(ctx, var, call, args):
         return None
     if a.per_axis:
         a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
-    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits)
+    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, bound=a.bound)
 
 
 @int_rule("relax.split")
@@ -36,7 +36,7 @@ def split(ctx, var, call, args):
     if a.per_axis:
         a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
     t = ctx.same_op(call, [a.expr])
-    return [Q(ctx.emit(relax.TupleGetItem(t, i)), a.scale, a.bits) for i in range(len(var.ty.fields))]
+    return [Q(ctx.emit(relax.TupleGetItem(t, i)), a.scale, a.bits, bound=a.bound) for i in range(len(var.ty.fields))]
 
 
 @int_rule("relax.concat")

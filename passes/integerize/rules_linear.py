@@ -17,7 +17,9 @@ from tvm import relax
 from shiftc import reference as ref
 from shiftc.core.contract import ShiftKernel
 from shiftc.kernels import shift as SK
+from shiftc.reference.rounding import INT32_MAX
 
+from .accumulate import reduce_int32, refuse_unless_fits, sliced, weight_safe
 from .registry import int_rule
 from .rules_elementwise import legalized_clamp
 from .scales import weight_codes
@@ -30,16 +32,39 @@ def matmul(ctx, var, call, args):
     if isinstance(a, Q) and isinstance(b, np.ndarray) and b.ndim == 2:
         x = ctx.as_int(call.args[0].name, a, ACT_BITS)
         wq, sw = weight_codes(b, axis=1, pow2=ctx.pow2)
-        out = ctx.emit(relax.op.matmul(ctx.as_dtype(x, 8), relax.const(wq), out_dtype="int32"))
-        ctx.report.rows.append({"op": "matmul", "value": var.name, "weights": "int8 per-channel"})
-        return Q(out, x.scale * sw, 32, axis=len(shape(var)) - 1)
+        xe = ctx.as_dtype(x, 8)
+
+        def chunk(k0, k1):
+            w = relax.const(wq if k0 is None else np.ascontiguousarray(wq[k0:k1]))
+            return ctx.emit(relax.op.matmul(sliced(ctx, xe, -1, k0, k1), w, out_dtype="int32"))
+
+        row = {"op": "matmul", "value": var.name, "weights": "int8 per-channel"}
+        unit = np.abs(wq.astype(np.int64))  # (K, N)
+        q = reduce_int32(ctx, var, chunk, unit, x.bits, x.scale * sw, len(shape(var)) - 1, row)
+        ctx.report.rows.append(row)
+        return q
     if isinstance(a, Q) and isinstance(b, Q):
-        x = ctx.as_int(call.args[0].name, a, ACT_BITS)
-        y = ctx.as_int(call.args[1].name, b, ACT_BITS)
-        out = ctx.emit(relax.op.matmul(ctx.as_dtype(x, 8), ctx.as_dtype(y, 8), out_dtype="int32"))
-        ctx.report.rows.append({"op": "matmul", "value": var.name, "weights": "activation x activation"})
-        return Q(out, x.scale * y.scale, 32)
+        return _act_matmul(ctx, var, call, a, b)
     return None
+
+
+def _act_matmul(ctx, var, call, a: Q, b: Q):
+    """Activation x activation: bound ``K * 2**(a-1) * 2**(b-1)``, split along K above int32."""
+    x = ctx.as_int(call.args[0].name, a, ACT_BITS)
+    y = ctx.as_int(call.args[1].name, b, ACT_BITS)
+    xe, ye = ctx.as_dtype(x, 8), ctx.as_dtype(y, 8)
+    if len(shape(ye)) < 2:
+        safe = f"K <= {INT32_MAX // (ref.code_max(x.bits) * ref.code_max(y.bits)):,} at int{x.bits} x int{y.bits}"
+        refuse_unless_fits(var, ref.act_dot_bound(shape(xe)[-1], x.bits, y.bits), "a vector matmul", safe)
+
+    def chunk(k0, k1):
+        return ctx.emit(relax.op.matmul(sliced(ctx, xe, -1, k0, k1), sliced(ctx, ye, -2, k0, k1), out_dtype="int32"))
+
+    row = {"op": "matmul", "value": var.name, "weights": "activation x activation"}
+    unit = np.full((shape(xe)[-1], 1), ref.code_max(y.bits), np.int64)  # every |b| <= 2**(b-1)
+    q = reduce_int32(ctx, var, chunk, unit, x.bits, x.scale * y.scale, None, row)
+    ctx.report.rows.append(row)
+    return q
 
 
 @int_rule("relax.nn.conv2d")
@@ -50,12 +75,20 @@ def conv2d(ctx, var, call, args):
         return None
     x = ctx.as_int(call.args[0].name, a, ACT_BITS)
     wq, sw = weight_codes(w, axis=0, pow2=ctx.pow2)
-    out = ctx.emit(
-        relax.op.nn.conv2d(ctx.as_dtype(x, 8), relax.const(wq), at.strides, at.padding, at.dilation, at.groups,
-                           "NCHW", "OIHW", "NCHW", out_dtype="int32")
-    )
-    ctx.report.rows.append({"op": "conv2d", "value": var.name, "weights": "int8 per-channel"})
-    return Q(out, x.scale * sw, 32, axis=1)
+    xe = ctx.as_dtype(x, 8)
+    unit = np.abs(wq.astype(np.int64)).sum(axis=(2, 3)).T  # (input channel, output channel)
+    if int(at.groups) != 1:
+        refuse_unless_fits(var, ref.dot_bound(wq, 0, x.bits), "a grouped conv2d", weight_safe(x.bits))
+
+    def chunk(c0, c1):
+        wc = relax.const(wq if c0 is None else np.ascontiguousarray(wq[:, c0:c1]))
+        return ctx.emit(relax.op.nn.conv2d(sliced(ctx, xe, 1, c0, c1), wc, at.strides, at.padding, at.dilation, at.groups,
+                                           "NCHW", "OIHW", "NCHW", out_dtype="int32"))
+
+    row = {"op": "conv2d", "value": var.name, "weights": "int8 per-channel"}
+    q = reduce_int32(ctx, var, chunk, unit, x.bits, x.scale * sw, 1, row)
+    ctx.report.rows.append(row)
+    return q
 
 
 @int_rule("relax.call_tir")
@@ -71,23 +104,24 @@ def call_tir(ctx, var, call, args):
     if not isinstance(x_q, Q) or not isinstance(packed, np.ndarray) or not isinstance(alpha, np.ndarray):
         return None
     x = ctx.as_int(call.args[1].fields[0].name, x_q, ACT_BITS)
-    out, P, axis = _shift_int(ctx, var, sk, x, packed)
+    out, P, axis, bound = _shift_int(ctx, var, sk, x, packed)
     out, alpha = _dead_channels(ctx, var, out, axis, alpha.astype(np.float64))
-    q = Q(out, float(x.scale) * alpha * 2.0**-P, 32, axis=axis)
+    q = Q(out, float(x.scale) * alpha * 2.0**-P, 32, axis=axis, bound=bound)
     return _shift_epilogue(ctx, var, q, bias[0] if bias else None, sk)
 
 
-def _largest_exponent(sk: ShiftKernel, packed: np.ndarray) -> int:
-    """``P``: the largest code exponent of the layer (CONTRACTS.md, integer path)."""
+def _largest_exponent(sk: ShiftKernel, packed: np.ndarray) -> tuple[int, np.ndarray]:
+    """``P``: the largest code exponent of the layer (CONTRACTS.md, integer path), and the codes."""
     oi = sk.oi_shape()
     codes = ref.unpack_codes(packed.tobytes(), sk.bits, sk.terms * int(np.prod(oi)), sk.zero_free, shape=(sk.terms, *oi))
     P = int(np.abs(codes.astype(np.int64)).max()) - 1 if codes.size else 0
-    return max(P, 0)
+    return max(P, 0), codes
 
 
 def _shift_int(ctx, var, sk: ShiftKernel, x: Q, packed: np.ndarray):
-    """The int32 shift-accumulate kernel on int8 ``x``; returns it, ``P`` and its channel axis."""
-    P = _largest_exponent(sk, packed)
+    """The int32 shift-accumulate kernel on int8 ``x``; returns it, ``P``, its channel axis and
+    its per-channel bound (the kernel itself refuses ``K * terms * 2**7 * 2**P > 2**31 - 1``)."""
+    P, codes = _largest_exponent(sk, packed)
     common = dict(P=P, terms=sk.terms, bits=sk.bits, zero_free=sk.zero_free, packed=True)
     attrs = dataclasses.replace(sk, kind="shift_int", P=P, lo=None, hi=None).to_attrs()
     xe, pk = ctx.as_dtype(x, 8), relax.const(packed, "uint8")
@@ -99,7 +133,7 @@ def _shift_int(ctx, var, sk: ShiftKernel, x: Q, packed: np.ndarray):
         out = ctx.emit_te(SK.shift_matmul_int, xe, pk, name="shift_matmul_int", attrs=attrs, out_features=sk.oi_shape()[0], **common)
         axis = len(shape(var)) - 1
     ctx.report.rows.append({"op": f"shift_{sk.op}_int", "value": var.name, "bits": sk.bits, "terms": sk.terms, "P": P})
-    return out, P, axis
+    return out, P, axis, ref.shift_bound(codes, P, x.bits)
 
 
 def _dead_channels(ctx, var, out, axis: int, alpha: np.ndarray):

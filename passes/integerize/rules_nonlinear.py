@@ -19,7 +19,9 @@ from shiftc import reference as ref
 from shiftc.core.errors import UnsupportedModelError
 from shiftc.kernels import integer as K
 from shiftc.reference.quant import bias_codes, qmax
+from shiftc.reference.rounding import INT32_MAX
 
+from .accumulate import summable_input
 from .registry import int_rule
 from .scales import requant_params
 from .value import ACT_BITS, WIDE_BITS, Q, shape
@@ -77,7 +79,7 @@ def _shift_gelu(ctx, var, call, a: Q) -> Q | None:
     x0 = ref.exp_x0(float(x.scale), n)
     out = ctx.emit_te(K.shift_gelu, x.expr, x0, n, name="shift_gelu")
     ctx.report.rows.append({"op": "shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
-    return Q(out, float(x.scale) * 2.0**-15, 32)
+    return Q(out, float(x.scale) * 2.0**-15, 32, bound=x.max_abs << 15)  # |x * sigma_q| <= |x| * 2**15 (§3.3)
 
 
 def _lambda_gelu(ctx, var, call, a: Q) -> Q | None:
@@ -100,7 +102,7 @@ def _lambda_gelu(ctx, var, call, a: Q) -> Q | None:
     out = ctx.emit_te(lambda t: K.lambda_shift_gelu(t, p), x.expr, name="lambda_gelu")
     ctx.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale),
                             "lambda": ref.lam_value(terms)})
-    return Q(out, float(x.scale) * 2.0**-15, 32)
+    return Q(out, float(x.scale) * 2.0**-15, 32, bound=x.max_abs << 15)  # |x * sigma_q| <= |x| * 2**15 (§3.3)
 
 
 @int_rule("relax.nn.layer_norm")
@@ -111,8 +113,8 @@ def layer_norm(ctx, var, call, args):
     if not isinstance(a, Q) or axes != [nd - 1] or not isinstance(gamma, np.ndarray) or not isinstance(beta, np.ndarray):
         return None
     C = shape(var)[-1]
-    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
-    ln = ctx.emit_te(K.i_layernorm, x.expr, name="i_layernorm")
+    x = summable_input(ctx, var, call.args[0].name, a, C, C // 2, "LayerNorm row sum")
+    ln = ctx.emit_te(K.i_layernorm, x.expr, name="i_layernorm")  # |ln| <= 2**30 (§3.6)
     s_out = ctx.act_scale(var.name, ACT_BITS)
     g = np.broadcast_to(gamma.astype(np.float64).reshape(-1), (C,))
     ratio = np.abs(g) * math.sqrt(C) * 2.0**-30 / s_out
@@ -124,6 +126,8 @@ def layer_norm(ctx, var, call, args):
     mc, ec = relax.const(np.asarray(m, np.int64)), relax.const(np.asarray(e, np.int32))
     y = ctx.emit_te(K.requantize_per_axis, ln, mc, ec, -1, 32, name="requant_axis")
     bq = bias_codes(np.broadcast_to(beta.astype(np.float64).reshape(-1), (C,)), s_out)
+    if math.ceil(2.0**30 * float(np.max(ratio))) + 1 + int(np.abs(bq.astype(np.int64)).max(initial=0)) > INT32_MAX:
+        raise ValueError("LayerNorm output + beta may leave int32 (output scale far below gamma)")
     y = ctx.emit(relax.op.add(y, relax.const(bq)))
     y = ctx.emit(relax.op.clip(y, relax.prim_value(-qmax(ACT_BITS) - 1), relax.prim_value(qmax(ACT_BITS))))
     y = ctx.emit(relax.op.astype(y, "int8"))

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from tvm import relax
 
 from shiftc.kernels import integer as K
 
+from .accumulate import summable_input
 from .registry import int_rule
 from .value import WIDE_BITS, Q, shape
 
@@ -23,12 +25,13 @@ def mean(ctx, var, call, args):
         return None
     nd = len(shape(call.args[0]))
     axes = list(range(nd)) if call.attrs.axis is None else sorted(int(x) % nd for x in call.attrs.axis)
-    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    n = int(np.prod([shape(call.args[0])[d] for d in axes]))
+    x = summable_input(ctx, var, call.args[0].name, a, n, n // 2, "int_mean sum")
     out = ctx.emit_te(K.int_mean, x.expr, axes, name="int_mean")
     if call.attrs.keepdims:
         out = ctx.emit(relax.op.reshape(out, relax.ShapeExpr(shape(var))))
     ctx.report.rows.append({"op": "int_mean", "value": var.name})
-    return Q(out, x.scale, 32)
+    return Q(out, x.scale, 32, bound=x.max_abs)
 
 
 @int_rule("relax.sum")
@@ -36,9 +39,12 @@ def sum_(ctx, var, call, args):
     (a,) = args
     if not isinstance(a, Q):
         return None
-    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    nd = len(shape(call.args[0]))
+    axes = range(nd) if call.attrs.axis is None else [int(d) % nd for d in call.attrs.axis]
+    n = int(np.prod([shape(call.args[0])[d] for d in axes]))
+    x = summable_input(ctx, var, call.args[0].name, a, n, 0, "sum")
     out = ctx.emit(relax.op.sum(ctx.as_dtype(x, 32), call.attrs.axis, call.attrs.keepdims))
-    return Q(out, x.scale, 32)
+    return Q(out, x.scale, 32, bound=n * x.max_abs)
 
 
 @int_rule("relax.nn.avg_pool2d")
@@ -48,9 +54,10 @@ def avg_pool2d(ctx, var, call, args):
     plain = at.layout == "NCHW" and not any(int(p) for p in at.padding) and all(int(d) == 1 for d in at.dilation)
     if not isinstance(a, Q) or not plain or at.ceil_mode:
         return None
-    x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    n = int(np.prod([int(k) for k in at.pool_size]))
+    x = summable_input(ctx, var, call.args[0].name, a, n, n // 2, "avg_pool2d window sum")
     out = ctx.emit_te(K.int_avgpool2d, x.expr, [int(k) for k in at.pool_size], [int(s) for s in at.strides], name="int_avgpool2d")
-    return Q(out, x.scale, 32)
+    return Q(out, x.scale, 32, bound=x.max_abs)
 
 
 @int_rule("relax.nn.max_pool2d")
@@ -58,7 +65,7 @@ def max_pool2d(ctx, var, call, args):
     (a,) = args
     if not isinstance(a, Q) or (a.per_axis and a.axis != 1) or call.attrs.layout != "NCHW":
         return None
-    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, a.axis)
+    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, a.axis, a.bound)
 
 
 @int_rule("relax.image.resize2d")
@@ -73,4 +80,4 @@ def resize2d(ctx, var, call, args):
         a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
     out = ctx.emit_te(K.nearest_upsample, a.expr, (H // h, W // w), name="nearest_upsample")
     ctx.report.rows.append({"op": "nearest_upsample", "value": var.name, "replaces": str(call.attrs.method)})
-    return Q(out, a.scale, a.bits, a.axis)
+    return Q(out, a.scale, a.bits, a.axis, a.bound)

@@ -17,16 +17,27 @@ WIDE_BITS = 16  # residual sums, inputs of non-linear ops
 
 @dataclass
 class Q:
-    """An integer value: ``real = expr * scale`` (``scale`` per ``axis`` when it is an array)."""
+    """An integer value: ``real = expr * scale`` (``scale`` per ``axis`` when it is an array).
+
+    ``bound``: a proven ``max |expr|`` (int, or int64 per ``axis``) where the rule that made the
+    value knows a tighter one than its width's ``2**(bits-1)`` (accumulators; NUMERICS.md §2.8)."""
 
     expr: relax.Expr
     scale: float | np.ndarray
     bits: int
     axis: int | None = None
+    bound: int | np.ndarray | None = None
 
     @property
     def per_axis(self) -> bool:
         return self.axis is not None
+
+    @property
+    def max_abs(self) -> int:
+        """The largest ``|integer|`` this value can hold: its proven bound, else its width's."""
+        if self.bound is not None:
+            return int(np.max(self.bound))
+        return 1 << (int(self.bits) - 1)
 
     def scales_like(self, like) -> np.ndarray:
         """The scale as an array that broadcasts against ``like`` (per axis: along its axis)."""
