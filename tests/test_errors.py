@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from onnx import helper
 import shiftc
 from shiftc import artifact
 from shiftc.cli import main
-from conftest import make_model
+from conftest import conv_relu_model, make_model
 
 
 def cli(*args, env=None):
@@ -101,12 +102,21 @@ def test_missing_toolchain_names_the_package(tmp_path, conv_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def built(tmp_path, conv_path):
-    out = tmp_path / "art"
-    code, _, err = cli("compile", conv_path, "-o", out, "--input-shape", "x=1x3x8x8")
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory):
+    """The conv model (the ``conv_model`` fixture's weights) compiled through the CLI, once."""
+    folder = tmp_path_factory.mktemp("built")
+    onnx.save(conv_relu_model(np.random.default_rng(0)), str(folder / "conv.onnx"))
+    out = folder / "art"
+    code, _, err = cli("compile", folder / "conv.onnx", "-o", out, "--input-shape", "x=1x3x8x8")
     assert code == 0, err
     return out
+
+
+@pytest.fixture
+def built(tmp_path, built_once):
+    """A private copy of the compiled artifact: tests tamper with it and add files to it."""
+    return shutil.copytree(built_once, tmp_path / "art")
 
 
 def test_tampered_artifact_is_refused_before_loading(tmp_path, built):

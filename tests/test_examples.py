@@ -97,13 +97,7 @@ def test_segmenter_graph_has_l2_normalised_masks_and_bilinear_resize():
     assert any(a.name == "mode" and a.s == b"linear" for a in resize[0].attribute)
 
 
-@pytest.fixture(scope="module")
-def mbv2_onnx(tmp_path_factory):
-    from examples.mobilenetv2 import export_mobilenetv2
-    return export_mobilenetv2(tmp_path_factory.mktemp("mbv2") / "mobilenetv2.onnx")
-
-
-def test_mobilenetv2_export_matches_torch_on_real_photo(mbv2_onnx):
+def test_mobilenetv2_export_matches_torch_on_real_photo(mbv2_onnx):  # mbv2_onnx: conftest.py
     from examples.mobilenetv2 import CAT_CLASSES, pretrained, real_photos
     x = real_photos(1, seed=0)  # centre crop of skimage's chelsea (a tabby cat)
     got = evaluate.onnx_predict(mbv2_onnx, x)
@@ -123,9 +117,9 @@ def test_real_photos_are_varied_and_normalised():
 
 
 @pytest.mark.slow
-def test_minilm_export_matches_torch(tmp_path):
-    from examples.minilm import INPUT_NAMES, export_minilm, load_model, sentences, tokenize
-    model = load_model()
+def test_minilm_export_matches_torch(tmp_path, minilm_model):
+    from examples.minilm import INPUT_NAMES, export_minilm, sentences, tokenize
+    model = minilm_model()  # load_model(), shared with test_norm_real
     path = export_minilm(tmp_path / "minilm.onnx", model)
     texts = sentences()
     assert len(texts) >= 100

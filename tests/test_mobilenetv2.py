@@ -17,9 +17,10 @@ from examples import mobilenetv2 as mbv2
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory):
-    return mbv2.export_mobilenetv2(tmp_path_factory.mktemp("mbv2") / "mbv2.onnx")
+@pytest.fixture
+def onnx_path(mbv2_onnx):
+    """The session's MobileNetV2 export (conftest.py), shared with test_examples."""
+    return mbv2_onnx
 
 
 def conv_macs_from_torch() -> int:
@@ -40,15 +41,15 @@ def conv_macs_from_torch() -> int:
     return total
 
 
-def test_cli_compile_and_run_match_onnxruntime(tmp_path, onnx_path):
+def test_cli_compile_and_run_match_onnxruntime(tmp_path, onnx_path, mbv2_x86_artifact):
+    """``shiftc compile --target x86`` (the session's mbv2_x86_artifact, conftest.py, which checks
+    the command's exit code) and ``shiftc run`` on it."""
     import onnx
 
     x = mbv2.real_photos(1)[:1]
     np.save(tmp_path / "x.npy", x)
     runner = CliRunner()
-    res = runner.invoke(main, ["compile", str(onnx_path), "--target", "x86", "-o", str(tmp_path / "out")])
-    assert res.exit_code == 0, res.stderr
-    res = runner.invoke(main, ["run", str(tmp_path / "out"), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npz")])
+    res = runner.invoke(main, ["run", str(mbv2_x86_artifact), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npz")])
     assert res.exit_code == 0, res.stderr
     got = np.load(tmp_path / "y.npz")["logits"]
     (ref,) = ort_run(onnx.load(str(onnx_path)), {"input": x})
@@ -65,17 +66,16 @@ def test_inspect_mac_count_agrees_with_conv_shapes(onnx_path):
     assert info["ops"]["Conv"] == 52
 
 
-def test_integer_only_build_agrees_with_fp32_on_real_photos(onnx_path):
+def test_integer_only_build_agrees_with_fp32_on_real_photos(onnx_path, compiled):
     """MobileNetV2 --integer-only (calibrated on 8 photos, ReLU6 as per-channel integer clamps,
     dot-intrinsic kernels on x86): top-1 agrees with onnxruntime FP32 on other photos. Measured
     on 64 photos: 73% (minmax), 77% (percentile); per-tensor int8 PTQ of MobileNetV2 is lossy."""
-    import shiftc
     from shiftc import evaluate, frontend
 
     photos = mbv2.real_photos(32, seed=0)
     calib = [{"input": x[None]} for x in mbv2.real_photos(40, seed=1)[-8:]]
     ref = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(frontend.load(onnx_path).proto, [{"input": x[None]} for x in photos])])
-    cm = shiftc.compile(onnx_path, "x86", calibration=calib, integer_only=True, calibration_method="percentile")
+    cm = compiled(onnx_path, "x86", calibration=calib, integer_only=True, calibration_method="percentile")
     out = np.concatenate([cm.run(x[None])[cm.outputs[0].name] for x in photos])
     assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.6
     integer = next(s for s in cm.report.stages if s.name == "integerize")

