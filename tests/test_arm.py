@@ -232,19 +232,19 @@ def test_mobilenetv2_4bit_shift_under_qemu_matches_x86(mobilenetv2, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mobilenetv2(tmp_path_factory):
-    """MobileNetV2 with ImageNet weights on a real photo: ONNX path, input, x86 and ORT logits."""
+def mobilenetv2(mbv2_onnx, mbv2_x86_artifact):
+    """MobileNetV2 with ImageNet weights on a real photo: ONNX path, input, x86 and ORT logits.
+    The export and its x86 compile are the session's (conftest.py), shared with test_mobilenetv2."""
     sys.path.insert(0, str(EXAMPLES.parents[1]))
     try:
         from examples import mobilenetv2 as mnv2
     finally:
         sys.path.pop(0)
-    path = mnv2.export_mobilenetv2(tmp_path_factory.mktemp("mnv2") / "mobilenetv2.onnx")
     x = mnv2.imagenet_preprocess(mnv2.load_photo("chelsea"))[None].astype(np.float32)
     import onnx
 
-    x86_logits = api.compile(path, "x86").run(x)["logits"]
-    return path, x, x86_logits, ort_run(onnx.load(str(path)), {"input": x})[0]
+    x86_logits = api.load(mbv2_x86_artifact).run(x)["logits"]
+    return mbv2_onnx, x, x86_logits, ort_run(onnx.load(str(mbv2_onnx)), {"input": x})[0]
 
 
 @needs_cross
