@@ -36,6 +36,7 @@ one-line cause otherwise:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -316,29 +317,135 @@ def write_meta(folder: Path, meta: dict) -> dict:
     return meta
 
 
-@contextmanager
-def staging(dest: Path):
-    """Yield a temporary folder beside ``dest``; on success it replaces ``dest`` atomically.
+# ---------------------------------------------------------------- publishing
 
-    An existing ``dest`` is replaced only if it is empty or a shiftc artifact.
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _renameat2():
+    """libc's ``renameat2`` (Linux, glibc 2.28+), or None where there is none."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (``renameat2(RENAME_EXCHANGE)``). False where
+    the OS or the file system cannot (the caller falls back to two renames); other errors raise."""
+    import ctypes
+
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove_old(folder: Path) -> None:
+    """Delete the replaced artifact (its own step, so tests can interrupt a publish here)."""
+    shutil.rmtree(folder)
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Move the finished folder ``tmp`` to ``dest``, replacing an existing ``dest``.
+
+    With ``renameat2(RENAME_EXCHANGE)`` the old and the new folder swap in one step, so ``dest``
+    holds a complete artifact (old, then new) at every moment; the old one, now at ``tmp``, is
+    removed afterwards. Where the exchange is unavailable (not Linux, or a file system without it)
+    the old folder is renamed aside first and the new one renamed in: a kill between those two
+    renames leaves no artifact at ``dest`` (the old one stays at ``.NAME.old.PID``).
+    """
+    if not os.path.lexists(dest):
+        os.rename(tmp, dest)
+    elif _exchange(tmp, dest):
+        _remove_old(tmp)
+    else:
+        old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+        os.rename(dest, old)
+        os.rename(tmp, dest)
+        _remove_old(old)
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file of an output folder: ``.NAME.lock`` beside it."""
+    dest = Path(dest).absolute()
+    return dest.with_name(f".{dest.name}.lock")
+
+
+@contextmanager
+def writer_lock(dest: Path):
+    """Hold the exclusive writer lock of the output folder ``dest`` (``flock`` on ``.NAME.lock``
+    beside it), or raise ``InputError`` at once when another writer holds it.
+
+    The lock belongs to the open file, so a process that dies releases it, and a lock file left
+    behind by one does not block. The file is removed on release (while still locked); a writer
+    that locked a file just removed that way notices (the path no longer names its file) and tries
+    again. Not re-entrant: a second ``writer_lock`` on the same folder fails even in one process.
+    """
+    import fcntl
+
+    dest = Path(dest).absolute()
+    path = lock_path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise InputError(f"cannot create the lock file {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(f"another shiftc is writing {dest}; try again when it has finished") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file another writer removed on release: take the current one
+    else:
+        raise InputError(f"cannot take the lock {path}: it keeps being replaced")
+    try:
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def staging(dest: Path, locked: bool = False):
+    """Yield a temporary folder beside ``dest``; on success it replaces ``dest`` (``_publish``).
+
+    An existing ``dest`` is replaced only if it is empty or a shiftc artifact. The writer lock of
+    ``dest`` is held throughout, unless ``locked`` says the caller already holds it.
     """
     dest = Path(dest).absolute()
-    if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or (dest / META).is_file())):
-        raise InputError(f"refusing to overwrite {dest}: it exists and is not a shiftc artifact")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.nullcontext() if locked else writer_lock(dest):
+        if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or (dest / META).is_file())):
+            raise InputError(f"refusing to overwrite {dest}: it exists and is not a shiftc artifact")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            yield tmp
+            _publish(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def copy(src: Path, dest: Path) -> None:
