@@ -5,6 +5,7 @@ Nothing here prints; progress goes to ``logging`` and an optional ``progress(ste
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -86,6 +87,21 @@ def load(path: str | Path, expect: str | None = None) -> CompiledModel:
     return CompiledModel(Path(path), meta)
 
 
+def _holding_output_lock(fn):
+    """Hold ``output``'s writer lock (``artifact.writer_lock``) for the whole compile and publish,
+    so a second concurrent compile to the same folder fails at once instead of one result being lost."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, output=None, **kwargs):
+        if output is None:
+            return fn(*args, **kwargs)
+        with artifact.writer_lock(Path(output)):
+            return fn(*args, output=output, **kwargs)
+
+    return wrapper
+
+
+@_holding_output_lock
 def compile(  # noqa: A001 - the public name users expect
     model,
     target: str = "x86",
@@ -130,7 +146,7 @@ def compile(  # noqa: A001 - the public name users expect
     }
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="shiftc-")) / "artifact"
     step("export")
-    with artifact.staging(dest) as tmp:
+    with artifact.staging(dest, locked=output is not None) as tmp:  # compile() holds output's lock
         tgt.build(executable, tmp)
         artifact.write_meta(tmp, meta)
     model_out = CompiledModel(dest, artifact.verify(dest), owns_folder=output is None)
