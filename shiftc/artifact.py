@@ -36,6 +36,7 @@ one-line cause otherwise:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -48,14 +49,18 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .core.errors import InputError
+from .core.errors import InputError, ToolchainError
 
 META = "meta.json"
+SIG = "meta.json.sig"
+SIG_FORMAT = "shiftc-artifact-signature/1"
 FORMAT = "shiftc-artifact/1"
 MAX_META_BYTES = 16 << 20
 MAX_FILE_BYTES = 4 << 30
 MAX_TOTAL_BYTES = 16 << 30
 MAX_ENTRIES = 10_000
+MAX_SIG_BYTES = 1024
+MAX_KEY_BYTES = 64 << 10
 BLOCK = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DTYPE = re.compile(r"bool|u?int(8|16|32|64)|float(16|32|64)|bfloat16")
@@ -172,8 +177,8 @@ def _check_name(name) -> str:
         raise InputError(f"meta.json lists {name[:80]!r}..., nested over 32 folders deep; refusing the artifact")
     if any(part in ("", ".", "..") for part in parts):
         raise InputError(f"meta.json lists {name!r}: names must be normalised and inside the folder (no '..', '.' or '//')")
-    if name == META:
-        raise InputError("meta.json lists itself; refusing the artifact")
+    if name in (META, SIG):
+        raise InputError(f"meta.json lists {name!r}, which it cannot cover; refusing the artifact")
     return name
 
 
@@ -251,6 +256,7 @@ def _check_tree(folder: Path, listed: dict[str, str]) -> None:
     except OSError as exc:
         raise InputError(f"cannot read the artifact folder {folder}: {exc.strerror}") from None
     files.pop(META, None)
+    files.pop(SIG, None)  # the signature signs the id, so the id cannot cover it
     unlisted = sorted(set(files) - set(listed))
     if unlisted:
         names = ", ".join(map(repr, unlisted[:5]))
@@ -284,16 +290,19 @@ def read_meta(folder: Path) -> dict:
     return _parse(_meta_bytes(folder), Path(folder) / META)
 
 
-def verify(folder: Path, expect: str | None = None) -> dict:
+def verify(folder: Path, expect: str | None = None, public_key=None) -> dict:
     """Check the folder as the module docstring lists, before any code is loaded; returns meta.json.
 
     ``expect``: the artifact id (``artifact_id``) the caller trusts; without it a self-consistent
-    folder passes.
+    folder passes. ``public_key`` (Ed25519: PEM file, PEM bytes or key object): ``meta.json.sig``
+    must be its signature of the artifact id (``sign``).
     """
     folder = Path(folder)
     data = _meta_bytes(folder)
     if expect is not None:
         _check_expect(data, expect, folder)
+    if public_key is not None:
+        _check_signature(folder, data, public_key)
     meta = _parse(data, folder / META)
     listed = _check_files(meta)
     _check_io(meta)
@@ -312,6 +321,7 @@ def write_meta(folder: Path, meta: dict) -> dict:
     folder = Path(folder)
     files, _ = _walk(folder)
     files.pop(META, None)
+    files.pop(SIG, None)
     meta = dict(meta, format=FORMAT, files={name: sha256(folder / name) for name in sorted(files)})
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
@@ -456,3 +466,89 @@ def copy(src: Path, dest: Path) -> None:
     with staging(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, symlinks=True)
         verify(tmp, expect=expect)
+
+
+# ---------------------------------------------------------------- signatures (optional: shiftc[sign])
+
+
+def _crypto():
+    """The ``cryptography`` modules signing needs, or a one-line error naming the extra."""
+    try:
+        from cryptography import exceptions
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise ToolchainError("signing needs the 'cryptography' package: pip install 'shiftc[sign]'") from None
+    return exceptions, serialization, ed25519
+
+
+def _key(key, private: bool):
+    """An Ed25519 key from a PEM file path, PEM bytes or a ``cryptography`` key object."""
+    _, serialization, ed25519 = _crypto()
+    kind = (ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey)
+    what = "private" if private else "public"
+    if isinstance(key, kind):
+        return key
+    where = "the given key" if isinstance(key, bytes) else str(key)
+    if not isinstance(key, bytes):
+        fd, size = _open_regular(Path(key), MAX_KEY_BYTES)
+        with os.fdopen(fd, "rb") as f:
+            key = f.read(size)
+    try:
+        loaded = (serialization.load_pem_private_key(key, password=None) if private
+                  else serialization.load_pem_public_key(key))
+    except TypeError:
+        raise InputError(f"{where} is an encrypted key; shiftc reads unencrypted PEM keys only") from None
+    except ValueError:
+        raise InputError(f"{where} is not a PEM {what} key (make one with `openssl genpkey -algorithm ed25519`)") from None
+    if not isinstance(loaded, kind):
+        raise InputError(f"{where} is not an Ed25519 {what} key; shiftc signs with Ed25519 only")
+    return loaded
+
+
+def _message(aid: str) -> bytes:
+    """What a signature signs: the artifact id, with a context label."""
+    return f"{SIG_FORMAT} {aid}".encode()
+
+
+def _check_signature(folder: Path, data: bytes, public_key) -> None:
+    exceptions, _, _ = _crypto()
+    key = _key(public_key, private=False)
+    path = folder / SIG
+    if not os.path.lexists(path):
+        raise InputError(f"artifact {folder} is not signed (no {SIG}); refusing it")
+    fd, size = _open_regular(path, MAX_SIG_BYTES)
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(size)
+    try:
+        signature = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        signature = b""
+    if len(signature) != 64:
+        raise InputError(f"{path} is not an Ed25519 signature; refusing the artifact")
+    try:
+        key.verify(signature, _message(hashlib.sha256(data).hexdigest()))
+    except exceptions.InvalidSignature:
+        raise InputError(f"the signature of {folder} does not verify with the public key "
+                         "(the artifact was changed, or another key signed it); refusing it") from None
+
+
+def sign(folder: Path, private_key, expect: str | None = None) -> Path:
+    """Verify ``folder`` (against ``expect`` when given) and sign its artifact id with an Ed25519
+    ``private_key`` (PEM file, PEM bytes or key object) into ``folder/meta.json.sig``, replacing an
+    older signature atomically. Holds the folder's writer lock. Returns the signature file."""
+    folder = Path(folder).absolute()
+    key = _key(private_key, private=True)
+    with writer_lock(folder):
+        verify(folder, expect=expect)
+        signature = key.sign(_message(hashlib.sha256(_meta_bytes(folder)).hexdigest()))
+        fd, tmp = tempfile.mkstemp(prefix=f".{folder.name}.sig.", dir=folder.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64encode(signature) + b"\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, folder / SIG)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+    return folder / SIG
