@@ -80,10 +80,12 @@ class CompiledModel:
         return path
 
 
-def load(path: str | Path, expect: str | None = None) -> CompiledModel:
+def load(path: str | Path, expect: str | None = None, public_key=None) -> CompiledModel:
     """Open an artifact folder; every file's sha256 is checked before any code is loaded and, with
-    ``expect`` (an artifact id: ``shiftc.artifact.artifact_id``), that it is exactly that artifact."""
-    meta = artifact.verify(Path(path), expect=expect)
+    ``expect`` (an artifact id: ``shiftc.artifact.artifact_id``), that it is exactly that artifact;
+    with ``public_key`` (Ed25519 PEM file, PEM bytes or key object; needs ``shiftc[sign]``), that
+    its ``meta.json.sig`` is that key's signature of the artifact id (``shiftc sign``)."""
+    meta = artifact.verify(Path(path), expect=expect, public_key=public_key)
     return CompiledModel(Path(path), meta)
 
 
