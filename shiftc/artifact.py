@@ -4,6 +4,16 @@
 other file. Folders are written to a temporary sibling and renamed into place, so a failed compile
 never leaves a partial artifact.
 
+Publishing (``staging``/``_publish``). An existing output folder is replaced by swapping it with the
+new one in one ``renameat2(RENAME_EXCHANGE)`` (Linux, through ``ctypes``), so the output path holds
+a complete artifact, old or new, at every moment; the old folder is deleted afterwards. Where the
+exchange is unavailable (another OS, or a file system without it) two renames are used instead, and
+a kill between them leaves no artifact at the output (the old one stays at ``.NAME.old.PID``).
+Writers take ``writer_lock``: an exclusive, non-blocking ``flock`` on ``.NAME.lock`` beside the
+output, held by ``api.compile`` from start to publish, so a second concurrent writer fails at once
+with ``InputError`` instead of one result being silently lost. The lock file is removed on release;
+one left by a killed process does not block (an ``flock`` ends with its process).
+
 Threat model. Loading an artifact runs its code: ``model.so`` (and a target's runner) is native code
 that runs with the rights of whoever loads it. The hashes in ``meta.json`` only show that a folder
 agrees with its own ``meta.json``; anyone who can edit the folder can edit ``meta.json`` too. Trust
@@ -15,6 +25,15 @@ and load with ``shiftc.load(path, expect=ID)`` / ``shiftc run --expect ID``. Wit
 folder loads. Out of scope: the id says *which* bytes run, not that they are safe; and ``verify``
 cannot stop a process that may write the folder from swapping files between the check and the load
 (keep artifacts in a folder only trusted users can write, or ``copy`` them there first).
+
+Signatures (optional; ``pip install 'shiftc[sign]'`` for ``cryptography``, imported only when used).
+``sign(folder, private_key)`` writes ``meta.json.sig``: the base64 Ed25519 signature of
+``"shiftc-artifact-signature/1 " + id``. ``verify(folder, public_key=...)`` (``shiftc verify
+--public-key``, ``shiftc.load(public_key=)``) then refuses a folder without a valid signature by that
+key. ``meta.json.sig`` is the single file a folder may hold without ``meta.json`` listing it (and
+``meta.json`` may not list it): it signs the id, so the id cannot cover it, and signing or re-signing
+leaves the id unchanged. Without ``public_key`` it is only checked to be a regular file. A signature
+says who vouched for the id; it does not replace keeping the signing key private.
 
 ``verify(path, expect=None)`` checks, before any code is loaded, and raises ``InputError`` with a
 one-line cause otherwise:
