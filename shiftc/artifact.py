@@ -44,8 +44,8 @@ one-line cause otherwise:
 * ``files`` maps relative, normalised names (no ``..``, no absolute paths, no empty, ``.`` or
   backslash components, not ``meta.json``) to sha256 hex digests; ``inputs`` and ``outputs`` are
   non-empty lists of ``{name, shape, dtype}`` with unique names; ``target`` names a target;
-* the folder holds exactly the listed regular files, ``meta.json`` and the folders above listed
-  files: no symbolic link anywhere, no FIFO, socket or device, no unlisted file or folder, at most
+* the folder holds exactly the listed regular files, ``meta.json`` (and ``meta.json.sig``, if
+  signed) and the folders above listed files: no symbolic link anywhere, no FIFO, socket or device, no unlisted file or folder, at most
   ``MAX_ENTRIES`` (10,000) entries;
 * every listed file is at most ``MAX_FILE_BYTES`` (4 GiB), all together at most ``MAX_TOTAL_BYTES``
   (16 GiB), checked with ``lstat`` before anything is hashed; hashing reads 1 MiB blocks and stops
