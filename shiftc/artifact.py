@@ -45,8 +45,8 @@ one-line cause otherwise:
   backslash components, not ``meta.json``) to sha256 hex digests; ``inputs`` and ``outputs`` are
   non-empty lists of ``{name, shape, dtype}`` with unique names; ``target`` names a target;
 * the folder holds exactly the listed regular files, ``meta.json`` (and ``meta.json.sig``, if
-  signed) and the folders above listed files: no symbolic link anywhere, no FIFO, socket or device, no unlisted file or folder, at most
-  ``MAX_ENTRIES`` (10,000) entries;
+  signed) and the folders above listed files: no symbolic link anywhere, no FIFO, socket or device,
+  no unlisted file or folder, at most ``MAX_ENTRIES`` (10,000) entries;
 * every listed file is at most ``MAX_FILE_BYTES`` (4 GiB), all together at most ``MAX_TOTAL_BYTES``
   (16 GiB), checked with ``lstat`` before anything is hashed; hashing reads 1 MiB blocks and stops
   when a file grows past its size;
