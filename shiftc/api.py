@@ -5,6 +5,7 @@ Nothing here prints; progress goes to ``logging`` and an optional ``progress(ste
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -79,13 +80,30 @@ class CompiledModel:
         return path
 
 
-def load(path: str | Path, expect: str | None = None) -> CompiledModel:
+def load(path: str | Path, expect: str | None = None, public_key=None) -> CompiledModel:
     """Open an artifact folder; every file's sha256 is checked before any code is loaded and, with
-    ``expect`` (an artifact id: ``shiftc.artifact.artifact_id``), that it is exactly that artifact."""
-    meta = artifact.verify(Path(path), expect=expect)
+    ``expect`` (an artifact id: ``shiftc.artifact.artifact_id``), that it is exactly that artifact;
+    with ``public_key`` (Ed25519 PEM file, PEM bytes or key object; needs ``shiftc[sign]``), that
+    its ``meta.json.sig`` is that key's signature of the artifact id (``shiftc sign``)."""
+    meta = artifact.verify(Path(path), expect=expect, public_key=public_key)
     return CompiledModel(Path(path), meta)
 
 
+def _holding_output_lock(fn):
+    """Hold ``output``'s writer lock (``artifact.writer_lock``) for the whole compile and publish,
+    so a second concurrent compile to the same folder fails at once instead of one result being lost."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, output=None, **kwargs):
+        if output is None:
+            return fn(*args, **kwargs)
+        with artifact.writer_lock(Path(output)):
+            return fn(*args, output=output, **kwargs)
+
+    return wrapper
+
+
+@_holding_output_lock
 def compile(  # noqa: A001 - the public name users expect
     model,
     target: str = "x86",
@@ -130,7 +148,7 @@ def compile(  # noqa: A001 - the public name users expect
     }
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="shiftc-")) / "artifact"
     step("export")
-    with artifact.staging(dest) as tmp:
+    with artifact.staging(dest, locked=output is not None) as tmp:  # compile() holds output's lock
         tgt.build(executable, tmp)
         artifact.write_meta(tmp, meta)
     model_out = CompiledModel(dest, artifact.verify(dest), owns_folder=output is None)

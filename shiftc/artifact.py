@@ -4,6 +4,16 @@
 other file. Folders are written to a temporary sibling and renamed into place, so a failed compile
 never leaves a partial artifact.
 
+Publishing (``staging``/``_publish``). An existing output folder is replaced by swapping it with the
+new one in one ``renameat2(RENAME_EXCHANGE)`` (Linux, through ``ctypes``), so the output path holds
+a complete artifact, old or new, at every moment; the old folder is deleted afterwards. Where the
+exchange is unavailable (another OS, or a file system without it) two renames are used instead, and
+a kill between them leaves no artifact at the output (the old one stays at ``.NAME.old.PID``).
+Writers take ``writer_lock``: an exclusive, non-blocking ``flock`` on ``.NAME.lock`` beside the
+output, held by ``api.compile`` from start to publish, so a second concurrent writer fails at once
+with ``InputError`` instead of one result being silently lost. The lock file is removed on release;
+one left by a killed process does not block (an ``flock`` ends with its process).
+
 Threat model. Loading an artifact runs its code: ``model.so`` (and a target's runner) is native code
 that runs with the rights of whoever loads it. The hashes in ``meta.json`` only show that a folder
 agrees with its own ``meta.json``; anyone who can edit the folder can edit ``meta.json`` too. Trust
@@ -16,6 +26,15 @@ folder loads. Out of scope: the id says *which* bytes run, not that they are saf
 cannot stop a process that may write the folder from swapping files between the check and the load
 (keep artifacts in a folder only trusted users can write, or ``copy`` them there first).
 
+Signatures (optional; ``pip install 'shiftc[sign]'`` for ``cryptography``, imported only when used).
+``sign(folder, private_key)`` writes ``meta.json.sig``: the base64 Ed25519 signature of
+``"shiftc-artifact-signature/1 " + id``. ``verify(folder, public_key=...)`` (``shiftc verify
+--public-key``, ``shiftc.load(public_key=)``) then refuses a folder without a valid signature by that
+key. ``meta.json.sig`` is the single file a folder may hold without ``meta.json`` listing it (and
+``meta.json`` may not list it): it signs the id, so the id cannot cover it, and signing or re-signing
+leaves the id unchanged. Without ``public_key`` it is only checked to be a regular file. A signature
+says who vouched for the id; it does not replace keeping the signing key private.
+
 ``verify(path, expect=None)`` checks, before any code is loaded, and raises ``InputError`` with a
 one-line cause otherwise:
 
@@ -25,9 +44,9 @@ one-line cause otherwise:
 * ``files`` maps relative, normalised names (no ``..``, no absolute paths, no empty, ``.`` or
   backslash components, not ``meta.json``) to sha256 hex digests; ``inputs`` and ``outputs`` are
   non-empty lists of ``{name, shape, dtype}`` with unique names; ``target`` names a target;
-* the folder holds exactly the listed regular files, ``meta.json`` and the folders above listed
-  files: no symbolic link anywhere, no FIFO, socket or device, no unlisted file or folder, at most
-  ``MAX_ENTRIES`` (10,000) entries;
+* the folder holds exactly the listed regular files, ``meta.json`` (and ``meta.json.sig``, if
+  signed) and the folders above listed files: no symbolic link anywhere, no FIFO, socket or device,
+  no unlisted file or folder, at most ``MAX_ENTRIES`` (10,000) entries;
 * every listed file is at most ``MAX_FILE_BYTES`` (4 GiB), all together at most ``MAX_TOTAL_BYTES``
   (16 GiB), checked with ``lstat`` before anything is hashed; hashing reads 1 MiB blocks and stops
   when a file grows past its size;
@@ -36,6 +55,8 @@ one-line cause otherwise:
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import errno
 import hashlib
 import json
@@ -47,14 +68,18 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .core.errors import InputError
+from .core.errors import InputError, ToolchainError
 
 META = "meta.json"
+SIG = "meta.json.sig"
+SIG_FORMAT = "shiftc-artifact-signature/1"
 FORMAT = "shiftc-artifact/1"
 MAX_META_BYTES = 16 << 20
 MAX_FILE_BYTES = 4 << 30
 MAX_TOTAL_BYTES = 16 << 30
 MAX_ENTRIES = 10_000
+MAX_SIG_BYTES = 1024
+MAX_KEY_BYTES = 64 << 10
 BLOCK = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DTYPE = re.compile(r"bool|u?int(8|16|32|64)|float(16|32|64)|bfloat16")
@@ -171,8 +196,8 @@ def _check_name(name) -> str:
         raise InputError(f"meta.json lists {name[:80]!r}..., nested over 32 folders deep; refusing the artifact")
     if any(part in ("", ".", "..") for part in parts):
         raise InputError(f"meta.json lists {name!r}: names must be normalised and inside the folder (no '..', '.' or '//')")
-    if name == META:
-        raise InputError("meta.json lists itself; refusing the artifact")
+    if name in (META, SIG):
+        raise InputError(f"meta.json lists {name!r}, which it cannot cover; refusing the artifact")
     return name
 
 
@@ -250,6 +275,7 @@ def _check_tree(folder: Path, listed: dict[str, str]) -> None:
     except OSError as exc:
         raise InputError(f"cannot read the artifact folder {folder}: {exc.strerror}") from None
     files.pop(META, None)
+    files.pop(SIG, None)  # the signature signs the id, so the id cannot cover it
     unlisted = sorted(set(files) - set(listed))
     if unlisted:
         names = ", ".join(map(repr, unlisted[:5]))
@@ -283,16 +309,19 @@ def read_meta(folder: Path) -> dict:
     return _parse(_meta_bytes(folder), Path(folder) / META)
 
 
-def verify(folder: Path, expect: str | None = None) -> dict:
+def verify(folder: Path, expect: str | None = None, public_key=None) -> dict:
     """Check the folder as the module docstring lists, before any code is loaded; returns meta.json.
 
     ``expect``: the artifact id (``artifact_id``) the caller trusts; without it a self-consistent
-    folder passes.
+    folder passes. ``public_key`` (Ed25519: PEM file, PEM bytes or key object): ``meta.json.sig``
+    must be its signature of the artifact id (``sign``).
     """
     folder = Path(folder)
     data = _meta_bytes(folder)
     if expect is not None:
         _check_expect(data, expect, folder)
+    if public_key is not None:
+        _check_signature(folder, data, public_key)
     meta = _parse(data, folder / META)
     listed = _check_files(meta)
     _check_io(meta)
@@ -311,34 +340,141 @@ def write_meta(folder: Path, meta: dict) -> dict:
     folder = Path(folder)
     files, _ = _walk(folder)
     files.pop(META, None)
+    files.pop(SIG, None)
     meta = dict(meta, format=FORMAT, files={name: sha256(folder / name) for name in sorted(files)})
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 
 
-@contextmanager
-def staging(dest: Path):
-    """Yield a temporary folder beside ``dest``; on success it replaces ``dest`` atomically.
+# ---------------------------------------------------------------- publishing
 
-    An existing ``dest`` is replaced only if it is empty or a shiftc artifact.
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _renameat2():
+    """libc's ``renameat2`` (Linux, glibc 2.28+), or None where there is none."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (``renameat2(RENAME_EXCHANGE)``). False where
+    the OS or the file system cannot (the caller falls back to two renames); other errors raise."""
+    import ctypes
+
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _remove_old(folder: Path) -> None:
+    """Delete the replaced artifact (its own step, so tests can interrupt a publish here)."""
+    shutil.rmtree(folder)
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Move the finished folder ``tmp`` to ``dest``, replacing an existing ``dest``.
+
+    With ``renameat2(RENAME_EXCHANGE)`` the old and the new folder swap in one step, so ``dest``
+    holds a complete artifact (old, then new) at every moment; the old one, now at ``tmp``, is
+    removed afterwards. Where the exchange is unavailable (not Linux, or a file system without it)
+    the old folder is renamed aside first and the new one renamed in: a kill between those two
+    renames leaves no artifact at ``dest`` (the old one stays at ``.NAME.old.PID``).
+    """
+    if not os.path.lexists(dest):
+        os.rename(tmp, dest)
+    elif _exchange(tmp, dest):
+        _remove_old(tmp)
+    else:
+        old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+        os.rename(dest, old)
+        os.rename(tmp, dest)
+        _remove_old(old)
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file of an output folder: ``.NAME.lock`` beside it."""
+    dest = Path(dest).absolute()
+    return dest.with_name(f".{dest.name}.lock")
+
+
+@contextmanager
+def writer_lock(dest: Path):
+    """Hold the exclusive writer lock of the output folder ``dest`` (``flock`` on ``.NAME.lock``
+    beside it), or raise ``InputError`` at once when another writer holds it.
+
+    The lock belongs to the open file, so a process that dies releases it, and a lock file left
+    behind by one does not block. The file is removed on release (while still locked); a writer
+    that locked a file just removed that way notices (the path no longer names its file) and tries
+    again. Not re-entrant: a second ``writer_lock`` on the same folder fails even in one process.
+    """
+    import fcntl
+
+    dest = Path(dest).absolute()
+    path = lock_path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise InputError(f"cannot create the lock file {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(f"another shiftc is writing {dest}; try again when it has finished") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file another writer removed on release: take the current one
+    else:
+        raise InputError(f"cannot take the lock {path}: it keeps being replaced")
+    try:
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def staging(dest: Path, locked: bool = False):
+    """Yield a temporary folder beside ``dest``; on success it replaces ``dest`` (``_publish``).
+
+    An existing ``dest`` is replaced only if it is empty or a shiftc artifact. The writer lock of
+    ``dest`` is held throughout, unless ``locked`` says the caller already holds it.
     """
     dest = Path(dest).absolute()
-    if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or (dest / META).is_file())):
-        raise InputError(f"refusing to overwrite {dest}: it exists and is not a shiftc artifact")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.nullcontext() if locked else writer_lock(dest):
+        if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or (dest / META).is_file())):
+            raise InputError(f"refusing to overwrite {dest}: it exists and is not a shiftc artifact")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            yield tmp
+            _publish(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def copy(src: Path, dest: Path) -> None:
@@ -349,3 +485,89 @@ def copy(src: Path, dest: Path) -> None:
     with staging(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, symlinks=True)
         verify(tmp, expect=expect)
+
+
+# ---------------------------------------------------------------- signatures (optional: shiftc[sign])
+
+
+def _crypto():
+    """The ``cryptography`` modules signing needs, or a one-line error naming the extra."""
+    try:
+        from cryptography import exceptions
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise ToolchainError("signing needs the 'cryptography' package: pip install 'shiftc[sign]'") from None
+    return exceptions, serialization, ed25519
+
+
+def _key(key, private: bool):
+    """An Ed25519 key from a PEM file path, PEM bytes or a ``cryptography`` key object."""
+    _, serialization, ed25519 = _crypto()
+    kind = (ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey)
+    what = "private" if private else "public"
+    if isinstance(key, kind):
+        return key
+    where = "the given key" if isinstance(key, bytes) else str(key)
+    if not isinstance(key, bytes):
+        fd, size = _open_regular(Path(key), MAX_KEY_BYTES)
+        with os.fdopen(fd, "rb") as f:
+            key = f.read(size)
+    try:
+        loaded = (serialization.load_pem_private_key(key, password=None) if private
+                  else serialization.load_pem_public_key(key))
+    except TypeError:
+        raise InputError(f"{where} is an encrypted key; shiftc reads unencrypted PEM keys only") from None
+    except ValueError:
+        raise InputError(f"{where} is not a PEM {what} key (make one with `openssl genpkey -algorithm ed25519`)") from None
+    if not isinstance(loaded, kind):
+        raise InputError(f"{where} is not an Ed25519 {what} key; shiftc signs with Ed25519 only")
+    return loaded
+
+
+def _message(aid: str) -> bytes:
+    """What a signature signs: the artifact id, with a context label."""
+    return f"{SIG_FORMAT} {aid}".encode()
+
+
+def _check_signature(folder: Path, data: bytes, public_key) -> None:
+    exceptions, _, _ = _crypto()
+    key = _key(public_key, private=False)
+    path = folder / SIG
+    if not os.path.lexists(path):
+        raise InputError(f"artifact {folder} is not signed (no {SIG}); refusing it")
+    fd, size = _open_regular(path, MAX_SIG_BYTES)
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(size)
+    try:
+        signature = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        signature = b""
+    if len(signature) != 64:
+        raise InputError(f"{path} is not an Ed25519 signature; refusing the artifact")
+    try:
+        key.verify(signature, _message(hashlib.sha256(data).hexdigest()))
+    except exceptions.InvalidSignature:
+        raise InputError(f"the signature of {folder} does not verify with the public key "
+                         "(the artifact was changed, or another key signed it); refusing it") from None
+
+
+def sign(folder: Path, private_key, expect: str | None = None) -> Path:
+    """Verify ``folder`` (against ``expect`` when given) and sign its artifact id with an Ed25519
+    ``private_key`` (PEM file, PEM bytes or key object) into ``folder/meta.json.sig``, replacing an
+    older signature atomically. Holds the folder's writer lock. Returns the signature file."""
+    folder = Path(folder).absolute()
+    key = _key(private_key, private=True)
+    with writer_lock(folder):
+        verify(folder, expect=expect)
+        signature = key.sign(_message(hashlib.sha256(_meta_bytes(folder)).hexdigest()))
+        fd, tmp = tempfile.mkstemp(prefix=f".{folder.name}.sig.", dir=folder.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64encode(signature) + b"\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, folder / SIG)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+    return folder / SIG

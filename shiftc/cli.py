@@ -253,6 +253,33 @@ def run_cmd(artifact, input_path, output_path, expect, as_json):
         out.print(f"wrote {output_path}")
 
 
+@main.command("sign")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--key", "key", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 private key, PEM (`openssl genpkey -algorithm ed25519 -out KEY.pem`).")
+@click.option("--expect", metavar="ID", help="Sign only if the artifact's id is ID.")
+@handle_errors
+def sign_cmd(artifact, key, expect):
+    """Sign ARTIFACT's id with an Ed25519 key into ARTIFACT/meta.json.sig (needs shiftc[sign])."""
+    from . import artifact as art
+
+    path = art.sign(artifact, key, expect=expect)
+    out.print(f"signed {art.artifact_id(artifact)} -> {path}", soft_wrap=True, highlight=False)
+
+
+@main.command("verify")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json) is ID.")
+@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 public key, PEM: refuse the artifact unless it signed its id (`shiftc sign`).")
+@handle_errors
+def verify_cmd(artifact, expect, public_key):
+    """Check ARTIFACT as loading it would (every file, optionally its id and signature); loads no code."""
+    from . import artifact as art
+
+    art.verify(artifact, expect=expect, public_key=public_key)
+    signed = ", signature ok" if public_key else ""
+    out.print(f"ok {art.artifact_id(artifact)}{signed}", soft_wrap=True, highlight=False)
+
+
 @main.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxDx..", help="Pin an input's dynamic dims.")
