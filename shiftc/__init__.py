@@ -1,6 +1,20 @@
-"""shiftc: ONNX -> shift/add and integer-only kernels on Apache TVM."""
+"""shiftc: ONNX -> shift/add and integer-only kernels on Apache TVM.
+
+``compile``, ``load`` and ``CompiledModel`` (``shiftc.api``) import TVM on first use, so that
+``import shiftc`` and the command line's help stay fast.
+"""
 
 __version__ = "0.1.0"
 
-from .api import CompiledModel, compile, load  # noqa: E402,F401
 from .core.errors import InputError, ShiftcError, ToolchainError, UnsupportedModelError  # noqa: E402,F401
+
+_API = ("CompiledModel", "compile", "load")
+__all__ = [*_API, "InputError", "ShiftcError", "ToolchainError", "UnsupportedModelError", "__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'shiftc' has no attribute {name!r}")
