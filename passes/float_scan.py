@@ -11,7 +11,13 @@ Two views, both required to be clean:
 - **Relax graph**: every value of ``main`` that is a float tensor must be a parameter or the
   result of a boundary kernel; a float parameter may only feed input quantisers.
 
-``float_ops(mod)`` returns the offences (empty = integer-only).
+``float_ops(mod)`` returns the offences (empty = integer-only) of a module straight after
+integerize, lowered here with TVM's default pipeline. ``build_float_ops(prepared, finished)`` checks
+what a build really compiles instead (``shiftc.api.prepare``): the graph view on the fused,
+scheduled module and the kernel view on every PrimFunc of the module handed to TIR codegen (after
+the target's CPU lowerings: shift dot form, requantisers as Relax ops, int8 GEMM intrinsic, fusion,
+schedules). Fused kernels are matched to the boundary by their ``Boundary`` attribute, never by
+name (boundary kernels are ``op_pattern`` opaque, so fusion leaves them alone).
 """
 
 from __future__ import annotations
@@ -80,6 +86,14 @@ def graph_floats(mod: tvm.IRModule, func_name: str = "main", exempt=BOUNDARY) ->
 def float_ops(mod: tvm.IRModule, target=None, func_name: str = "main") -> list[str]:
     """Every float computation outside the quantiser/dequantiser boundary (empty list: none)."""
     return graph_floats(mod, func_name) + kernel_floats(lower(mod, target))
+
+
+def build_float_ops(prepared: tvm.IRModule, finished: tvm.IRModule, exempt=BOUNDARY) -> list[str]:
+    """``float_ops`` of a build: ``graph_floats`` of the ``prepared`` (fused, scheduled) module and
+    ``kernel_floats`` of ``finished`` (the same module after the Relax pipeline, as TIR codegen
+    receives it: every kernel of the executable). ``exempt``: the ``Boundary`` kinds let through
+    (add ``"float_island"`` for a --float-fallback build; the float op inside stays an offence)."""
+    return graph_floats(prepared, exempt=exempt) + kernel_floats(finished, exempt=exempt)
 
 
 def _is_float(ty) -> bool:

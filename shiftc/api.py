@@ -211,6 +211,26 @@ def tune(
     return tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress, lowering=tgt.lowering())
 
 
+def prepare(
+    model,
+    target: str = "x86",
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    calibration: str | Path | Iterable[Mapping[str, np.ndarray]] | None = None,
+    db: str | Path | None = None,
+    **options,
+) -> pipeline.Prepared:
+    """What ``compile`` builds for the same arguments, scheduled but not compiled: a
+    ``pipeline.Prepared`` (its ``finished()`` module holds every kernel of the executable, its
+    ``report`` the passes' report), for checks of the build such as the integer-only float scan."""
+    from shiftc.schedules import ScheduleReport
+
+    tgt, _, mod, report, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
+    prepared = pipeline.prepare(tgt.lower(mod, report), tgt, db=db, report=ScheduleReport())
+    prepared.report = report
+    return prepared
+
+
 def _samples(calibration, loaded) -> tuple[list, str]:
     """Calibration samples from a path, an iterable of input dicts, or synthetic stand-ins."""
     if calibration is None:

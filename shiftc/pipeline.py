@@ -9,8 +9,10 @@ samples and records it in the report, so a lossy rewrite is never silent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from .core.options import PassOptions
@@ -18,7 +20,7 @@ from .core.report import Report
 from .core.stage import Stage, StageContext
 from .passes import canonicalize, fold_norm, integerize_stage, ln_to_l1, shift_stage
 
-__all__ = ["PassOptions", "STAGES", "Stage", "StageContext", "build", "run"]
+__all__ = ["PassOptions", "STAGES", "Stage", "StageContext", "Prepared", "build", "prepare", "run"]
 
 # In data-flow order.
 STAGES: list[Stage] = [canonicalize.STAGE, fold_norm.STAGE, ln_to_l1.STAGE, shift_stage.STAGE, integerize_stage.STAGE]
@@ -47,16 +49,47 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
     return mod
 
 
-def build(mod, target, db=None, report=None):
-    """Schedule and compile a Relax module for a target into a Relax executable.
+@dataclass
+class Prepared:
+    """What ``build`` compiles: the scheduled Relax ``module`` and the Relax ``relax_pipeline`` that
+    ``tvm.compile`` finishes it with before TIR codegen (a pass, or ``"default"``: TVM's default
+    pipeline, which ``tvm.compile`` resolves for the target). ``cpu``: prepared by
+    ``schedules.prepare`` (compiled inside the TVM target's scope)."""
+
+    module: object
+    relax_pipeline: object
+    tvm_target: object
+    cpu: bool
+    report: object = None  # the compile report (``core.report.Report``) where a caller attaches it
+
+    def finished(self):
+        """The module after the Relax pipeline, as TIR codegen receives it: its PrimFuncs are the
+        executable's kernels (what the integer-only float-op scan reads). CPU builds only."""
+        import tvm
+
+        if not self.cpu:
+            raise ValueError("finished(): only for modules prepared by shiftc.schedules (CPU targets)")
+        with self.tvm_target, tvm.transform.PassContext(opt_level=3):
+            return self.relax_pipeline(self.module)
+
+    def compile(self):
+        """The Relax executable (``tvm.compile``)."""
+        import tvm
+
+        scope = self.tvm_target if self.cpu else contextlib.nullcontext()
+        with scope, tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(self.module, target=self.tvm_target, relax_pipeline=self.relax_pipeline)
+
+
+def prepare(mod, target, db=None, report=None) -> Prepared:
+    """Schedule a Relax module for a target: the ``Prepared`` module ``build`` compiles.
 
     A target with a ``lowering()`` (CPU targets) goes through ``schedules.prepare`` with it: fusion,
     the tuning database ``db`` (None: the one shipped for the target, if any) and default CPU
-    schedules, recorded in ``report`` (a ``schedules.ScheduleReport``). A target whose lowering is
-    None schedules its own kernels (``target.schedule``, cuda).
+    schedules, recorded in ``report`` (a ``schedules.ScheduleReport``); its pipeline finishes the
+    prepared module without a second fusion. A target whose lowering is None schedules its own
+    kernels (``target.schedule``, cuda) and keeps TVM's default pipeline.
     """
-    import tvm
-
     from shiftc import schedules
     from shiftc.core.errors import InputError
 
@@ -64,12 +97,15 @@ def build(mod, target, db=None, report=None):
     lowering = target.lowering()
     if lowering is not None:
         mod = schedules.prepare(mod, tvm_target, db, report, lowering)
-        with tvm_target, tvm.transform.PassContext(opt_level=3):
-            return tvm.compile(mod, target=tvm_target, relax_pipeline=schedules.lowering_pipeline(tvm_target))
+        return Prepared(mod, schedules.lowering_pipeline(tvm_target), tvm_target, cpu=True)
     if db is not None:
         raise InputError(f"--db (tuning databases) is supported for CPU targets only, not {target.name!r}")
     if report is not None:
         report.notes.append(f"scheduled by the {target.name} target's own hook")
-    mod = target.schedule(mod)
-    with tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=tvm_target)
+    return Prepared(target.schedule(mod), "default", tvm_target, cpu=False)
+
+
+def build(mod, target, db=None, report=None):
+    """Schedule and compile a Relax module for a target into a Relax executable:
+    ``prepare(mod, target, db, report).compile()``."""
+    return prepare(mod, target, db, report).compile()

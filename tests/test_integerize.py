@@ -1,5 +1,9 @@
 """integerize: every rewritten op, built by the pass and run by TVM, matches the composition of
-``shiftc.reference`` functions on the same integers, bit for bit (outputs compared with ==)."""
+``shiftc.reference`` functions on the same integers, bit for bit (outputs compared with ==).
+
+That alone would pass a rewrite that is wrong in the same way as the helpers the expectations are
+built from, so every test also bounds the dequantised integer output against the FP32 model (the
+Relax float module before integerize, compiled by TVM) on the same inputs: ``near_fp32``."""
 
 from __future__ import annotations
 
@@ -36,18 +40,64 @@ def graph(body, **shapes):
     return bb.get()
 
 
+def _vm(mod):
+    with tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    return relax.VirtualMachine(ex, tvm.cpu())
+
+
+def run_vm(vm, *xs):
+    return flatten_outputs(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]))
+
+
+def fp32(mod, *xs):
+    """The FP32 model (the float Relax module) on ``xs``."""
+    return run_vm(_vm(mod), *xs)
+
+
+def near_fp32(got, want, rel_l2=None, atol=None):
+    """The float-model bound: ``||got - want||_2 <= rel_l2 * ||want||_2`` and/or
+    ``max |got - want| <= atol`` (for outputs on a fixed grid, e.g. probabilities: output steps).
+
+    Each test states its bound from the scales involved. The yardstick: rounding a value to a step
+    ``s`` errs by at most ``s/2`` (RMS ``s/sqrt(12)``), so an int8 tensor whose values fill
+    ``[-127 s, 127 s]`` with RMS about a third of that range carries a relative RMS error near
+    ``1/(sqrt(12) * 127/3)`` ~ 0.7 %; every int8 rounding on the path (input, weights,
+    requantised intermediates, output) adds about that much, in quadrature when independent. The
+    bounds are a few times that sum: loose enough for rounding, far below what a wrong rewrite gives
+    (a wrong scale or sign, a dropped bias, a transposed weight: tens of %).
+    """
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    rel = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
+    worst = np.abs(got - want).max()
+    assert rel_l2 is None or rel <= rel_l2, f"relative L2 error vs FP32 {rel:.4g} > {rel_l2}"
+    assert atol is None or worst <= atol, f"max |error| vs FP32 {worst:.4g} > {atol}"
+
+
 class Compiled:
-    """The integerized module, built once; ``run(x)`` returns its outputs."""
+    """The integerized module, built once; ``run(x)`` returns its outputs, ``fp32(x)`` the float
+    model's (the module before integerize)."""
 
     def __init__(self, mod, samples, **opts):
+        self.float_mod = mod
         self.calib = calibrate.calibrate(mod, samples)
         self.mod, self.report = integerize(mod, self.calib, IntOptions(**opts))
-        with tvm.transform.PassContext(opt_level=3):
-            ex = tvm.compile(self.mod, target=tvm.target.Target({"kind": "llvm"}))
-        self.vm = relax.VirtualMachine(ex, tvm.cpu())
+        self.vm = _vm(self.mod)
+        self._float_vm = None
 
     def run(self, *xs):
-        return flatten_outputs(self.vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]))
+        return run_vm(self.vm, *xs)
+
+    def fp32(self, *xs):
+        if self._float_vm is None:
+            self._float_vm = _vm(self.float_mod)
+        return run_vm(self._float_vm, *xs)
+
+    def saturated(self, x, name="x", bits=8):
+        """``x`` clipped to the range its input quantiser represents (what the integer model sees)."""
+        s = self.s(name, bits)
+        return np.clip(x, -(2 ** (bits - 1)) * s, (2 ** (bits - 1) - 1) * s).astype(np.float32)
 
     def s(self, name, bits=8):
         return self.calib.scale(name, bits)
@@ -78,6 +128,10 @@ def test_quantize_te_matches_numpy(values, scale):
     assert q_np.dtype == np.int8 and q_np.min() >= -128 and q_np.max() <= 127
     q_tvm = _quantize_kernel(len(x), scale)(x)
     np.testing.assert_array_equal(q_tvm, q_np)
+    # float bound: dequantised, within half a step of x as the int8 range saturates it (plus the
+    # float32 rounding of 1/scale and of the product)
+    sat = np.clip(x, -128 * np.float32(scale), 127 * np.float32(scale))
+    assert np.all(np.abs(deq(q_tvm, scale) - sat) <= 0.5 * scale * (1 + 1e-5) + 1e-6 * np.abs(sat))
 
 
 _QK = {}
@@ -130,6 +184,9 @@ def test_matmul_relu_matmul_per_channel_requant(rng):
     acc2 = r8.astype(np.int64) @ w2 + rq.bias_codes(b2, sr * sw2)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(acc2, sr * sw2))
+    # x, W1, r and W2 each rounded to int8 (four roundings of ~0.7 % RMS), and since x is 1.3x the
+    # calibrated spread, r (calibrated on the 1.0x samples) saturates in its tail too: ~5 % measured
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.08)
     assert float_scan.float_ops(c.mod) == []
 
 
@@ -154,6 +211,8 @@ def test_conv2d_maxpool_mean(rng):
     p16 = ref.requantize(pooled, m, e, 16, axis=1)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(ref.int_mean(p16, axis=(2, 3)), sp))
+    # x and W rounded to int8, the pooled values to int16 (negligible); mean of 16 values
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.03)
 
 
 def _conv_nchw(x, w, pad):
@@ -179,6 +238,8 @@ def test_activation_matmul_and_scalar_scale(rng):
     acc = rq.quantize(a, sa, 8).astype(np.int64) @ rq.quantize(b, sb, 8).astype(np.int64).T
     (got,) = c.run(a, b)
     np.testing.assert_array_equal(got, deq(acc, sa * sb * 0.25))
+    # a and b rounded to int8, accumulated exactly, scaled by 0.25 exactly
+    near_fp32(got, c.fp32(c.saturated(a, "a"), c.saturated(b, "b"))[0], 0.03)
 
 
 # ----------------------------------------------------------------------------- residual add
@@ -200,6 +261,23 @@ def test_residual_add_int(rng):
     y = ref.add_int(xq, sx, h16, sh, sy, 16)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(y, sy))
+    # x and W rounded to int8, h and y to int16 (negligible)
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.03)
+
+
+def test_float_bound_fails_a_self_consistent_error(rng):
+    """The FP32 bound is what catches a rewrite that is wrong the same way as the reference helpers:
+    the residual add's output off by a quarter of its scale, or with the residual dropped, fails it."""
+    W = rand(rng, (8, 8), 0.4)
+    mod = graph(lambda bb, x: emit(bb, relax.op.add(x, emit(bb, relax.op.matmul(x, relax.const(W)), "h")), "y"), x=(3, 8))
+    c = Compiled(mod, [{"x": rand(rng, (3, 8))} for _ in range(3)])
+    x = rand(rng, (3, 8))
+    (got,) = c.run(x)
+    (want,) = c.fp32(c.saturated(x))
+    near_fp32(got, want, 0.03)
+    for wrong in (got * 1.25, got - x):
+        with pytest.raises(AssertionError, match="relative L2"):
+            near_fp32(wrong, want, 0.03)
 
 
 # ----------------------------------------------------------------------------- non-linear
@@ -220,6 +298,13 @@ def test_shiftmax(seed, spread):
     want = ref.shiftmax(rq.quantize(x, sx, 8), sx, 12)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, 2.0**-7))
+    # probabilities on a 2^-7 grid: half a step of output rounding, the int8 input (a step of x
+    # moves a probability p by about s_x * p, s_x ~ 0.07) and ShiftMax's shift-only exponent (its
+    # log2(e) ~ 1 + 1/2 - 1/16 and the 2^-12 resolution: a few % of the largest probability at wide
+    # spreads); measured <= 3.5 steps, bounded at 0.05 (6.4 steps, 5 % of probability mass; a wrong
+    # scale or sign moves the top probability by tens of %). Relative L2 does not fit here: at small
+    # spreads p ~ 1/49 is a couple of grid steps.
+    near_fp32(got, c.fp32(c.saturated(x))[0], atol=0.05)
 
 
 class _Lazy:
@@ -246,6 +331,11 @@ def test_shift_gelu(seed, spread):
     want = ref.shift_gelu(rq.quantize(x, sx, 8), row["in_scale"], 23)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sx * 2.0**-15))
+    # ShiftGELU is x * sigmoid(1.702 x) with a base-2 sigmoid (I-ViT): x * sigmoid(1.702 x) is within
+    # 0.02 of erf-GELU, the base-2 sigmoid adds up to ~0.03, the int8 input half a step (s_x/2 ~ 0.03
+    # for the calibrated range ~7): 0.1 in all (~1.5 % of the output range; a sign or scale error is
+    # O(1)). Relative L2 does not fit: at spread 0.1 the output is a couple of input steps.
+    near_fp32(got, c.fp32(c.saturated(x))[0], atol=0.1)
 
 
 def test_lambda_shift_gelu_requantised_input(rng):
@@ -271,6 +361,8 @@ def test_lambda_shift_gelu_requantised_input(rng):
     # and it is a GELU: within the stated bound of erf-GELU plus the input quantisation step
     exact = ref.gelu_erf(h * sh)
     assert np.abs(got - exact).max() <= ref.lambda_gelu_bound(terms) + 1e-6
+    # and against the FP32 model (erf-GELU of the float matmul): x and W rounded to int8 on top
+    near_fp32(got, c.fp32(x)[0], 0.05)
 
 
 def test_layernorm_gamma_beta_folded(rng):
@@ -290,6 +382,9 @@ def test_layernorm_gamma_beta_folded(rng):
     np.testing.assert_array_equal(got, deq(want, sy))
     exact = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * g + bt
     assert np.abs(got - exact).max() < 0.15  # sanity: it is a LayerNorm
+    # x and the output rounded to int8 (a LayerNorm output spans ~[-3, 3] std: ~1 % RMS each), the
+    # integer square root's rounding (< 1 %)
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.04)
 
 
 def test_avgpool_nearest_upsample(rng):
@@ -304,6 +399,14 @@ def test_avgpool_nearest_upsample(rng):
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(ref.nearest_upsample(pooled, 2), sx))
     assert any(r["op"] == "nearest_upsample" for r in c.report.rows)
+    # upsample="nearest" changes the model (reported): the bound is against the FP32 model with
+    # nearest upsampling, which it must match up to x's int8 rounding (and the pool's rounding to
+    # the input step: half a step)
+    def nearest(bb, x):
+        p = emit(bb, relax.op.nn.avg_pool2d(x, (2, 2), (2, 2)), "p")
+        return emit(bb, relax.op.image.resize2d(p, (8, 8), method="nearest_neighbor"), "y")
+
+    near_fp32(got, fp32(graph(nearest, x=(1, 2, 8, 8)), c.saturated(x))[0], 0.03)
 
 
 def make_named(bb, x):
@@ -323,6 +426,10 @@ def test_bilinear_kept_is_unsupported_unless_fallback(rng):
     found = float_scan.float_ops(new)
     assert any(o.startswith("value") and "relax.image.resize2d" in o for o in found)
     assert any(o.startswith("kernel resize2d") for o in found)
+    # the island computes the float op on the dequantised input: within x's and y's int8 rounding
+    x = rand(rng, (1, 2, 8, 8))
+    (got,) = fp32(new, x)
+    near_fp32(got, fp32(mod, np.clip(x, -128 * calib.scale("x"), 127 * calib.scale("x")))[0], 0.03)
 
 
 def test_l2norm_removed(rng):
@@ -353,6 +460,9 @@ def test_l2norm_removed(rng):
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xin)).numpy()
     sx = calib.scale("x")
     np.testing.assert_array_equal(got, deq(rq.quantize(xin, sx, 8), sx * 3.0))
+    # l2norm="remove" drops the op (reported; for models where a scale-invariant op follows): the
+    # float model it must match is the graph without it, 3 x, up to x's int8 rounding
+    assert np.all(np.abs(got - 3.0 * np.clip(xin, -128 * sx, 127 * sx)) <= 3.0 * sx * 0.5 * (1 + 1e-5))
     # --float-fallback keeps it in float: the helper function stays in the module and runs
     kept, rep = integerize(mod, calib, IntOptions(float_fallback=True))
     assert [f["op"] for f in rep.float_ops] == ["l2_normalize"]
@@ -379,6 +489,8 @@ def test_concat_with_constant_and_split(rng):
     want = cat[:, 3:].astype(np.int64) + rq.bias_codes(np.float32(0.5), sc)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sc))
+    # x rounded to int8, re-expressed in cat's int16 step; the constant in int16 (negligible)
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.03)
 
 
 # ----------------------------------------------------------------------------- pow2 requant
@@ -401,6 +513,9 @@ def test_pow2_requant_is_shift_only(rng):
     r8 = ref.requantize(np.maximum(rq.quantize(x, sx, 8).astype(np.int64) @ w1, 0), m, e, 8, axis=-1)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(r8.astype(np.int64) @ w2, sr * sw2))
+    # power-of-two scales are up to 2x the calibrated ones (steps up to twice as coarse) for x, W1,
+    # r, W2: twice the roundings of the matmul test
+    near_fp32(got, c.fp32(np.clip(x, -128 * sx, 127 * sx))[0], 0.08)
 
 
 # ----------------------------------------------------------------------------- unsupported ops
@@ -454,6 +569,8 @@ def test_additive_mask_softmax_and_masked_mean(rng):
     den = mask.sum(axis=1)
     want = (num + den // 2) // den
     np.testing.assert_array_equal(got, deq(want, 2.0**-7))
+    # against the FP32 model: probabilities on a 2^-7 grid, ShiftMax's exponent, int8 x
+    near_fp32(got, fp32(mod, np.clip(x, -128 * sx, 127 * sx), mask)[0], rel_l2=0.03, atol=2.0**-7)
     # masked entries get (almost) no probability
     assert np.all(p[mask == 0] <= 1)
 
@@ -494,6 +611,9 @@ def test_shift_weights_run_as_int_shift_accumulate(rng, op):
     acc = np.maximum(acc.astype(np.int64) + rq.bias_codes(b.reshape(np.shape(scale)[1:] if op == "conv2d" else -1), scale), 0)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(acc, scale))
+    # the FP32 model is the float shift-weight model (weights exactly alpha * 2^-k codes, so only x
+    # is rounded, to int8; the bias to the accumulator's step, negligible)
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.03)
     assert float_scan.float_ops(c.mod) == []
     kernel = next(f for g, f in mod.functions.items() if g.name_hint.startswith("shift_"))
     assert "shiftc.lo" in kernel.attrs  # the ReLU really was folded into the float kernel first
@@ -516,7 +636,10 @@ def test_all_zero_weight_channel_outputs_its_bias(rng):
     codes, alpha = S.encode(layer, S.ShiftConfig(4))
     assert alpha[1] == 0 and np.all(codes[:, 1] != 0)  # the case: zero scale, non-zero codes
     c = Compiled(mod, [{"x": rand(rng, (1, 2, 5, 5))} for _ in range(2)])
-    (got,) = c.run(rand(rng, (1, 2, 5, 5)))
+    x = rand(rng, (1, 2, 5, 5))
+    (got,) = c.run(x)
     assert np.all(np.isfinite(got))
+    # against the float shift-weight model: x rounded to int8 (the codes are exact)
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.03)
     np.testing.assert_allclose(got[0, 1], -0.4, atol=1e-3)  # bias only, at the layer's output scale
     assert any("all-zero weight channel" in n for n in c.report.notes)
