@@ -34,11 +34,13 @@ intrinsic on a CPU without VNNI aborts the *whole process* in LLVM's instruction
   shipped folder that fails is skipped with a note; a user's ``--db`` is an input error.
 
 The compile report names the key, the fallback keys and the folders consulted, and says so in a
-note when no shipped database exists for the build's key.
+note when no shipped database exists for the build's key. A user's ``--db`` is named by its
+folder's name and the sha256 of its records (``user_label``), never by its path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -240,7 +242,7 @@ def resolve(db, target) -> tuple[list[Source], list[str]]:
         if bad:
             raise InputError(f"tuning database {db} has records tensorized with {', '.join(bad)}, which the target CPU "
                              f"({target.attrs.get('mcpu') or target.kind.name}) cannot run; tune for this CPU instead")
-        return [Source(str(db), opened)], []
+        return [Source(user_label(db), opened)], []
     keys, sources, notes = fallback_keys(target), [], []
     for key in keys:
         folders = []
@@ -257,6 +259,22 @@ def resolve(db, target) -> tuple[list[Source], list[str]]:
         notes.append(f"no shipped tuning database for this CPU (key {target_key(target)}{consulted}); kernels use default schedules")
         log.info("%s", notes[-1])
     return sources, notes
+
+
+def records_digest(folder: str | Path) -> str:
+    """sha256 over a database folder's workload and record files: what a build reads from it."""
+    h = hashlib.sha256()
+    for name in (WORKLOAD, RECORDS):
+        data = (Path(folder) / name).read_bytes()
+        h.update(f"{name} {len(data)}\n".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def user_label(folder: str | Path) -> str:
+    """A user's ``--db`` in the report: its folder's name and records digest, never its path (the
+    same database elsewhere gives the same artifact bytes)."""
+    return f"{Path(folder).resolve().name} (sha256:{records_digest(folder)[:16]})"
 
 
 def describe(sources: list[Source]) -> str | None:

@@ -6,6 +6,7 @@ Nothing here prints; progress goes to ``logging`` and an optional ``progress(ste
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -137,6 +138,10 @@ def compile(  # noqa: A001 - the public name users expect
     sr.summary = sched.to_json()
     sr.notes = list(sched.notes)
 
+    sources = _sources(model, calibration, db)
+    report.model = sources["model"]["name"]
+    if isinstance(calibration, (str, Path)):
+        report.calibration = sources["calibration"]["name"]
     meta = {
         "shiftc_version": __version__,
         "tvm_version": _tvm_version(),
@@ -144,6 +149,7 @@ def compile(  # noqa: A001 - the public name users expect
         "inputs": [s.to_json() for s in loaded.inputs],
         "outputs": [s.to_json() for s in loaded.outputs],
         "options": pass_options.to_json(),
+        "sources": sources,
         "report": report.to_json(),
     }
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="shiftc-")) / "artifact"
@@ -241,6 +247,35 @@ def _samples(calibration, loaded) -> tuple[list, str]:
     if not samples:
         raise InputError("calibration data is empty")
     return samples, f"{len(samples)} samples given through the API"
+
+
+def _sources(model, calibration, db) -> dict:
+    """What the compile read, for meta.json: base names and sha256 digests of the model file, the
+    calibration file or folder and the ``--db`` records -- never paths or times, so the same inputs
+    compiled from another folder give the same artifact bytes. Samples passed as arrays through the
+    API are recorded as such (the report counts them); no calibration data: None."""
+    from shiftc.schedules import database
+
+    if isinstance(model, (str, Path)):
+        m = {"name": Path(model).name, "sha256": artifact.sha256(Path(model))}
+    else:
+        m = {"name": "<ModelProto>", "sha256": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()}
+    if isinstance(calibration, (str, Path)):
+        cal = {"name": Path(calibration).resolve().name, "sha256": _calibration_digest(Path(calibration))}
+    else:
+        cal = None if calibration is None else {"name": "<arrays>"}
+    dbs = None if db is None else {"name": Path(db).resolve().name, "sha256": database.records_digest(db)}
+    return {"model": m, "calibration": cal, "database": dbs}
+
+
+def _calibration_digest(path: Path) -> str:
+    """sha256 of a calibration .npz/.npy file; for a folder, over the names and digests of the
+    .npy/.npz files in it (the ones ``calibration_data.load`` reads), in name order."""
+    if not path.is_dir():
+        return artifact.sha256(path)
+    files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+    lines = "".join(f"{p.name} {artifact.sha256(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _tvm_version() -> str:

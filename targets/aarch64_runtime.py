@@ -97,6 +97,19 @@ def include_dirs() -> list[Path]:
     return dirs
 
 
+# The runner's bytes must not depend on where the host's wheels or this source live: header paths
+# reach the binary through __FILE__ in the tvm-ffi check macros, so ``_prefix_maps`` rewrites them.
+RUNNER_FLAGS = ("-std=c++17", "-O2")
+
+
+def _prefix_maps() -> list[str]:
+    """``-ffile-prefix-map`` flags that name the include folders and the runner source by stable
+    relative names (``tvm_ffi/include``, ``tvm/include``, ``runner``) instead of this host's paths."""
+    dirs = include_dirs()
+    stable = {dirs[0]: "tvm_ffi/include", dirs[1]: "tvm/include", RUNNER_SOURCE.parent: "runner"}
+    return [f"-ffile-prefix-map={path}={name}" for path, name in stable.items()]
+
+
 def runner_binary() -> Path:
     """The cross-built runner, compiled once per (source, headers, libraries, compiler) and cached."""
     libs = runtime_libs()
@@ -106,12 +119,13 @@ def runner_binary() -> Path:
         key.update(lib.read_bytes())
     key.update(str(_versions()).encode())
     key.update(subprocess.run([CXX, "--version"], capture_output=True, text=True).stdout.encode())
+    key.update(" ".join(RUNNER_FLAGS).encode())
     out = cache_root() / f"runner-{key.hexdigest()[:16]}" / "runner"
     if out.is_file():
         return out
     staged = Path(tempfile.mkdtemp(prefix=".staging-", dir=_mkdir(cache_root())))
-    cmd = [CXX, "-std=c++17", "-O2", "-o", str(staged / "runner"), str(RUNNER_SOURCE)]
-    cmd += [f"-I{d}" for d in include_dirs()]
+    cmd = [CXX, *RUNNER_FLAGS, "-o", str(staged / "runner"), str(RUNNER_SOURCE)]
+    cmd += [f"-I{d}" for d in include_dirs()] + _prefix_maps()
     cmd += [f"-L{runtime_dir()}", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
