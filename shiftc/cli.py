@@ -385,13 +385,20 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
               "(without TARGETs: every target's but cuda's, as scripts/setup.sh installs them).")
 @click.option("--missing", is_flag=True, help="With --apt: only the packages of tools not found on PATH.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@click.option("--prefetch", is_flag=True, help="Download the aarch64 TVM runtime the arm target needs into its cache "
+              "now (scripts/setup.sh does), so that compiles never download; does nothing when it is cached.")
 @handle_errors
-def targets_cmd(names, apt, missing, as_json):
+def targets_cmd(names, apt, missing, as_json, prefetch):
     """List targets (all, or the TARGETs named) and whether each one's toolchain is present."""
     from . import targets
 
     if missing and not apt:
         raise InputError("--missing goes with --apt")
+    if prefetch:
+        from .targets import aarch64_runtime
+
+        click.echo(f"aarch64 TVM runtime cached in {aarch64_runtime.prefetch()}")
+        return
     if apt:
         for package in targets.apt_packages(list(names), missing_only=missing):
             click.echo(package)
