@@ -272,6 +272,7 @@ def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # ~120 s on a loaded 2-core machine: two MobileNetV2 compiles and a qemu run
 @needs_cross
 def test_mobilenetv2_4bit_shift_under_qemu_matches_x86(mobilenetv2, tmp_path):
     """The float shift-add kernels (exponent arithmetic) give the same logits on aarch64."""
