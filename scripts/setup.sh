@@ -2,7 +2,8 @@
 # Install everything shiftc needs on Debian/Ubuntu (idempotent; as root, or with sudo):
 #   1. the base packages: venv support and the examples' Fashion-MNIST data;
 #   2. a virtual environment (.venv) with shiftc (editable) and its torch/dev extras;
-#   3. the targets' toolchains, as `shiftc targets --apt` lists them (every target but cuda).
+#   3. the targets' toolchains, as `shiftc targets --apt` lists them (every target but cuda), and
+#      the arm target's aarch64 TVM runtime (`shiftc targets --prefetch`): tests never download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +18,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 
 bash scripts/install-toolchains.sh
+# The arm target's aarch64 TVM runtime, into ~/.cache/shiftc (the tests run offline: SHIFTC_OFFLINE=1).
+.venv/bin/shiftc targets --prefetch
 .venv/bin/shiftc targets

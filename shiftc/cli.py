@@ -412,13 +412,20 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
               "(without TARGETs: every target's but cuda's, as scripts/setup.sh installs them).")
 @click.option("--missing", is_flag=True, help="With --apt: only the packages of tools not found on PATH.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@click.option("--prefetch", is_flag=True, help="Download the aarch64 TVM runtime the arm target needs into its cache "
+              "now (scripts/setup.sh does), so that compiles never download; does nothing when it is cached.")
 @handle_errors
-def targets_cmd(names, apt, missing, as_json):
+def targets_cmd(names, apt, missing, as_json, prefetch):
     """List targets (all, or the TARGETs named) and whether each one's toolchain is present."""
     from . import targets
 
     if missing and not apt:
         raise InputError("--missing goes with --apt")
+    if prefetch:
+        from .targets import aarch64_runtime
+
+        click.echo(f"aarch64 TVM runtime cached in {aarch64_runtime.prefetch()}")
+        return
     if apt:
         for package in targets.apt_packages(list(names), missing_only=missing):
             click.echo(package)
@@ -455,13 +462,16 @@ def targets_cmd(names, apt, missing, as_json):
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the artifacts in this folder (one per target).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON result to this file.")
+@click.option("--allow-skip", "allow_skip", multiple=True, metavar="TARGET[,TARGET]",
+              help="Report these targets as skipped, not failed, when they cannot be built or run here (e.g. cuda without a GPU).")
 @handle_errors
-def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_out, **flags):
+def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_out, allow_skip, **flags):
     """Compile MODEL for several targets, run what can run here, compare each with its reference
     (onnxruntime FP32 within the tolerance; vta: the x86 integer build, bit for bit).
 
     Target options (--cpu, ...) go to every listed target that declares them. Exits 1 when a build
-    whose toolchain is present fails or an output differs from its reference beyond its tolerance.
+    fails, an output differs from its reference beyond its tolerance, or a listed target cannot be
+    built or run here (missing toolchain, no GPU) and is not named in --allow-skip.
     """
     from . import frontend, matrix, targets
 
@@ -474,20 +484,23 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
         status.start()
     try:
         shapes = dict(frontend.parse_shape(s) for s in input_shapes)
+        skippable = [t.strip() for spec in allow_skip for t in spec.split(",") if t.strip()]
         rows = matrix.run_matrix(model, names, input_shapes=shapes, tolerance=tolerance, work_dir=keep,
-                                 target_options=target_options, progress=step)
+                                 target_options=target_options, progress=step, allow_skip=skippable)
     finally:
         if status:
             status.stop()
     ok = all(r.ok for r in rows)
-    result = {"model": str(model), "tolerance": tolerance, "ok": ok, "rows": [r.to_json() for r in rows]}
+    skipped = [r.target for r in rows if r.skipped]
+    result = {"model": str(model), "tolerance": tolerance, "ok": ok, "skipped": skipped, "rows": [r.to_json() for r in rows]}
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
         _print_matrix(model, tolerance, rows)
-        out.print("[green]matrix ok[/]" if ok else "[red]matrix FAILED[/]")
+        note = f" ({', '.join(skipped)} skipped: allowed by --allow-skip)" if skipped else ""
+        out.print(f"[green]matrix ok[/]{note}" if ok else "[red]matrix FAILED[/]")
     if not ok:
         sys.exit(1)
 
@@ -499,10 +512,11 @@ def _print_matrix(model: Path, tolerance: float, rows) -> None:
         table.add_column(col, justify="right" if col in numbers else "left")
     for r in rows:
         built = "[green]yes[/]" if r.built else ("[red]FAILED[/]: " if not r.ok else "[yellow]no[/]: ") + r.build_note
+        verdict = "[yellow]skipped[/]" if r.skipped else "[green]yes[/]" if r.ok else "[red]no[/]"
         ran = r.run_note if r.ok or r.ran else f"[red]{r.run_note}[/]"
         err_cell = "" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
         table.add_row(
-            r.target, built, ran, r.compared_with, err_cell, "[green]yes[/]" if r.ok else "[red]no[/]",
+            r.target, built, ran, r.compared_with, err_cell, verdict,
             "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
             "" if r.build_s is None else f"{r.build_s:.1f}",
             "" if r.run_s is None else f"{r.run_s:.2f}",

@@ -7,9 +7,10 @@ matrix's tolerance, or another target's build bit for bit (vta: the x86 integer-
 power-of-two requantisers, which it matches exactly). The error is ``max |got - ref| / max(1, |ref|)``
 over all outputs (so small values are compared absolutely, large ones relatively).
 
-A row fails when its toolchain is present but the build fails, or when it ran and the error
-exceeds its tolerance. A target whose toolchain is missing is reported (with the apt package) but
-does not fail the matrix; ``shiftc targets`` shows the same thing.
+A row fails when the build fails, when it ran and the error exceeds its tolerance, or when a
+requested target cannot be built or run here (its toolchain is missing, the aarch64 runtime is not
+cached, no GPU): a matrix that checked nothing does not pass. Only targets named in ``allow_skip``
+(``shiftc matrix --allow-skip cuda``) may instead be reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +41,7 @@ class MatrixRow:
     size_bytes: int | None = None
     ok: bool = True
     compared_with: str = ""
+    skipped: bool = False  # could not be built or run here, and the caller allowed that (ok stays True)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,12 +70,15 @@ def run_matrix(
     work_dir: str | Path | None = None,
     target_options: Mapping[str, dict] | None = None,
     progress: Callable[[str], None] | None = None,
+    allow_skip: Collection[str] = (),
 ) -> list[MatrixRow]:
-    """Compile ``model`` for each target into ``work_dir/<target>`` and check what runs here."""
+    """Compile ``model`` for each target into ``work_dir/<target>`` and check what runs here.
+
+    A target that cannot be built or run here fails its row unless it is in ``allow_skip``."""
     from shiftc import targets
 
     step = progress or (lambda s: None)
-    unknown = [t for t in target_names if t not in targets.REGISTRY]
+    unknown = [t for t in [*target_names, *allow_skip] if t not in targets.REGISTRY]
     if unknown:
         raise InputError(f"unknown target(s) {unknown}; known targets: {', '.join(sorted(targets.REGISTRY))}")
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
@@ -85,11 +90,27 @@ def run_matrix(
         if work_dir is None:
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="shiftc-matrix-"))
         references.work = Path(work_dir)
-        return [_row(model, name, Path(work_dir), shapes, sample, references, tolerance, target_options, step) for name in target_names]
+        rows = [_row(model, name, Path(work_dir), shapes, sample, references, tolerance, target_options, step) for name in target_names]
+    for row in rows:
+        _cannot_check(row, row.target in allow_skip)
+    return rows
+
+
+def _cannot_check(row: MatrixRow, allowed: bool) -> None:
+    """A row that neither failed nor was checked here: skipped where allowed, else failed."""
+    if not row.ok or row.ran:
+        return
+    if allowed:
+        row.skipped = True
+    else:
+        row.ok = False
+        note = "build_note" if not row.built else "run_note"
+        setattr(row, note, f"{getattr(row, note)}; not checked (pass --allow-skip {row.target} to accept)")
 
 
 def _row(model, name, work, shapes, sample, references, tolerance, target_options, step) -> MatrixRow:
-    """Build, and where possible run and compare, one target."""
+    """Build, and where possible run and compare, one target (a row that could not be built or run
+    here comes back ok and not ran; ``_cannot_check`` decides)."""
     from shiftc import targets
 
     row = MatrixRow(target=name, built=False)
@@ -106,6 +127,9 @@ def _row(model, name, work, shapes, sample, references, tolerance, target_option
     t0 = time.perf_counter()
     try:
         cm = api.compile(model, name, input_shapes=shapes, output=work / name, **options)
+    except ToolchainError as exc:  # cannot be built here (e.g. the aarch64 runtime is not cached)
+        row.build_note, row.run_note = _one_line(exc), "no (not built)"
+        return row
     except Exception as exc:  # noqa: BLE001 - any build failure is this row's result
         row.build_note, row.ok = _one_line(exc), False
         row.run_note = "no (build failed)"

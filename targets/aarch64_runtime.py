@@ -2,7 +2,10 @@
 
 The runtime libraries come from the PyPI aarch64 wheels of the same ``apache-tvm`` /
 ``apache-tvm-ffi`` versions as the host's; they are downloaded once with ``pip download`` and
-cached under ``~/.cache/shiftc/aarch64/`` (``$SHIFTC_CACHE_DIR/aarch64`` when that is set). The
+cached under ``~/.cache/shiftc/aarch64/`` (``$SHIFTC_CACHE_DIR/aarch64`` when that is set).
+``scripts/setup.sh`` fetches them ahead of time (``shiftc targets --prefetch``); with
+``SHIFTC_OFFLINE=1`` (the test suite sets it) nothing is downloaded, and an uncached runtime is a
+``ToolchainError`` naming that command. The
 runner (``runner/runner.cc``) is compiled with ``aarch64-linux-gnu-g++`` against the headers in the
 host's x86 wheels and linked against those libraries; it is cached by the hash of its inputs.
 """
@@ -47,12 +50,33 @@ def runtime_cached() -> bool:
     return all((runtime_dir() / name).is_file() for name in RUNTIME_LIBS)
 
 
+PREFETCH = "shiftc targets --prefetch"
+
+
+def offline() -> bool:
+    """Whether downloads are disabled (``SHIFTC_OFFLINE`` set to anything but empty or 0)."""
+    return os.environ.get("SHIFTC_OFFLINE", "") not in ("", "0")
+
+
 def runtime_libs() -> dict[str, Path]:
-    """Paths of the aarch64 ``libtvm_runtime.so`` and ``libtvm_ffi.so``; fetched on first use."""
+    """Paths of the aarch64 ``libtvm_runtime.so`` and ``libtvm_ffi.so``; fetched on first use
+    (unless ``SHIFTC_OFFLINE`` is set: then an uncached runtime is a ``ToolchainError``)."""
     folder = runtime_dir()
     if not runtime_cached():
+        if offline():
+            raise ToolchainError(
+                f"the aarch64 TVM runtime is not cached in {folder} and SHIFTC_OFFLINE is set; "
+                f"fetch it first with `{PREFETCH}` (scripts/setup.sh does)"
+            )
         _fetch(folder)
     return {name: folder / name for name in RUNTIME_LIBS}
+
+
+def prefetch() -> Path:
+    """Download the runtime into the cache unless it is there (idempotent; ignores SHIFTC_OFFLINE)."""
+    if not runtime_cached():
+        _fetch(runtime_dir())
+    return runtime_dir()
 
 
 def _fetch(folder: Path) -> None:
@@ -136,3 +160,4 @@ def runner_binary() -> Path:
         os.replace(staged / "runner", out)
     shutil.rmtree(staged, ignore_errors=True)
     return out
+

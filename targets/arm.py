@@ -87,7 +87,7 @@ class Arm(Target):
     def notes(self) -> list[str]:
         if aarch64_runtime.runtime_cached():
             return [f"aarch64 TVM runtime cached in {aarch64_runtime.runtime_dir()}"]
-        return ["aarch64 TVM runtime not cached yet: the first arm compile downloads it (needs network)"]
+        return ["aarch64 TVM runtime not cached yet: `shiftc targets --prefetch` (or the first arm compile) downloads it"]
 
     def build(self, executable, out_dir: Path) -> list[str]:
         from tvm.support import cc

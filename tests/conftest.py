@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -147,3 +148,6 @@ def minilm_model():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running real-model checks (deselect with -m 'not slow')")
+    # Tests never touch the network: shiftc refuses to download (the aarch64 TVM runtime comes from
+    # scripts/setup.sh's `shiftc targets --prefetch`), here and in the CLI subprocesses tests start.
+    os.environ["SHIFTC_OFFLINE"] = "1"

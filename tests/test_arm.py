@@ -186,11 +186,64 @@ def test_missing_qemu_is_a_toolchain_error_at_load(arm_model, tmp_path, monkeypa
 
 
 def test_uncached_runtime_without_network_is_a_toolchain_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("SHIFTC_OFFLINE")  # downloads allowed, but pip may not reach any index
     monkeypatch.setenv("SHIFTC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip may not reach any index: as offline
-    with pytest.raises(ToolchainError, match="aarch64 TVM runtime is not cached"):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    with pytest.raises(ToolchainError, match="aarch64 TVM runtime is not cached .* downloading it failed"):
         aarch64_runtime.runtime_libs()
     assert not any((tmp_path / "cache").rglob("*.so"))
+
+
+def _no_downloads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"tried to download: {args}")
+
+    monkeypatch.setattr(aarch64_runtime, "_fetch", refuse)
+    monkeypatch.setattr(aarch64_runtime.subprocess, "run", refuse)
+
+
+def test_the_test_suite_refuses_to_download_the_runtime(tmp_path, monkeypatch):
+    """conftest sets SHIFTC_OFFLINE=1: an uncached runtime is a one-line error naming the setup command."""
+    assert os.environ["SHIFTC_OFFLINE"] == "1"
+    monkeypatch.setenv("SHIFTC_CACHE_DIR", str(tmp_path / "cache"))
+    _no_downloads(monkeypatch)
+    with pytest.raises(ToolchainError) as info:
+        aarch64_runtime.runtime_libs()
+    message = str(info.value)
+    assert "\n" not in message and "not cached" in message and "SHIFTC_OFFLINE" in message
+    assert "`shiftc targets --prefetch`" in message
+    assert not (tmp_path / "cache").exists()
+
+
+def _fake_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("SHIFTC_CACHE_DIR", str(tmp_path / "cache"))
+    folder = aarch64_runtime.runtime_dir()
+    folder.mkdir(parents=True)
+    for name in aarch64_runtime.RUNTIME_LIBS:
+        (folder / name).write_bytes(b"cached " + name.encode())
+    return folder
+
+
+def test_a_cached_runtime_is_used_without_fetching(tmp_path, monkeypatch):
+    folder = _fake_cache(tmp_path, monkeypatch)
+    _no_downloads(monkeypatch)
+    assert aarch64_runtime.runtime_libs() == {name: folder / name for name in aarch64_runtime.RUNTIME_LIBS}
+    monkeypatch.delenv("SHIFTC_OFFLINE")
+    assert aarch64_runtime.runtime_libs()["libtvm_runtime.so"].read_bytes() == b"cached libtvm_runtime.so"
+    assert aarch64_runtime.prefetch() == folder
+
+
+def test_prefetch_command(tmp_path, monkeypatch):
+    """`shiftc targets --prefetch` (scripts/setup.sh): nothing to do when cached; a failed download
+    is exit 4. PIP_NO_INDEX keeps pip off the network."""
+    folder = _fake_cache(tmp_path, monkeypatch)
+    env = dict(os.environ, PIP_NO_INDEX="1", SHIFTC_OFFLINE="0")
+    proc = subprocess.run([SHIFTC, "targets", "--prefetch"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"aarch64 TVM runtime cached in {folder}"
+    env["SHIFTC_CACHE_DIR"] = str(tmp_path / "empty")
+    proc = subprocess.run([SHIFTC, "targets", "--prefetch"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 4 and "downloading it failed" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_targets_command_names_missing_packages(tmp_path):
@@ -219,6 +272,7 @@ def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # ~120 s on a loaded 2-core machine: two MobileNetV2 compiles and a qemu run
 @needs_cross
 def test_mobilenetv2_4bit_shift_under_qemu_matches_x86(mobilenetv2, tmp_path):
     """The float shift-add kernels (exponent arithmetic) give the same logits on aarch64."""

@@ -52,8 +52,10 @@ class Attention(nn.Module):
         return self.proj((a @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
-def export(module, shape, dynamic_axes) -> onnx.ModelProto:
+def export(make_module, shape, dynamic_axes) -> onnx.ModelProto:
+    """``make_module()`` exported to ONNX; its weights are drawn after seeding (independent of test order)."""
     torch.manual_seed(0)
+    module = make_module()
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(module.eval(), (torch.randn(*shape),), buf, input_names=["x"], output_names=["y"],
@@ -63,7 +65,7 @@ def export(module, shape, dynamic_axes) -> onnx.ModelProto:
 
 def minus_one_batch() -> onnx.ModelProto:
     """An export that spells its dynamic batch dim ``-1`` (and leaves the output's unknown)."""
-    model = export(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5)),
+    model = export(lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5)),
                    (1, 3, 6, 6), {0: "n"})
     model.graph.input[0].type.tensor_type.shape.dim[0].Clear()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
@@ -81,7 +83,7 @@ def check_compiles(model, shape, rtol=1e-5):
 
 
 def test_same_padding_from_shape_ops_is_folded():
-    model = export(SamePadConv(), (1, 3, 9, 9), {0: "n", 2: "h", 3: "w"})
+    model = export(SamePadConv, (1, 3, 9, 9), {0: "n", 2: "h", 3: "w"})
     assert any(n.op_type == "Shape" for n in model.graph.node)
     compiled = check_compiles(model, (1, 3, 11, 10))
     stage = next(s for s in compiled.report.stages if s.name == "simplify")
@@ -89,7 +91,7 @@ def test_same_padding_from_shape_ops_is_folded():
 
 
 def test_shape_arithmetic_into_reshape_is_folded():
-    model = export(Attention(), (1, 5, 16), {0: "n", 1: "tokens"})
+    model = export(Attention, (1, 5, 16), {0: "n", 1: "tokens"})
     loaded = frontend.load(model, {"x": (2, 7, 16)})
     assert loaded.simplified["applied"]
     assert not any(n.op_type in ("Shape", "Gather", "Concat") for n in loaded.graph.graph.node)
@@ -127,7 +129,7 @@ def test_static_model_is_left_as_is():
 
 
 def test_onnxruntime_load_failure_is_one_line(monkeypatch):
-    model = export(Attention(), (1, 5, 16), {0: "n", 1: "tokens"})
+    model = export(Attention, (1, 5, 16), {0: "n", 1: "tokens"})
 
     def broken(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model failed\nsecond line")

@@ -40,7 +40,9 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def matrix_json(model_path, tmp_path_factory):
     keep = tmp_path_factory.mktemp("keep")
-    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86,arm,cuda", "--keep", str(keep), "--json"], capture_output=True, text=True)
+    allow = [] if cuda.gpu_present() else ["--allow-skip", "cuda"]  # as scripts/ci-matrix.sh does
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86,arm,cuda", "--keep", str(keep), "--json", *allow],
+                          capture_output=True, text=True)
     return proc, json.loads(proc.stdout) if proc.stdout else None, keep
 
 
@@ -49,6 +51,8 @@ def test_matrix_json(matrix_json):
     assert proc.returncode == 0, proc.stderr
     rows = {r["target"]: r for r in result["rows"]}
     assert list(rows) == ["x86", "arm", "cuda"] and result["ok"]
+    assert result["skipped"] == ([] if cuda.gpu_present() else ["cuda"])
+    assert not rows["x86"]["skipped"] and rows["cuda"]["skipped"] == (not cuda.gpu_present())
     assert rows["x86"]["built"] and rows["x86"]["ran"] and rows["x86"]["max_error"] <= 1e-4
     if HAVE_CROSS:
         assert rows["arm"]["built"] and rows["arm"]["ran"] and rows["arm"]["max_error"] <= 1e-4
@@ -86,12 +90,58 @@ def test_matrix_table_and_unknown_target(model_path):
     assert proc.returncode == 2 and "unknown target" in proc.stderr
 
 
-def test_missing_toolchain_is_reported_not_failed(model_path, tmp_path, monkeypatch):
+def test_missing_toolchain_fails_unless_allowed_to_skip(model_path, tmp_path, monkeypatch):
     from test_arm import _path_without
 
     monkeypatch.setenv("PATH", _path_without("aarch64-linux-gnu-g++", tmp_path))
     (row,) = matrix.run_matrix(model_path, ["arm"])
-    assert not row.built and row.ok and row.build_note == "no toolchain: apt-get install g++-aarch64-linux-gnu"
+    assert not row.built and not row.ok and not row.skipped
+    assert row.build_note == "no toolchain: apt-get install g++-aarch64-linux-gnu; not checked (pass --allow-skip arm to accept)"
+    x86, arm_row = matrix.run_matrix(model_path, ["x86", "arm"], allow_skip=["x86", "arm"])
+    assert not arm_row.built and arm_row.ok and arm_row.skipped
+    assert arm_row.build_note == "no toolchain: apt-get install g++-aarch64-linux-gnu"
+    assert x86.ran and x86.ok and not x86.skipped  # allowed to skip, but it ran: checked as usual
+
+
+def test_uncached_arm_runtime_offline_fails_unless_allowed_to_skip(model_path, tmp_path, monkeypatch):
+    """The aarch64 runtime cannot be fetched (SHIFTC_OFFLINE, empty cache): a build that cannot happen here."""
+    if not HAVE_CROSS:
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    monkeypatch.setenv("SHIFTC_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("SHIFTC_OFFLINE", "1")
+    (row,) = matrix.run_matrix(model_path, ["arm"])
+    assert not row.built and not row.ok and "aarch64 TVM runtime is not cached" in row.build_note
+    (row,) = matrix.run_matrix(model_path, ["arm"], allow_skip=["arm"])
+    assert not row.built and row.ok and row.skipped and "--allow-skip" not in row.build_note
+
+
+def test_a_target_that_cannot_run_here_fails_unless_allowed_to_skip(model_path, monkeypatch):
+    """Built but not run (as cuda without a GPU) is no check: exit 1, unless --allow-skip names it."""
+    from click.testing import CliRunner
+
+    from shiftc.cli import main
+    from shiftc.targets.x86 import X86
+
+    monkeypatch.setattr(X86, "can_run_here", lambda self: "no CPU today")
+    res = CliRunner().invoke(main, ["matrix", str(model_path), "--targets", "x86", "--json"])
+    assert res.exit_code == 1, res.output
+    result = json.loads(res.stdout)
+    (row,) = result["rows"]
+    assert not result["ok"] and row["built"] and not row["ran"] and not row["ok"] and not row["skipped"]
+    assert row["run_note"] == "no (no CPU today); not checked (pass --allow-skip x86 to accept)"
+    res = CliRunner().invoke(main, ["matrix", str(model_path), "--targets", "x86", "--allow-skip", "vta,x86", "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    (row,) = result["rows"]
+    assert result["ok"] and result["skipped"] == ["x86"]
+    assert row["skipped"] and row["ok"] and row["run_note"] == "no (no CPU today)"
+    res = CliRunner().invoke(main, ["matrix", str(model_path), "--targets", "x86", "--allow-skip", "x86"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "skipped" in res.stdout and "matrix ok (x86 skipped: allowed by --allow-skip)" in res.stdout
+
+
+def test_allow_skip_names_known_targets(model_path):
+    proc = subprocess.run([SHIFTC, "matrix", str(model_path), "--targets", "x86", "--allow-skip", "cdua"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown target" in proc.stderr and "cdua" in proc.stderr
 
 
 def test_output_error():

@@ -1,4 +1,6 @@
 """VTA codegen: simulator output is bit-identical to the NumPy reference."""
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -60,7 +62,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_qconv2d_bit_exact(case, mode):
     N, C, H, W, O, KH, KW, stride, padding = case
-    rng = np.random.default_rng(hash((case, mode)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((case, mode)).encode()))  # the same in every process
     P = 5
     x = rng.integers(-128, 128, (N, C, H, W), dtype=np.int8)
     w = _weights(rng, (O, C, KH, KW), mode, P)
