@@ -7,7 +7,6 @@ Exit codes: 0 ok, 1 internal error, 2 usage or bad input, 3 unsupported model, 4
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import os
@@ -41,18 +40,14 @@ def handle_errors(fn):
         except ShiftcError as exc:
             if debug:
                 raise
-            code, message = exc.exit_code, str(exc)
+            _fail(exc.exit_code, str(exc))
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # a bug: still one line unless --debug
             if debug:
                 raise
             first = (str(exc).strip().splitlines() or [""])[0][:300]
-            code, message = 1, f"internal error ({type(exc).__name__}: {first}); rerun with --debug for the trace"
-        # outside the except block: the exception and the TVM objects its trace holds are freed now,
-        # while their C++ destructors' warnings still go to the silenced fd 2 (see _silence_native_stderr)
-        gc.collect()
-        _fail(code, message)
+            _fail(1, f"internal error ({type(exc).__name__}: {first}); rerun with --debug for the trace")
 
     return wrapper
 
@@ -62,7 +57,8 @@ def _silence_native_stderr():
     to std::cerr; TVM 0.27 has no level setting) never add a line to shiftc's one-line errors.
     Python's ``sys.stderr`` keeps the real stderr through a duplicate descriptor. Returns the undo,
     which only an in-process caller (click's CliRunner, whose stderr is not fd 2) needs: a real
-    process keeps fd 2 silenced to its exit, when the last TVM objects are destroyed."""
+    process keeps fd 2 silenced to its exit, when the TVM objects that an error's trace kept alive
+    are destroyed (and warn). No gc.collect() here: it costs 0.2 s a call in a process holding TVM."""
     try:
         sys.stderr.flush()
         real = sys.stderr.fileno() == 2
@@ -76,7 +72,6 @@ def _silence_native_stderr():
     os.close(null)
 
     def restore():
-        gc.collect()
         os.dup2(saved, 2)
         os.close(saved)
 
