@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import importlib.util
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -141,3 +145,22 @@ def test_compile_a_sample(written, tmp_path):
     assert sum(codes.values()) == N_COMPILES
     assert not bad, f"{len(bad)} file(s) failed"
     assert codes[0] >= 1 and codes[2] >= 1, dict(codes)
+
+
+ATHERIS_SECONDS = 30
+
+
+@pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
+                    reason="atheris is not installed (pip install atheris: 3.1.0 has no wheel for this Python here)")
+def test_atheris_frontend(tmp_path):
+    """Coverage-guided fuzzing of the frontend for a bounded time: libFuzzer exits non-zero on a crash
+    (any exception but shiftc's exit-2/3 errors), a slow input (-timeout) or memory over -rss_limit_mb."""
+    (tmp_path / "corpus").mkdir()
+    target = Path(__file__).parent / "fuzz" / "frontend_target.py"
+    proc = subprocess.run([sys.executable, str(target), f"-max_total_time={ATHERIS_SECONDS}", "-timeout=30",
+                           "-rss_limit_mb=4096", f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus")],
+                          capture_output=True, text=True, timeout=ATHERIS_SECONDS + 300)
+    done = [ln for ln in proc.stderr.splitlines() if ln.startswith("Done ")]
+    print("\natheris:", done[-1] if done else proc.stderr[-2000:])
+    crashes = [p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-", "leak-"))]
+    assert proc.returncode == 0 and not crashes, proc.stderr[-4000:]
