@@ -86,7 +86,29 @@ def _progress(enabled: bool):
     return status, lambda s: status.update(f"[bold]{s}[/] ...")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrorGroup(click.Group):
+    """click's own usage errors (unknown option, bad value, missing argument) as one ``error:`` line
+    with exit 2, like shiftc's, instead of click's three (usage, hint, error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:  # click >= 8.2  # bare `shiftc`: the help, as click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(exc.exit_code, exc.format_message() + hint)
+        except click.ClickException as exc:
+            _fail(exc.exit_code, exc.format_message())
+        except click.exceptions.Abort:
+            _fail(1, "aborted")
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full Python/TVM traces instead of one-line errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.version_option(package_name="shiftc")

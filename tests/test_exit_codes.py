@@ -222,6 +222,17 @@ def test_readme_lists_every_exit_code():
         assert f"\n| {code} | " in readme, code
 
 
+@pytest.mark.parametrize("args,fragment", [(["compile", "--bogus", "m.onnx"], "--bogus"), (["compile"], "MODEL"),
+                                           (["nosuchcommand"], "nosuchcommand"), (["run", "a", "-i", "x.npy", "--output", "."], "directory")])
+def test_click_usage_errors_are_one_line(args, fragment):
+    one_line(*cli(*args)[::2], 2, fragment, "--help")
+
+
+def test_bare_shiftc_still_prints_the_help():
+    result = CliRunner().invoke(main, [])
+    assert "Usage:" in result.output and "compile" in result.output
+
+
 # --- TVM's C++ logging --------------------------------------------------------------------------
 
 
