@@ -19,6 +19,7 @@ import numpy as np
 
 from . import __version__, artifact, calibration_data, frontend, pipeline
 from .core.errors import InputError
+from .core.paths import check_output_folder
 from .frontend import TensorSpec
 from .core.report import Report
 
@@ -42,11 +43,20 @@ class CompiledModel:
         if owns_folder:
             weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
-    def run(self, *args: np.ndarray, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
-        """Run on positional arrays, one dict, or keyword arrays; returns outputs by name."""
+    def run(self, *args: np.ndarray, allow_nonfinite: bool = False, **kwargs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on positional arrays, one dict, or keyword arrays; returns outputs by name.
+
+        Inputs holding NaN or Inf are refused (InputError) unless ``allow_nonfinite``: the integer
+        kernels would turn them into confident-looking finite outputs."""
         if len(args) == 1 and isinstance(args[0], Mapping) and not kwargs:
             kwargs, args = dict(args[0]), ()
         arrays = self._order_inputs(args, kwargs)
+        if not allow_nonfinite:
+            for spec, x in zip(self.inputs, arrays):
+                bad = calibration_data.nonfinite_count(x)
+                if bad:
+                    raise InputError(f"input {spec.name!r} holds {bad} NaN/Inf value(s); pass allow_nonfinite=True "
+                                     "(shiftc run --allow-nonfinite) to run it anyway")
         if self._session is None:
             self._session = self.target.load(self.path, self.meta)
         outs = self._session.run(arrays)
@@ -126,6 +136,8 @@ def compile(  # noqa: A001 - the public name users expect
     from shiftc.schedules import ScheduleReport
 
     step = progress or (lambda s: None)
+    if output is not None:
+        check_output_folder(output, "artifact folder")  # before the minutes of compiling, not after
     tgt, loaded, mod, report, timings, pass_options = _through_passes(model, target, input_shapes, calibration, step, options)
 
     step("build")

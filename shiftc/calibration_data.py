@@ -32,7 +32,19 @@ def _split(name: str, arr: np.ndarray, spec: TensorSpec) -> list[np.ndarray]:
 def _cast(arr: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) != np.issubdtype(np.dtype(spec.dtype), np.floating):
         raise InputError(f"calibration array {name!r} is {arr.dtype}; the input is {spec.dtype}")
-    return arr.astype(spec.dtype, copy=False)
+    out = arr.astype(spec.dtype, copy=False)
+    bad = nonfinite_count(out)
+    if bad:
+        raise InputError(f"calibration array {name!r} holds {bad} NaN/Inf value(s); calibration needs finite samples")
+    return out
+
+
+def nonfinite_count(arr: np.ndarray) -> int:
+    """How many NaN/Inf entries a (float) array holds; 0 for integer arrays."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "fc":
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
 
 
 def from_arrays(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
@@ -76,8 +88,12 @@ def read_arrays(path: Path, specs: list[TensorSpec], what: str = "input") -> dic
         if len(specs) != 1:
             raise InputError(f"{path} holds one array but the model has {len(specs)} inputs; use an .npz keyed by input name")
         return {specs[0].name: data}
-    with data:
-        return {k: data[k] for k in data.files}
+    # an .npz opens lazily: a pickled member or a bad CRC only shows when its array is read
+    try:
+        with data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # ValueError (pickle), zipfile.BadZipFile (CRC), EOFError, zlib.error, ...
+        raise InputError(f"cannot read {what} {path} as .npz: {type(exc).__name__}: {str(exc).strip()[:200]}") from None
 
 
 def synthetic(specs: list[TensorSpec], n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -1,6 +1,7 @@
 """The ``shiftc`` command line (click + rich).
 
-Exit codes: 0 ok, 1 internal error, 2 usage or bad input, 3 unsupported model, 4 missing toolchain.
+Exit codes: 0 ok, 1 internal error, 2 usage or bad input, 3 unsupported model, 4 missing toolchain,
+5 a check failed (``shiftc matrix``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .core.errors import EXIT_CODES, InputError, ShiftcError
+from .core.errors import EXIT_CODES, CheckFailedError, InputError, ShiftcError
 
 out = Console()
 err = Console(stderr=True)
@@ -51,6 +53,32 @@ def handle_errors(fn):
     return wrapper
 
 
+def _silence_native_stderr():
+    """Point file descriptor 2 at /dev/null, so C++ log lines from TVM (``LOG(WARNING)`` goes straight
+    to std::cerr; TVM 0.27 has no level setting) never add a line to shiftc's one-line errors.
+    Python's ``sys.stderr`` keeps the real stderr through a duplicate descriptor. Returns the undo,
+    which only an in-process caller (click's CliRunner, whose stderr is not fd 2) needs: a real
+    process keeps fd 2 silenced to its exit, when the TVM objects that an error's trace kept alive
+    are destroyed (and warn). No gc.collect() here: it costs 0.2 s a call in a process holding TVM."""
+    try:
+        sys.stderr.flush()
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    saved = os.dup(2)
+    if real:
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding, errors=sys.stderr.errors)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+
+    def restore():
+        os.dup2(saved, 2)
+        os.close(saved)
+
+    return None if real else restore
+
+
 def _progress(enabled: bool):
     """A rich status line for long steps (on stderr, so --json output stays clean)."""
     if not enabled:
@@ -59,12 +87,39 @@ def _progress(enabled: bool):
     return status, lambda s: status.update(f"[bold]{s}[/] ...")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrorGroup(click.Group):
+    """click's own usage errors (unknown option, bad value, missing argument) as one ``error:`` line
+    with exit 2, like shiftc's, instead of click's three (usage, hint, error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:  # click >= 8.2  # bare `shiftc`: the help, as click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(exc.exit_code, exc.format_message() + hint)
+        except click.ClickException as exc:
+            _fail(exc.exit_code, exc.format_message())
+        except click.exceptions.Abort:
+            _fail(1, "aborted")
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full Python/TVM traces instead of one-line errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 @click.version_option(package_name="shiftc")
-def main(debug: bool, verbose: bool):
+@click.pass_context
+def main(ctx, debug: bool, verbose: bool):
     """shiftc: compile ONNX models into shift/add and integer-only kernels with Apache TVM."""
+    if not (debug or verbose):
+        undo = _silence_native_stderr()
+        if undo:
+            ctx.call_on_close(undo)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
@@ -224,16 +279,23 @@ def _print_stage(stage) -> None:
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path), help=".npy (one input) or .npz keyed by input name.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
 @click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json, printed by compile) is ID.")
+@click.option("--allow-nonfinite", is_flag=True, help="Run inputs that hold NaN or Inf (refused by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def run_cmd(artifact, input_path, output_path, expect, as_json):
+def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
     from . import api, calibration_data
+    from .core.paths import check_output_file
 
-    cm = api.load(artifact, expect=expect)
-    outs = cm.run(calibration_data.read_arrays(input_path, cm.inputs))
     if output_path:
-        np.savez(output_path, **outs)
+        check_output_file(output_path, "--output")
+    cm = api.load(artifact, expect=expect)
+    outs = cm.run(calibration_data.read_arrays(input_path, cm.inputs), allow_nonfinite=allow_nonfinite)
+    if output_path:
+        try:
+            np.savez(output_path, **outs)
+        except OSError as exc:
+            raise InputError(f"cannot write --output {output_path}: {exc.strerror or exc}") from None
     summary = {
         name: {
             "shape": list(v.shape),
@@ -469,15 +531,20 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
     """Compile MODEL for several targets, run what can run here, compare each with its reference
     (onnxruntime FP32 within the tolerance; vta: the x86 integer build, bit for bit).
 
-    Target options (--cpu, ...) go to every listed target that declares them. Exits 1 when a build
+    Target options (--cpu, ...) go to every listed target that declares them. Exits 5 when a build
     fails, an output differs from its reference beyond its tolerance, or a listed target cannot be
     built or run here (missing toolchain, no GPU) and is not named in --allow-skip.
     """
     from . import frontend, matrix, targets
+    from .core.paths import check_output_file, check_output_folder
 
     names = [t.strip() for t in target_list.split(",") if t.strip()]
     if not names:
         raise InputError("--targets is empty")
+    if json_out:
+        check_output_file(json_out, "--json-out")
+    if keep:
+        check_output_folder(keep, "--keep folder")
     target_options = targets.options_for(names, pop_target_flags(flags))
     status, step = _progress(not as_json and err.is_terminal)
     if status:
@@ -502,7 +569,8 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
         note = f" ({', '.join(skipped)} skipped: allowed by --allow-skip)" if skipped else ""
         out.print(f"[green]matrix ok[/]{note}" if ok else "[red]matrix FAILED[/]")
     if not ok:
-        sys.exit(1)
+        failed = ", ".join(r.target for r in rows if not r.ok)
+        raise CheckFailedError(f"matrix failed for {failed}")
 
 
 def _print_matrix(model: Path, tolerance: float, rows) -> None:

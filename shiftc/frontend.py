@@ -9,6 +9,8 @@ the importer sees static shapes (``simplify``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import warnings
@@ -62,12 +64,53 @@ def read_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
             raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".strip()) from None
         if not proto.graph.node and not proto.graph.output:
             raise InputError(f"{path} is not an ONNX model (it parsed to an empty graph)")
+    # protobuf parses a string field with bad UTF-8 into bytes; the checker then fails decoding its own message
+    where = _non_utf8_field(proto)
+    if where:
+        raise InputError(f"the model is corrupt: its field {where} is not valid UTF-8 text")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "validation failed"
         raise InputError(f"the ONNX checker rejected the model: {first}") from None
     return proto
+
+
+def _non_utf8_field(msg, where: str = "model") -> str | None:
+    """The path of the first string field of ``msg`` (recursively) that did not decode as UTF-8, or None."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (fd.TYPE_STRING, fd.TYPE_MESSAGE):
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+        for i, item in enumerate(value if repeated else [value]):
+            at = f"{where}.{fd.name}" + (f"[{i}]" if repeated else "")
+            if fd.type == fd.TYPE_STRING and not isinstance(item, str):
+                return at
+            if fd.type == fd.TYPE_MESSAGE:
+                found = _non_utf8_field(item, at)
+                if found:
+                    return found
+    return None
+
+
+def check_weights(proto: onnx.ModelProto) -> None:
+    """Refuse NaN/Inf in float initializers and Constant values: no quantizer can represent them, and
+    folding them (e.g. into a BatchNorm scale) turns the whole layer into NaN."""
+    tensors = [*proto.graph.initializer,
+               *(a.t for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value")]
+    for t in tensors:
+        if t.data_type not in _FLOAT_TYPES:
+            continue
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as exc:  # raw bytes that do not fill its dims: the checker lets some through
+            raise InputError(f"weight {t.name!r} is corrupt ({type(exc).__name__}: {str(exc)[:200]})") from None
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise InputError(f"weight {t.name!r} holds {bad} NaN/Inf value(s); shiftc compiles only finite weights")
+
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
 
 def graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -264,6 +307,7 @@ class LoadedModel:
 def load(model: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
     """Read, check, pin and validate a model (no TVM involved)."""
     proto = read_model(model)
+    check_weights(proto)
     missing = unsupported_nodes(proto)
     if missing:
         listing = "; ".join(f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" for op, names in missing.items())
@@ -281,7 +325,8 @@ def to_relax(loaded: LoadedModel):
     shape_dict = {i.name: list(i.shape) for i in loaded.inputs}
     dtype_dict = {i.name: i.dtype for i in loaded.inputs}
     try:
-        with warnings.catch_warnings():
+        # the importer print()s "Error converting operator ..." to stdout before it raises
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             mod = from_onnx(loaded.graph, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
     except Exception as exc:

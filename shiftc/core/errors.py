@@ -25,10 +25,17 @@ class ToolchainError(ShiftcError):
     exit_code = 4
 
 
+class CheckFailedError(ShiftcError):
+    """The command ran, and a check it makes failed (``shiftc matrix``: a build failed or an output differs)."""
+
+    exit_code = 5
+
+
 EXIT_CODES = {
     0: "success",
     1: "internal error (a bug in shiftc)",
     InputError.exit_code: "usage or bad input",
     UnsupportedModelError.exit_code: "unsupported model",
     ToolchainError.exit_code: "missing toolchain",
+    CheckFailedError.exit_code: "a check failed (shiftc matrix: a build failed or an output differs)",
 }
