@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/apt-install.sh python3-venv dataset-fashion-mnist
+bash scripts/apt-install.sh python3-venv dataset-fashion-mnist chromium
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

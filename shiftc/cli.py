@@ -196,8 +196,9 @@ def pop_target_flags(kwargs: dict) -> dict[str, str]:
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="Tuning database folder from `shiftc tune` (default: the one shipped for the target, if any).")
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the HTML report (as `shiftc report`) to this file.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, **pass_options):
+def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, report_file, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder.
 
     Target options (--cpu, --arch, --nbuf, ...) apply to the targets that declare them."""
@@ -230,6 +231,10 @@ def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, **p
         "timings_s": cm.timings_s,
         "artifact_id": artifact_id(output),
     }
+    if report_file:
+        from . import html_report
+
+        result["report_html"] = str(html_report.write(output, report_file))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -590,6 +595,19 @@ def _print_matrix(model: Path, tolerance: float, rows) -> None:
             "" if r.run_s is None else f"{r.run_s:.2f}",
         )  # fmt: skip
     out.print(table)
+
+
+@main.command("report")
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write.")
+@click.option("--matrix", "matrix_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Also show a `shiftc matrix --json-out` result.")
+@handle_errors
+def report_cmd(artifact, output, matrix_file):
+    """Write ARTIFACT's compile report as one self-contained HTML page (plots inlined)."""
+    from . import html_report
+
+    path = html_report.write(artifact, output, matrix_file)
+    out.print(f"[green]report[/] {artifact} -> {path} ({path.stat().st_size / 1e3:.0f} KB)")
 
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
