@@ -108,6 +108,7 @@ def _holding_output_lock(fn):
     def wrapper(*args, output=None, **kwargs):
         if output is None:
             return fn(*args, **kwargs)
+        check_output_folder(output, "artifact folder")  # a clear cause before the lock file is tried
         with artifact.writer_lock(Path(output)):
             return fn(*args, output=output, **kwargs)
 
@@ -136,8 +137,6 @@ def compile(  # noqa: A001 - the public name users expect
     from shiftc.schedules import ScheduleReport
 
     step = progress or (lambda s: None)
-    if output is not None:
-        check_output_folder(output, "artifact folder")  # before the minutes of compiling, not after
     tgt, loaded, mod, report, timings, pass_options = _through_passes(model, target, input_shapes, calibration, step, options)
 
     step("build")

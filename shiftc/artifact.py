@@ -342,6 +342,7 @@ def write_meta(folder: Path, meta: dict) -> dict:
     files.pop(META, None)
     files.pop(SIG, None)
     meta = dict(meta, format=FORMAT, files={name: sha256(folder / name) for name in sorted(files)})
+    _check_io(meta)  # never publish an artifact that load() would refuse
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 

@@ -278,7 +278,13 @@ def io_specs(proto: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]
     for o in outs:
         if any(d < 0 for d in o.shape):
             raise UnsupportedModelError(f"output {o.name!r} has a shape ONNX inference could not make static: {o.shape}")
-    return [_spec(i) for i in graph_inputs(proto)], outs
+    ins = [_spec(i) for i in graph_inputs(proto)]
+    for kind, specs in (("input", ins), ("output", outs)):
+        names = [s.name for s in specs]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise InputError(f"the model names two graph {kind}s {dup!r}; {kind} names must be unique")
+    return ins, outs
 
 
 @dataclass

@@ -151,7 +151,7 @@ ATHERIS_SECONDS = 30
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
-                    reason="atheris is not installed (pip install atheris: 3.1.0 has no wheel for this Python here)")
+                    reason="atheris is not installed (it is in the dev extra: scripts/setup.sh installs it)")
 def test_atheris_frontend(tmp_path):
     """Coverage-guided fuzzing of the frontend for a bounded time: libFuzzer exits non-zero on a crash
     (any exception but shiftc's exit-2/3 errors), a slow input (-timeout) or memory over -rss_limit_mb."""

@@ -116,7 +116,7 @@ def test_uncached_arm_runtime_offline_fails_unless_allowed_to_skip(model_path, t
 
 
 def test_a_target_that_cannot_run_here_fails_unless_allowed_to_skip(model_path, monkeypatch):
-    """Built but not run (as cuda without a GPU) is no check: exit 1, unless --allow-skip names it."""
+    """Built but not run (as cuda without a GPU) is no check: exit 5, unless --allow-skip names it."""
     from click.testing import CliRunner
 
     from shiftc.cli import main
@@ -124,7 +124,7 @@ def test_a_target_that_cannot_run_here_fails_unless_allowed_to_skip(model_path, 
 
     monkeypatch.setattr(X86, "can_run_here", lambda self: "no CPU today")
     res = CliRunner().invoke(main, ["matrix", str(model_path), "--targets", "x86", "--json"])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 5, res.output
     result = json.loads(res.stdout)
     (row,) = result["rows"]
     assert not result["ok"] and row["built"] and not row["ran"] and not row["ok"] and not row["skipped"]
