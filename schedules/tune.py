@@ -1,6 +1,6 @@
 """MetaSchedule tuning of a Relax module into a database folder.
 
-The recipe (measured on this machine, see DESIGN.md):
+The recipe (measured on this machine; docs/SCHEDULES.md):
 
 - tasks come from ``lower.fuse`` (the same lowering builds use, so records match at build time);
 - candidates are built by ``build_candidate``, not MetaSchedule's default builder, whose workers
