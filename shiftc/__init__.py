@@ -13,8 +13,15 @@ __all__ = [*_API, "InputError", "ShiftcError", "ToolchainError", "UnsupportedMod
 
 
 def __getattr__(name):
-    if name in _API:
-        from . import api
+    """``compile``/``load``/``CompiledModel`` from ``shiftc.api``, and submodules (``shiftc.api``,
+    ``shiftc.frontend``, ...) on first access, as an eager ``import shiftc`` used to provide."""
+    import importlib
 
-        return getattr(api, name)
+    if name in _API:
+        return getattr(importlib.import_module(".api", __name__), name)
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'shiftc' has no attribute {name!r}")
