@@ -17,24 +17,28 @@ from .registry import int_rule
 from .value import WIDE_BITS, Q
 
 
+def _per_tensor(ctx, call, a) -> Q | None:
+    """The layout op's integer input at a per-tensor scale (a per-axis one may have its axis moved);
+    None when the input is not an integer value."""
+    if not isinstance(a, Q):
+        return None
+    return ctx.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis else a
+
+
 @int_rule("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.flatten",
           "relax.strided_slice", "relax.broadcast_to")
 def same_layout_op(ctx, var, call, args):
-    a = args[0]
-    if not isinstance(a, Q):
+    a = _per_tensor(ctx, call, args[0])
+    if a is None:
         return None
-    if a.per_axis:
-        a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
     return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, bound=a.bound)
 
 
 @int_rule("relax.split")
 def split(ctx, var, call, args):
-    a = args[0]
-    if not isinstance(a, Q):
+    a = _per_tensor(ctx, call, args[0])
+    if a is None:
         return None
-    if a.per_axis:
-        a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
     t = ctx.same_op(call, [a.expr])
     return [Q(ctx.emit(relax.TupleGetItem(t, i)), a.scale, a.bits, bound=a.bound) for i in range(len(var.ty.fields))]
 

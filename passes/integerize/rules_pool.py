@@ -18,14 +18,20 @@ from .registry import int_rule
 from .value import WIDE_BITS, Q, shape
 
 
+def _reduced(call) -> tuple[list[int], int]:
+    """The axes a mean/sum reduces (sorted, non-negative) and how many elements each output sums."""
+    in_shape = shape(call.args[0])
+    nd = len(in_shape)
+    axes = list(range(nd)) if call.attrs.axis is None else sorted(int(d) % nd for d in call.attrs.axis)
+    return axes, int(np.prod([in_shape[d] for d in axes]))
+
+
 @int_rule("relax.mean")
 def mean(ctx, var, call, args):
     (a,) = args
     if not isinstance(a, Q):
         return None
-    nd = len(shape(call.args[0]))
-    axes = list(range(nd)) if call.attrs.axis is None else sorted(int(x) % nd for x in call.attrs.axis)
-    n = int(np.prod([shape(call.args[0])[d] for d in axes]))
+    axes, n = _reduced(call)
     x = summable_input(ctx, var, call.args[0].name, a, n, n // 2, "int_mean sum")
     out = ctx.emit_te(K.int_mean, x.expr, axes, name="int_mean")
     if call.attrs.keepdims:
@@ -39,9 +45,7 @@ def sum_(ctx, var, call, args):
     (a,) = args
     if not isinstance(a, Q):
         return None
-    nd = len(shape(call.args[0]))
-    axes = range(nd) if call.attrs.axis is None else [int(d) % nd for d in call.attrs.axis]
-    n = int(np.prod([shape(call.args[0])[d] for d in axes]))
+    _, n = _reduced(call)
     x = summable_input(ctx, var, call.args[0].name, a, n, 0, "sum")
     out = ctx.emit(relax.op.sum(ctx.as_dtype(x, 32), call.attrs.axis, call.attrs.keepdims))
     return Q(out, x.scale, 32, bound=n * x.max_abs)
