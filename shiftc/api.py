@@ -141,7 +141,6 @@ def compile(  # noqa: A001 - the public name users expect
 
     step("build")
     t0 = time.perf_counter()
-    mod = tgt.lower(mod, report)
     sched = ScheduleReport()
     executable = pipeline.build(mod, tgt, db=db, report=sched)
     timings["build"] = time.perf_counter() - t0
@@ -178,7 +177,8 @@ def compile(  # noqa: A001 - the public name users expect
 
 
 def _through_passes(model, target, input_shapes, calibration, step, options: dict):
-    """Target, loaded model, the Relax module after the pass pipeline, report, timings, pass options."""
+    """Target, loaded model, the Relax module after the pass pipeline and the target's own lowering
+    (``Target.lower``), report, timings, pass options: what compile, tune and prepare all start from."""
     from shiftc import targets
 
     timings: dict[str, float] = {}
@@ -204,6 +204,9 @@ def _through_passes(model, target, input_shapes, calibration, step, options: dic
     report.stage("simplify").summary = dict(loaded.simplified)
     samples, report.calibration = _samples(calibration, loaded)
     mod = pipeline.run(mod, loaded, pass_options, samples, report, step, timings)
+    t0 = time.perf_counter()
+    mod = tgt.lower(mod, report)
+    timings["lower"] = time.perf_counter() - t0
     return tgt, loaded, mod, report, timings, pass_options
 
 
@@ -223,8 +226,7 @@ def tune(
     (shift, integer-only, ...) into the database folder ``db``; returns ``schedules.tune.TuneResult``."""
     from shiftc.schedules import tune as tuning
 
-    tgt, _, mod, report, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
-    mod = tgt.lower(mod, report)
+    tgt, _, mod, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
     return tuning.tune(mod, tgt.tvm_target(), trials, db, runner=runner, progress=progress, lowering=tgt.lowering())
 
 
@@ -243,7 +245,7 @@ def prepare(
     from shiftc.schedules import ScheduleReport
 
     tgt, _, mod, report, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
-    prepared = pipeline.prepare(tgt.lower(mod, report), tgt, db=db, report=ScheduleReport())
+    prepared = pipeline.prepare(mod, tgt, db=db, report=ScheduleReport())
     prepared.report = report
     return prepared
 
