@@ -336,9 +336,10 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads,
 @click.option("--calls", type=click.IntRange(1), default=50, show_default=True, help="Timed calls per variant per round.")
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True, help="Untimed calls before them.")
 @click.option("--busy-core", is_flag=True, help="Keep one core busy (a pinned busy-loop process) during the timed calls.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results, machine, versions and git revision to this JSON file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results, machine, versions and git revision as JSON.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write that JSON to this file.")
 @handle_errors
-def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, threads, repeats, calls, warmup, busy_core, json_out):
+def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, threads, repeats, calls, warmup, busy_core, as_json, json_out):
     """Latency (median, p90), throughput and peak RSS of ARTIFACT(s), each at the batch it was
     compiled for, every variant in its own process (docs/BENCHMARKS.md)."""
     import tempfile
@@ -348,11 +349,11 @@ def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, 
     from .core.paths import check_output_file
 
     if json_out:
-        check_output_file(json_out, "--json")
+        check_output_file(json_out, "--json-out")
     batches = _int_list(batch_list, "--batch") if batch_list else None
     threads = threads or len(os.sched_getaffinity(0))
     settings = {"threads": threads, "rounds": repeats, "calls": calls, "warmup": warmup, "busy_core": busy_core}
-    status, step = _progress(err.is_terminal)
+    status, step = _progress(not as_json and err.is_terminal)
     if status:
         status.start()
     try:
@@ -367,7 +368,10 @@ def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, 
     doc = bench.document(rows, settings, notes)
     if json_out:
         json_out.write_text(json.dumps(doc, indent=2) + "\n")
-    _print_bench(doc)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        _print_bench(doc)
     if any(r["error"] for r in rows):
         raise CheckFailedError("a variant failed: " + next(f"{r['name']}: {r['error']}" for r in rows if r["error"]))
 

@@ -49,7 +49,7 @@ def _check_source(onnx_path: Path, items: list[tuple[Path, dict]]) -> None:
                              f"(meta.json records {want.get('name')!r} with sha256 {want['sha256'][:12]}...)")
 
 
-def _pinned_onnx(onnx_path: Path, specs: list[TensorSpec], out: Path) -> Path:
+def pinned_onnx(onnx_path: Path, specs: list[TensorSpec], out: Path) -> Path:
     """The source model with its inputs pinned to the artifact's shapes, as shiftc compiled it."""
     import onnx
 
@@ -118,7 +118,7 @@ def artifact_variants(artifacts: list[Path], workdir: Path, *, batches: list[int
         rows = [Variant(name, "shiftc", p, feeds, batch, note=_describe(meta)) for name, (p, meta) in zip(_names(items), items)]
         if against:
             _check_source(onnx, items)
-            fp32 = _pinned_onnx(onnx, specs, workdir / f"fp32_b{batch}.onnx")
+            fp32 = pinned_onnx(onnx, specs, workdir / f"fp32_b{batch}.onnx")
             rows.append(Variant("onnxruntime fp32", "onnxruntime", fp32, feeds, batch))
             if calibrate is None:
                 notes.append("onnxruntime int8 skipped: it needs calibration samples (--calibrate)")
