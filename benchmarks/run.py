@@ -58,6 +58,12 @@ SHIFTC_OPTIONS = {
 }
 
 
+
+def shift_variants() -> dict[str, dict]:
+    """The lossy variants' pass options (benchmarks/tune_models.py tunes for them too)."""
+    return {k: v for k, v in SHIFTC_OPTIONS.items() if v}
+
+
 @dataclass
 class ModelSpec:
     name: str
@@ -310,6 +316,8 @@ def write_report(doc: dict, args, saved: Path) -> int:
     print("\n" + text)
     if args.readme:
         rel = os.path.relpath(Path(saved).resolve(), ROOT)
+        if rel.startswith(".."):
+            sys.exit(f"--readme: {saved} is outside the repository; the README cites a committed run (benchmarks/results/)")
         README.write_text(render.update_readme(README.read_text(), rel, doc))
         print(f"README.md: benchmark block rewritten from {rel}")
     print(f"wrote {saved}, {args.out / 'latest.md'}, {png}")

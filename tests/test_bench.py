@@ -10,7 +10,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import psutil
 import pytest
@@ -163,3 +162,12 @@ def test_a_run_renders_into_the_readme_block_and_latest_md(short_run, tmp_path):
     assert run.main(["--render", str(saved), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "latest.md").read_text() == render.full_markdown(doc)
     assert "| fashion-cnn | 1 | 1 | idle | tvm_fp32 |" in render.full_markdown(doc)
+
+
+def test_shiftc_run_threads_sets_tvm_num_threads_before_the_run(cnn_fp32, monkeypatch):
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    res = CliRunner().invoke(main, ["run", str(cnn_fp32), "-i", str(ROOT / "examples" / "models" / "cnn_input.npy"), "--threads", "1"])
+    assert res.exit_code == 0 and "argmax[0] 9" in res.output, res.output
+    assert os.environ["TVM_NUM_THREADS"] == "1"
+    bad = CliRunner().invoke(main, ["run", str(cnn_fp32), "-i", str(ROOT / "examples" / "models" / "cnn_input.npy"), "--threads", "0"])
+    assert bad.exit_code == 2 and "--threads" in bad.output
