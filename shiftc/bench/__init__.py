@@ -1,6 +1,6 @@
 """Benchmarks of compiled models against other runtimes, one process per variant.
 
-``measure.measure`` times one runtime variant in the current process (warm-up, timed calls, median / p90 /
+``measure`` times one runtime variant in the current process (warm-up, timed calls, median / p90 /
 min, throughput, peak RSS); ``driver.run_rounds`` runs each variant in its own child process
 (``python -m shiftc.bench_worker``), alternating the order of the variants from round to round,
 and pools the rounds; ``machine.describe`` records where and with what a benchmark ran;
