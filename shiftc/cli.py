@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -23,6 +22,9 @@ from .core.errors import EXIT_CODES, CheckFailedError, InputError, ShiftcError
 
 out = Console()
 err = Console(stderr=True)
+# True in shiftc's own process (the console script, ``python -m shiftc.cli``; ``program``), False when
+# the commands run inside another program's process (click's CliRunner, an embedding application).
+_OWN_PROCESS = False
 
 
 def _fail(code: int, message: str):
@@ -289,6 +291,9 @@ def _print_stage(stage) -> None:
 @handle_errors
 def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
+    import numpy as np
+
+    _import_tvm_without_torch()
     from . import api, calibration_data
     from .core.paths import check_output_file
 
@@ -318,6 +323,21 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json)
         out.print(f"{name}: {s['dtype']}{s['shape']} min {s['min']:.4g} max {s['max']:.4g} argmax[0] {s['argmax']}")
     if output_path:
         out.print(f"wrote {output_path}")
+
+
+def _import_tvm_without_torch():
+    """In shiftc's own process, import TVM with torch hidden. tvm_ffi imports torch, when installed,
+    only for optional interop with torch tensors (every use guarded by ImportError), and that import
+    costs seconds; ``run`` passes numpy arrays. torch stays importable afterwards; a process that
+    embeds shiftc, or has TVM or torch imported already, is left as it is."""
+    if not _OWN_PROCESS or "tvm" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError: tvm_ffi's no-torch path
+    try:
+        import tvm  # noqa: F401
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
 
 
 @main.command("sign")
@@ -612,5 +632,13 @@ def report_cmd(artifact, output, matrix_file):
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
 
-if __name__ == "__main__":
+
+def program():
+    """The ``shiftc`` console script and ``python -m shiftc.cli``: ``main`` in shiftc's own process."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     main()
+
+
+if __name__ == "__main__":
+    program()

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, artifact, frontend
+from . import __version__, artifact
 from .api import CompiledModel, load
 from .core.errors import InputError
+from .core.tensor_spec import TensorSpec
 
 try:
     import mlflow
@@ -67,7 +68,7 @@ class ShiftcPyfunc(mlflow.pyfunc.PythonModel):
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _input_dict(specs: list[frontend.TensorSpec], model_input) -> dict[str, np.ndarray]:
+def _input_dict(specs: list[TensorSpec], model_input) -> dict[str, np.ndarray]:
     """The inputs by name, from a dict (MLflow turns a DataFrame into one through the signature) or,
     for a single-input model, an array."""
     if isinstance(model_input, dict):
@@ -77,7 +78,7 @@ def _input_dict(specs: list[frontend.TensorSpec], model_input) -> dict[str, np.n
     return {specs[0].name: np.asarray(model_input)}
 
 
-def _batch(inputs: list[frontend.TensorSpec], outputs: list[frontend.TensorSpec]) -> int | None:
+def _batch(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> int | None:
     """The compiled batch size: the leading dim every input and output shares, or None."""
     leading = {s.shape[0] if len(s.shape) else None for s in [*inputs, *outputs]}
     return leading.pop() if len(leading) == 1 and None not in leading else None
@@ -85,7 +86,7 @@ def _batch(inputs: list[frontend.TensorSpec], outputs: list[frontend.TensorSpec]
 
 def _signature(meta: dict) -> ModelSignature:
     """Named tensor specs; a shared leading (batch) dim is variable, since ``predict`` runs chunks."""
-    inputs, outputs = ([frontend.TensorSpec.from_json(d) for d in meta[k]] for k in ("inputs", "outputs"))
+    inputs, outputs = ([TensorSpec.from_json(d) for d in meta[k]] for k in ("inputs", "outputs"))
     variable = _batch(inputs, outputs) is not None
 
     def spec(s):
