@@ -293,7 +293,7 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json)
     """Run a compiled ARTIFACT on inputs from a file."""
     import numpy as np
 
-    _import_tvm_without_torch()
+    _import_tvm_for_run(artifact)
     from . import api, calibration_data
     from .core.paths import check_output_file
 
@@ -325,19 +325,35 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json)
         out.print(f"wrote {output_path}")
 
 
-def _import_tvm_without_torch():
-    """In shiftc's own process, import TVM with torch hidden. tvm_ffi imports torch, when installed,
-    only for optional interop with torch tensors (every use guarded by ImportError), and that import
-    costs seconds; ``run`` passes numpy arrays. torch stays importable afterwards; a process that
-    embeds shiftc, or has TVM or torch imported already, is left as it is."""
+def _import_tvm_for_run(artifact: Path):
+    """In shiftc's own process, import TVM with only what running ARTIFACT needs: torch hidden
+    (tvm_ffi imports it, when installed, only for optional interop with torch tensors, every use
+    guarded by ImportError; the import costs seconds) and, when the artifact's target runs on TVM's
+    runtime alone (``Target.loads_on_tvm_runtime``), without TVM's compiler library
+    (``TVM_USE_RUNTIME_LIB=1``). torch stays importable afterwards; a process that embeds shiftc, or
+    has TVM or torch imported already, is left as it is."""
     if not _OWN_PROCESS or "tvm" in sys.modules or "torch" in sys.modules:
         return
+    from . import targets
+    from .artifact import read_meta
+
+    try:
+        runtime_only = targets.target_class(read_meta(artifact)["target"]["name"]).loads_on_tvm_runtime
+    except (ShiftcError, KeyError, TypeError):
+        runtime_only = False  # not a loadable artifact: api.load gives the cause
+    saved = os.environ.get("TVM_USE_RUNTIME_LIB")
+    if runtime_only:
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"
     sys.modules["torch"] = None  # `import torch` raises ImportError: tvm_ffi's no-torch path
     try:
         import tvm  # noqa: F401
     finally:
         if "torch" in sys.modules and sys.modules["torch"] is None:
             del sys.modules["torch"]
+        if saved is None:
+            os.environ.pop("TVM_USE_RUNTIME_LIB", None)
+        else:
+            os.environ["TVM_USE_RUNTIME_LIB"] = saved
 
 
 @main.command("sign")

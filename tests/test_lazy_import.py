@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 CNN = Path(__file__).resolve().parents[1] / "examples" / "models" / "cnn.onnx"
+SAMPLE = CNN.with_name("cnn_sample.npz")
 
 PROBE = """
 import sys
@@ -46,8 +48,8 @@ except SystemExit as exc:
 print(json.dumps({"code": code, "blocker_left": "torch" in sys.modules and sys.modules["torch"] is None,
                   "imported": sorted(m for m in WATCHED if m in sys.modules)}))
 """
-WATCHED = ("numpy", "tvm", "torch", "onnx", "onnxruntime", "tvm.relax.frontend.onnx", "shiftc.frontend",
-           "shiftc.pipeline", "shiftc.passes", "shiftc.calibrate")
+WATCHED = ("numpy", "tvm", "torch", "onnx", "onnxruntime", "tvm.relax", "tvm.relax.frontend.onnx", "shiftc.frontend",
+           "shiftc.pipeline", "shiftc.passes", "shiftc.calibrate", "shiftc.targets.vta.target")
 
 
 def _probe(*argv) -> dict:
@@ -61,10 +63,12 @@ def test_help_imports_neither_numpy_nor_tvm():
     assert _probe("--help") == {"code": 0, "blocker_left": False, "imported": []}
 
 
-def test_run_loads_only_the_runtime_path_and_gives_the_same_outputs(compiled, tmp_path):
-    """``shiftc run`` imports TVM but not torch (tvm_ffi's optional import), ONNX, onnxruntime, the
-    Relax ONNX importer or shiftc's compiler side; its outputs are the in-process run's, bit for bit."""
-    model = compiled(CNN, "x86")
+@pytest.mark.parametrize("options", [{}, {"integer_only": True, "calibration": SAMPLE}], ids=["fp32", "integer-only"])
+def test_run_loads_only_the_runtime_and_gives_the_same_outputs(compiled, tmp_path, options):
+    """``shiftc run`` on an x86 artifact imports TVM's runtime only (no Relax, no compiler library),
+    no torch (tvm_ffi's optional import), ONNX, onnxruntime, other targets or shiftc's compiler
+    side; its outputs are the in-process run's (full TVM), bit for bit."""
+    model = compiled(CNN, "x86", **options)
     x = np.load(CNN.with_name("cnn_input.npy"))
     np.save(tmp_path / "x.npy", x)
     got = _probe("run", str(model.path), "-i", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npz"))
