@@ -113,12 +113,10 @@ def metrics(meta: dict, folder: Path) -> dict[str, float]:
 
 
 def _requirements(meta: dict) -> list[str]:
-    """What loading needs: shiftc, the TVM (and its FFI) that built the library, pandas for pyfunc."""
-    pins = [f"shiftc=={__version__}", f"apache-tvm=={meta['tvm_version']}"]
-    pins.append(f"mlflow-skinny=={mlflow.__version__}")  # pyfunc serving needs no more of MLflow
-    for dist in ("apache-tvm-ffi", "numpy", "pandas"):
-        pins.append(f"{dist}=={importlib.metadata.version(dist)}")
-    return pins
+    """What loading needs: shiftc, the TVM that built the library (and the FFI it runs on), MLflow's
+    client (pyfunc serving needs no more of MLflow), numpy and pandas (pyfunc imports it)."""
+    installed = [f"{dist}=={importlib.metadata.version(dist)}" for dist in ("apache-tvm-ffi", "numpy", "pandas")]
+    return [f"shiftc=={__version__}", f"apache-tvm=={meta['tvm_version']}", f"mlflow-skinny=={mlflow.__version__}", *installed]
 
 
 def _verified(compiled) -> tuple[Path, dict, str]:
