@@ -114,3 +114,12 @@ def test_integer_only_within_bound_of_onnxruntime(key, compiled, sweep_reference
     score = task_score(m.metric, _run(model, feeds), ref, names)
     assert meets(m.metric, score, INTEGER_BOUNDS[key]), f"{key} --integer-only: {m.metric} {score:.4g}, bound {INTEGER_BOUNDS[key]}"
 
+
+
+def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
+    steps = [0, 5, 5, 0, 5, 3, 3, 0]
+    probs = np.eye(6, dtype=np.float32)[steps][None]
+    assert ctc_greedy(probs) == [(5, 5, 3)]
+    other = np.eye(6, dtype=np.float32)[[0, 5, 0, 0, 5, 3, 3, 0]][None]
+    assert task_score("ctc", [{"p": other}], [{"p": probs}], ["p"]) == 1.0  # same text, other alignment
+    assert task_score("ctc", [{"p": np.eye(6, dtype=np.float32)[[5, 3]][None]}], [{"p": probs}], ["p"]) == 0.0
