@@ -14,6 +14,7 @@ from shiftc import matrix
 from shiftc.targets import arm, cuda
 
 from conftest import make_model
+from helpers import json_schema
 
 SHIFTC = str(Path(sys.executable).with_name("shiftc"))
 HAVE_CROSS = bool(arm.Arm().tools[0].path() and arm.Arm().tools[1].path())
@@ -125,7 +126,7 @@ def test_a_target_that_cannot_run_here_fails_unless_allowed_to_skip(model_path, 
     monkeypatch.setattr(X86, "can_run_here", lambda self: "no CPU today")
     res = CliRunner().invoke(main, ["matrix", str(model_path), "--targets", "x86", "--json"])
     assert res.exit_code == 5, res.output
-    result = json.loads(res.stdout)
+    result = json_schema.validate("matrix", json.loads(res.stdout))
     (row,) = result["rows"]
     assert not result["ok"] and row["built"] and not row["ran"] and not row["ok"] and not row["skipped"]
     assert row["run_note"] == "no (no CPU today); not checked (pass --allow-skip x86 to accept)"
