@@ -490,15 +490,15 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
     if as_json:
         click.echo(_json(result.to_json()))
         return
-    _print_tuned(model, db, result)
+    _print_tuned(model, db, result, _verbose(False))
 
 
-def _print_tuned(model: Path, db: Path, result) -> None:
+def _print_tuned(model: Path, db: Path, result, verbose: bool) -> None:
     numbers = ("weight", "default", "tuned", "trials")
     table = _table("kernel", *numbers, numeric=numbers)
     for t in result.tasks:
         fmt = lambda ms: "-" if ms is None else human_seconds(ms / 1e3)  # noqa: E731
-        table.add_row(escape(report_text.short_name(t.name)), str(t.weight), fmt(t.default_ms), fmt(t.best_ms),
+        table.add_row(escape(t.name if verbose else report_text.short_name(t.name)), str(t.weight), fmt(t.default_ms), fmt(t.best_ms),
                       f"{t.trials} ({t.errors} failed)" if t.errors else str(t.trials))
     _show(f"{model.name}: tuned into {db} ({result.runner} runner; ISA key {result.isa_key})", table)
 
@@ -618,19 +618,21 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
 
 
 def _print_matrix(model: Path, tolerance: float, rows) -> None:
-    """One line per target; why a build or run did not happen goes under the table."""
+    """One line per target; what each was compared with, and why a build or run did not happen, under the table."""
     numbers = ("max error", "size", "build", "run")
-    table = _table("target", "built", "ran", "compared with", "max error", "ok", *numbers[1:], numeric=numbers)
-    below = []
+    table = _table("target", "built", "ran", "max error", "ok", *numbers[1:], numeric=numbers)
+    below, compared = [], {}
     for r in rows:
         built = "[green]yes[/]" if r.built else "[red]FAILED[/]" if not r.ok else "[yellow]no[/]"
         ran_word, _, why = r.run_note.partition(" ")
         ran = ran_word if r.ok or r.ran else f"[red]{ran_word}[/]"
         verdict = "[yellow]skipped[/]" if r.skipped else "[green]yes[/]" if r.ok else "[red]no[/]"
         err_cell = "-" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
-        table.add_row(r.target, built, ran, escape(r.compared_with or "-"), err_cell, verdict,
-                      human_bytes(r.size_bytes), human_seconds(r.build_s), human_seconds(r.run_s))
-        below += [f"{r.target}: {note}" for note in (r.build_note, why.strip().strip("()")) if note]
+        table.add_row(r.target, built, ran, err_cell, verdict, human_bytes(r.size_bytes), human_seconds(r.build_s), human_seconds(r.run_s))
+        below += [f"{r.target} {step}: {note}" for step, note in (("build", r.build_note), ("run", why and r.run_note)) if note]
+        if r.compared_with:
+            compared.setdefault(r.compared_with, []).append(r.target)
+    below += [f"compared with {what}: {', '.join(names)}" for what, names in compared.items()]
     _show(f"shiftc matrix: {model.name} (tolerance {tolerance:g})", table, below)
 
 
