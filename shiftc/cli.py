@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
-from rich import box
 from rich.table import Table
 
 from .core import report_text
@@ -307,7 +307,7 @@ def _print_rows(stage, verbose: bool) -> None:
     table = _table(*headers, numeric=numeric)
     for r in cells:
         table.add_row(*(escape(c) for c in r))
-    _show(f"{stage.name}: {len(stage.rows)} layers", table, below)
+    _show(f"{stage.name}: {len(stage.rows)} {report_text.ROW_UNITS.get(stage.name, 'layers')}", table, below)
 
 
 @main.command("run")

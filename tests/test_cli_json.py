@@ -47,6 +47,12 @@ def test_run_and_verify_json_follow_their_schemas(compiled):
     assert verify["ok"] and len(verify["artifact_id"]) == 64
 
 
+def test_python_report_to_json_is_the_compile_report_as_a_string(compiled):
+    model = compiled(CNN)
+    text = model.report.to_json()
+    assert isinstance(text, str) and json.loads(text) == model.meta["report"] == model.report.to_dict()
+
+
 def test_inspect_and_targets_json_follow_their_schemas():
     inspect = json_schema.validate("inspect", cli_json("inspect", CNN, "--passes"))
     assert inspect["total_macs"] > 0 and inspect["relax_ops"]["stages"] == ["canonicalize", "fold_norm"]

@@ -73,3 +73,16 @@ def test_inspect_tables_fit_80_columns():
 def test_targets_table_fits_80_columns():
     (table,) = check_fits(shiftc_at_80("targets"))
     assert table[0] == "shiftc targets" and len(table[2]) >= 4 and table[1].split()[:2] == ["target", "toolchain"]
+
+
+def test_integerize_rows_are_named_by_their_onnx_node_cut_to_fit():
+    from shiftc.core import report_text
+
+    node = "/features/features.1/conv/conv.0/conv.0.0/Conv"
+    rows = [{"op": "quantize", "value": "input", "node": "", "scale": 0.0307},
+            {"op": "conv2d", "value": "lv5", "node": node, "weights": "int8 per-channel"}]
+    headers, cells, below, _ = report_text.row_table("integerize", rows)
+    assert headers == ["ONNX node", "op", "weights", "scale"] and below == ["more columns with -v: value"]
+    assert cells[0][:2] == ["input", "quantize"]  # shiftc's own value: no ONNX node, named by the value
+    assert len(cells[1][0]) == report_text.NAME_WIDTH and cells[1][0] == "…" + node[-(report_text.NAME_WIDTH - 1):]
+    assert report_text.row_table("integerize", rows, verbose=True)[1][1][0] == node

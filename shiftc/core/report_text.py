@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from .units import human_bytes, human_count, percent
 
-NAME_KEYS = ("onnx_node", "node", "value", "layer")  # how a row names its layer, best first
+NAME_KEYS = ("onnx_node", "node", "value", "layer")  # how a row names its layer, best first (an empty one: the next)
 STAGE_COLUMNS = {  # the columns a stage's table shows without --verbose (after the name)
     "shift": ("op", "weight_shape", "bits", "terms", "macs", "output_rel_l2", "packed_bytes"),
     "integerize": ("op", "weights", "bits", "scale"),
     "vta": ("op", "placement", "layer"),
 }
+ROW_UNITS = {"integerize": "ops", "vta": "ops"}  # what one row of a stage is (default: layers)
 HEADERS = {"onnx_node": "ONNX node", "node": "ONNX node", "weight_shape": "weight", "macs": "MACs",
            "output_rel_l2": "out err", "weight_rel_l2": "w err", "packed_bytes": "packed", "shift_adds": "shift-adds"}
 NAME_WIDTH = 30  # a longer layer name keeps its tail (the distinctive part) without --verbose
@@ -139,9 +140,9 @@ def describe(stage, verbose: bool = False) -> list[str]:
 
 def row_table(name: str, rows: list[dict], verbose: bool = False) -> tuple[list[str], list[list[str]], list[str], set[str]]:
     """A stage's per-layer rows as (column headers, cells, lines under the table, the headers of the
-    numeric columns). A column with one
-    value in every row becomes a line under the table; without ``verbose``, long names keep their tail
-    and only the stage's main columns show (the line under the table names the others)."""
+    numeric columns). A column with one value in every row becomes a line under the table; without
+    ``verbose``, long names keep their tail and only the stage's main columns show (the line under
+    the table names the others)."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     name_key = next((k for k in NAME_KEYS if k in keys), None)
     const = {k: rows[0].get(k) for k in keys if len(rows) > 1 and all(k in r and r[k] == rows[0][k] for r in rows)}
@@ -152,7 +153,7 @@ def row_table(name: str, rows: list[dict], verbose: bool = False) -> tuple[list[
         shown = main if name in STAGE_COLUMNS else wanted[:DEFAULT_COLUMNS]
         hidden, wanted = [k for k in wanted if k not in shown], shown
     cols = ([name_key] if name_key else []) + wanted
-    cells = [[_name_cell(r.get(k), verbose) if k == name_key else cell(k, r.get(k)) for k in cols] for r in rows]
+    cells = [[_name_cell(r, verbose) if k == name_key else cell(k, r.get(k)) for k in cols] for r in rows]
     below = ["every row: " + "; ".join(f"{header(k)} {cell(k, v)}" for k, v in const.items())] if const else []
     if not verbose and hidden:
         below.append("more columns with -v: " + ", ".join(header(k) for k in hidden))
@@ -165,6 +166,7 @@ def short_name(text: str, width: int = NAME_WIDTH) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
-def _name_cell(value, verbose: bool) -> str:
-    text = cell("", value)
+def _name_cell(row: dict, verbose: bool) -> str:
+    """The row's best name: its ONNX node's if it has one (not shiftc's own value), else its value's."""
+    text = cell("", next((row[k] for k in NAME_KEYS if row.get(k) not in (None, "")), None))
     return text if verbose else short_name(text)

@@ -30,7 +30,8 @@ def human_seconds(s) -> str:
         return f"{_three_digits(s * 1e3)} ms"
     if abs(s) < 60:
         return f"{_three_digits(s)} s"
-    return f"{int(s // 60)} min {round(s % 60)} s"
+    whole = round(s)
+    return f"{whole // 60} min {whole % 60} s"
 
 
 def percent(fraction, digits: int = 1) -> str:
