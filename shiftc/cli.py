@@ -316,13 +316,17 @@ def _print_rows(stage, verbose: bool) -> None:
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
 @click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json, printed by compile) is ID.")
 @click.option("--allow-nonfinite", is_flag=True, help="Run inputs that hold NaN or Inf (refused by default).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="TVM runtime threads (sets TVM_NUM_THREADS; "
+              "default: TVM_NUM_THREADS if set, else TVM's own choice, docs/BENCHMARKS.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json):
+def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
     from . import api, calibration_data
     from .core.paths import check_output_file
 
+    if threads:  # read once, when TVM's thread pool starts (at the first run)
+        os.environ["TVM_NUM_THREADS"] = str(threads)
     if output_path:
         check_output_file(output_path, "--output")
     cm = api.load(artifact, expect=expect)
@@ -349,6 +353,94 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, as_json)
         out.print(f"{name}: {s['dtype']}{s['shape']} min {s['min']:.4g} max {s['max']:.4g} argmax[0] {s['argmax']}")
     if output_path:
         out.print(f"wrote {output_path}")
+
+
+@main.command("bench")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="ARTIFACT...")
+@click.option("--against", multiple=True, type=click.Choice(["onnxruntime"]), help="Also time onnxruntime FP32 (and int8 with --calibrate) on the source model, same shapes.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), help="The artifacts' source ONNX model (for --against: an artifact keeps only its sha256).")
+@click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples for onnxruntime int8 (.npz or folder, as for compile); without them int8 is skipped.")
+@click.option("-i", "--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), help="Time on these inputs (.npy/.npz, as for run; default: synthetic N(0,1)).")
+@click.option("--batch", "batch_list", metavar="B[,B...]", help="Batch sizes to time; each needs an ARTIFACT compiled for it (default: every ARTIFACT's batch).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads of every runtime: TVM_NUM_THREADS, onnxruntime intra-op threads [default: the cores this process may use].")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True, help="Rounds: each variant runs once per round, in a fresh process, the order rotated.")
+@click.option("--calls", type=click.IntRange(1), default=50, show_default=True, help="Timed calls per variant per round.")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True, help="Untimed calls before them.")
+@click.option("--busy-core", is_flag=True, help="Keep one core busy (a pinned busy-loop process) during the timed calls.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results, machine, versions and git revision as JSON.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write that JSON to this file.")
+@handle_errors
+def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, threads, repeats, calls, warmup, busy_core, as_json, json_out):
+    """Latency (median, p90), throughput and peak RSS of ARTIFACT(s), each at the batch it was
+    compiled for, every variant in its own process (docs/BENCHMARKS.md)."""
+    import tempfile
+
+    from . import bench
+    from .bench import variants
+    from .core.paths import check_output_file
+
+    if json_out:
+        check_output_file(json_out, "--json-out")
+    batches = _int_list(batch_list, "--batch") if batch_list else None
+    threads = threads or len(os.sched_getaffinity(0))
+    settings = {"threads": threads, "rounds": repeats, "calls": calls, "warmup": warmup, "busy_core": busy_core}
+    status, step = _progress(not as_json and err.is_terminal)
+    if status:
+        status.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="shiftc-bench-") as tmp:
+            groups, notes = variants.artifact_variants(list(artifacts), Path(tmp), batches=batches, against=against,
+                                                       onnx=onnx_path, calibrate=calibrate, inputs=input_path)
+            rows = [row for group in groups.values() for row in bench.run_rounds(
+                group, threads=threads, rounds=repeats, calls=calls, warmup=warmup, busy=busy_core, progress=step)]
+    finally:
+        if status:
+            status.stop()
+    doc = bench.document(rows, settings, notes)
+    if json_out:
+        json_out.write_text(_json(doc) + "\n")
+    if as_json:
+        click.echo(_json(doc))
+    else:
+        _print_bench(doc)
+    if any(r["error"] for r in rows):
+        raise CheckFailedError("a variant failed: " + next(f"{r['name']}: {r['error']}" for r in rows if r["error"]))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InputError(f"{flag} takes comma-separated numbers of at least 1, got {text!r}")
+    return values
+
+
+def _print_bench(doc: dict) -> None:
+    s, cpu = doc["settings"], doc["machine"]["cpu"]
+    numbers = ("batch", "median", "p90", "x ORT", "per s", "peak RSS", "max |d|")
+    table = _table("batch", "variant", *numbers[1:], numeric=numbers)
+    table.collapse_padding = True  # eight columns: two blanks between them
+    for r in doc["results"]:
+        base = next((b.get("median_ms") for b in doc["results"] if b["name"] == "onnxruntime fp32" and b["batch"] == r["batch"]), None)
+        ratio = r["median_ms"] / base if base and r.get("median_ms") else None
+        ms = lambda v: human_seconds(None if v is None else v / 1e3)  # noqa: E731
+        table.add_row(str(r["batch"]), escape(report_text.short_name(r["name"], 18)), ms(r.get("median_ms")), ms(r.get("p90_ms")),
+                      "-" if ratio is None else f"{ratio:.2f}", "-" if r.get("throughput_per_s") is None else f"{r['throughput_per_s']:.0f}",
+                      human_bytes(None if r.get("peak_rss_mb") is None else r["peak_rss_mb"] * 1e6),
+                      "-" if r["max_abs_diff_vs_first"] is None else f"{r['max_abs_diff_vs_first']:.1e}")
+    below = []
+    for r in doc["results"]:
+        if r["error"] or r["note"]:
+            below.append(f"{r['name']} (batch {r['batch']}): " + (f"failed: {r['error']}" if r["error"] else r["note"]))
+    _show(f"shiftc bench: {s['threads']} thread(s), {s['rounds']} rounds x {s['calls']} calls"
+          + (", one core busy" if s["busy_core"] else ""), table, below)
+    isa = ", ".join(cpu["isa"]) if cpu["isa"] is not None else "ISA flags unknown"
+    out.print(f"CPU {cpu['model']} (LLVM {cpu['llvm_cpu']}; {isa}). per s: samples per second at the median; "
+              "max |d|: max |difference| from the batch's first row.", highlight=False)
+    for note in doc["notes"]:
+        out.print(f"note: {escape(note)}", highlight=False)
 
 
 @main.command("sign")
