@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -27,6 +26,9 @@ from .core.units import human_bytes, human_seconds
 
 out = Console()
 err = Console(stderr=True)
+# True in shiftc's own process (the console script, ``python -m shiftc.cli``; ``program``), False when
+# the commands run inside another program's process (click's CliRunner, an embedding application).
+_OWN_PROCESS = False
 
 
 JSON_SCHEMA_VERSION = 1  # of every --json document (docs/schema/<command>.schema.json; docs/json.md)
@@ -322,6 +324,9 @@ def _print_rows(stage, verbose: bool) -> None:
 @handle_errors
 def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
+    import numpy as np
+
+    _import_tvm_for_run(artifact)
     from . import api, calibration_data
     from .core.paths import check_output_file
 
@@ -441,6 +446,37 @@ def _print_bench(doc: dict) -> None:
               "max |d|: max |difference| from the batch's first row.", highlight=False)
     for note in doc["notes"]:
         out.print(f"note: {escape(note)}", highlight=False)
+
+
+def _import_tvm_for_run(artifact: Path):
+    """In shiftc's own process, import TVM with only what running ARTIFACT needs: torch hidden
+    (tvm_ffi imports it, when installed, only for optional interop with torch tensors, every use
+    guarded by ImportError; the import costs seconds) and, when the artifact's target runs on TVM's
+    runtime alone (``Target.loads_on_tvm_runtime``), without TVM's compiler library
+    (``TVM_USE_RUNTIME_LIB=1``). torch stays importable afterwards; a process that embeds shiftc, or
+    has TVM or torch imported already, is left as it is."""
+    if not _OWN_PROCESS or "tvm" in sys.modules or "torch" in sys.modules:
+        return
+    from . import targets
+    from .artifact import read_meta
+
+    try:
+        runtime_only = targets.target_class(read_meta(artifact)["target"]["name"]).loads_on_tvm_runtime
+    except (ShiftcError, KeyError, TypeError):
+        runtime_only = False  # not a loadable artifact: api.load gives the cause
+    saved = os.environ.get("TVM_USE_RUNTIME_LIB")
+    if runtime_only:
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+    sys.modules["torch"] = None  # `import torch` raises ImportError: tvm_ffi's no-torch path
+    try:
+        import tvm  # noqa: F401
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+        if saved is None:
+            os.environ.pop("TVM_USE_RUNTIME_LIB", None)
+        else:
+            os.environ["TVM_USE_RUNTIME_LIB"] = saved
 
 
 @main.command("sign")
@@ -743,5 +779,13 @@ def report_cmd(artifact, output, matrix_file):
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
 
-if __name__ == "__main__":
+
+def program():
+    """The ``shiftc`` console script and ``python -m shiftc.cli``: ``main`` in shiftc's own process."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     main()
+
+
+if __name__ == "__main__":
+    program()
