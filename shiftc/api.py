@@ -164,7 +164,7 @@ def compile(  # noqa: A001 - the public name users expect
         "outputs": [s.to_json() for s in loaded.outputs],
         "options": pass_options.to_json(),
         "sources": sources,
-        "report": report.to_json(),
+        "report": report.to_dict(),
     }
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="shiftc-")) / "artifact"
     step("export")
