@@ -10,6 +10,7 @@ records the op; the pass then raises ``UnsupportedModelError`` naming every such
 from __future__ import annotations
 
 import numpy as np
+import tvm
 from tvm import relax
 
 from shiftc.core.contract import Boundary
@@ -98,9 +99,10 @@ def placeholder(ty):
     """A stand-in of the right structure for a value that will never be built."""
     if isinstance(ty, relax.TupleType):
         return [placeholder(t) for t in ty.fields]
-    if isinstance(ty, relax.TensorType) and ty.shape is not None:
-        return Q(relax.const(np.zeros([int(d) for d in ty.shape.values], np.int8)), 1.0, 8)
-    return relax.const(np.zeros((), np.int8))
+    dims = ty.shape.values if isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr) else None
+    if dims is not None and all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+        return Q(relax.const(np.zeros([int(d) for d in dims], np.int8)), 1.0, 8)
+    return Q(relax.const(np.zeros((), np.int8)), 1.0, 8)
 
 
 def unsupported_error(unsupported: list) -> UnsupportedModelError:
