@@ -75,9 +75,11 @@ def phrase(key: str, value) -> str | None:
 def error_line(error: dict) -> str:
     """A lossy stage's measured error against onnxruntime FP32."""
     parts = [f"{words} {error[k]:.4f}" if k == "cosine" else f"{words} {cell(k, error[k])}" for k, words in ERROR_WORDS if k in error]
-    parts += [f"{k.replace('_', ' ')} {cell(k, v)}" for k, v in error.items() if k not in dict(ERROR_WORDS) and k != "samples"]
+    parts += [f"{k.replace('_', ' ')} {cell(k, v)}" for k, v in error.items()
+              if k not in dict(ERROR_WORDS) and k not in ("samples", "outputs")]
     samples = f" on {error['samples']} samples" if "samples" in error else ""
-    return f"error vs onnxruntime FP32{samples}: " + ", ".join(parts)
+    worst = f" (worst of {len(error['outputs'])} outputs; each in --json)" if error.get("outputs") else ""
+    return f"error vs onnxruntime FP32{samples}{worst}: " + ", ".join(parts)
 
 
 def _simplify(s: dict) -> tuple[list[str], set]:
