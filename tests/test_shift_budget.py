@@ -15,6 +15,7 @@ from examples import fashion_mnist
 from shiftc.cli import main
 from shiftc.core.errors import CheckFailedError
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # one CNN compile each, ~2 min on a loaded 2-core machine
 CNN = Path(__file__).resolve().parents[1] / "examples" / "models" / "cnn.onnx"
 N_CALIB = 16  # 8 to allocate on, 8 held back
 
