@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 LADDER = [(3, 1), (4, 1), (5, 1), (3, 2), (4, 2), (5, 2), (5, 3)]
 MEASURE_SAMPLES = 4  # calibration samples used for per-layer errors and the allocation search
-BIAS_SAMPLES = 32  # at most this many calibration samples measure the bias correction
+BIAS_SAMPLES = 16  # at most this many calibration samples measure the bias correction (layers + 2 host runs each)
 
 
 def _validate(o) -> bool:
