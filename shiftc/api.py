@@ -181,7 +181,7 @@ def compile(  # noqa: A001 - the public name users expect
 def _sizes(model, loaded, folder: Path) -> dict:
     """The FP32 ONNX model's size (the .onnx file; a ModelProto: its serialised size) and the
     compiled files' (the artifact without its meta.json), in bytes."""
-    onnx_bytes = Path(model).stat().st_size if isinstance(model, (str, Path)) else loaded.proto.ByteSize()
+    onnx_bytes = Path(model).stat().st_size if isinstance(model, (str, Path)) else getattr(model, "ByteSize", loaded.proto.ByteSize)()
     files = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
     return {"onnx_model_bytes": onnx_bytes, "artifact_files_bytes": files}
 

@@ -64,6 +64,8 @@ def test_bias_correction_equals_sequential_empirical_correction(tmp_path):
     assert info["samples"] == len(calib) and info["model_runs"] == 3 + 2 and info["mean_shift_after"] < 0.01 * info["mean_shift_before"]
     assert all(r["bias_corrected"] for r in stage.rows if r["bits"])
     assert {r["layer"]: r["bias_bytes"] for r in stage.rows if r["bits"]} == {"conv2d_0": 32, "conv2d_1": 32, "matmul_0": 64}
+    files = [p for p in (tmp_path / "a").rglob("*") if p.is_file() and p.name != "meta.json"]
+    assert cm.report.sizes == {"onnx_model_bytes": tiny_model().ByteSize(), "artifact_files_bytes": sum(p.stat().st_size for p in files)}
     bias = _sequential_correction(calib)
     x = np.random.default_rng(3).normal(0.5, 1.0, size=(1, 3, 8, 8)).astype(np.float32)
     want = _ort(True, bias, [{"x": x}])[0][0]
