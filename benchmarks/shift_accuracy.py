@@ -55,7 +55,9 @@ def _compile(model, calib, tmp, name, **opts):
         info.update({k: stage.summary.get(k) for k in ("bits_per_weight", "rewritten", "packed_weight_bytes", "fp32_weight_bytes")})
         info["calibration_error"] = stage.error
         info["bits_terms"] = sorted({f"{r['bits']}b x{r['terms']}" for r in stage.rows if r["bits"]})
-        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy"))]
+        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias"))]
+        info["code_bits_per_weight"] = stage.summary.get("code_bits_per_weight")
+        info["budget_check"] = stage.summary.get("budget")
     return cm, info
 
 
@@ -93,7 +95,10 @@ def mobilenetv2(path, n_photos, budget, tmp):
         info["mean_kl"] = float(np.mean(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)), axis=1)))
         info["size_ratio_vs_onnx"] = round(out["onnx_bytes"] / info["artifact_bytes"], 2)
 
-    configs = (("pot4", {"shift_bits": 4}), ("auto", {"accuracy_budget": budget}))
+    configs = (("pot4", {"shift_bits": 4}), ("pot4_no_bias_corr", {"shift_bits": 4, "shift_bias_correction": False}),
+               ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}),
+               ("pot4_2terms_no_bias_corr", {"shift_bits": 4, "shift_terms": 2, "shift_bias_correction": False}),
+               ("auto", {"accuracy_budget": budget, "budget_best_effort": True}))
     return _sweep("mobilenetv2", out, configs, path, calib, tmp, budget, score)
 
 
@@ -107,8 +112,9 @@ def fashion_cnn(path, n_test, budget, tmp):
     spec = frontend.load(str(path)).inputs[0]
     calib = [{spec.name: v[None]} for v in fm.preprocess(train[:16])]
     out = {"test_items": int(len(y))}
-    configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}),
-               ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}), ("auto", {"accuracy_budget": budget}))
+    configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot4_no_bias_corr", {"shift_bits": 4, "shift_bias_correction": False}),
+               ("pot5", {"shift_bits": 5}), ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}),
+               ("auto", {"accuracy_budget": budget, "budget_best_effort": True}))
 
     def score(cm, info):
         info["accuracy"] = float(np.mean(_run_all(cm, spec.name, x).argmax(1) == y))

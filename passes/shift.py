@@ -6,6 +6,8 @@
     y = R.matmul(x, W_const)              ->  y = R.call_tir(shift_matmul_float, (x, packed_u8, alpha))
     z = clip(R.add(y, b_const))           ->  z = R.call_tir(shift_..._float, (x, packed_u8, alpha, b))
 
+``b`` also carries the layer's bias correction, where the stage computed one (``shift_bias``).
+
 ``W`` is encoded per output channel (``shiftc.reference.shift``: conv OIHW axis 0, matmul the
 ``N`` axis of ``W (K, N)``) into ``terms`` b-bit codes, stored as a packed uint8 bit stream
 (``pack_codes``) and decoded inside the kernel, plus one float32 ``alpha`` per output channel.
@@ -172,11 +174,20 @@ def pack(codes: np.ndarray, cfg: ShiftConfig) -> np.ndarray:
 KERNEL_FORM = "float exponent-shift (packed codes decoded in-kernel)"
 
 
-def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, codes, alpha):
+def kernel_bias(layer: Layer, correction: np.ndarray | None) -> np.ndarray | None:
+    """The bias the kernel adds: the folded one plus the bias correction (``shift_bias``), if any."""
+    bias = layer.epilogue.bias
+    if correction is None:
+        return bias
+    return (correction if bias is None else bias + correction).astype(np.float32)
+
+
+def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, codes, alpha, correction=None):
     packed = relax.const(pack(codes, cfg), "uint8")
     alpha_c = relax.const(alpha.astype(np.float32), "float32")
     ep = layer.epilogue
-    extra = [relax.const(ep.bias, "float32")] if ep.bias is not None else []
+    bias = kernel_bias(layer, correction)
+    extra = [relax.const(bias, "float32")] if bias is not None else []
     common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi)
     a = layer.attrs
     # what a later pass (integerize) needs to re-emit the layer on the integer path
@@ -199,11 +210,13 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, code
 class RewriteShiftLayers:
     """Rewrite every layer of ``main`` named in ``plan`` (``name -> ShiftConfig``) into a shift
     kernel over its codes ``encoded[name] = (codes, alpha)``, with the bias add and clamp after it
-    folded into the kernel (see the module docstring). Layers are found by ``find_layers``; the
+    folded into the kernel (see the module docstring), plus ``bias_correction[name]`` (one value
+    per output channel, ``shift_bias``) where given. Layers are found by ``find_layers``; the
     module should be constant-folded first (the shift stage is)."""
 
-    def __init__(self, plan: dict[str, ShiftConfig], encoded: dict[str, tuple[np.ndarray, np.ndarray]]):
-        self.plan, self.encoded = plan, encoded
+    def __init__(self, plan: dict[str, ShiftConfig], encoded: dict[str, tuple[np.ndarray, np.ndarray]],
+                 bias_correction: dict[str, np.ndarray] | None = None):
+        self.plan, self.encoded, self.bias_correction = plan, encoded, bias_correction or {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         layers = find_layers(mod)
@@ -221,7 +234,7 @@ class RewriteShiftLayers:
             cfg = self.plan.get(layer.name)
             if cfg is None:
                 return None
-            return _kernel_call(bb, layer, value.args[0], cfg, *self.encoded[layer.name])
+            return _kernel_call(bb, layer, value.args[0], cfg, *self.encoded[layer.name], self.bias_correction.get(layer.name))
 
         out, _ = rewrite_bindings(mod, lambda _func: rule, ["main"])
         if len(seen) != len(layers):

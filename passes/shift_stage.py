@@ -28,16 +28,18 @@ import time
 import numpy as np
 from tvm import relax
 
-from shiftc.core.errors import InputError
+from shiftc.core.errors import CheckFailedError, InputError
 from shiftc.core.stage import Stage
 
 from . import shift as S
+from . import shift_bias as SB
 from . import shift_measure as M
 
 log = logging.getLogger(__name__)
 
 LADDER = [(3, 1), (4, 1), (5, 1), (3, 2), (4, 2), (5, 2), (5, 3)]
 MEASURE_SAMPLES = 4  # calibration samples used for per-layer errors and the allocation search
+BIAS_SAMPLES = 16  # at most this many calibration samples measure the bias correction (layers + 2 host runs each)
 
 
 def _validate(o) -> bool:
@@ -52,8 +54,9 @@ def _validate(o) -> bool:
     return o.shift_zero == "free"
 
 
-def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict]:
-    """The greedy threshold search of the module docstring: returns ``(plan, local_errors)``."""
+def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict, float]:
+    """The greedy threshold search of the module docstring: returns ``(plan, local_errors,
+    model error of the plan on the evaluator's samples)``."""
     rungs = [S.ShiftConfig(b, t, zero_free) for b, t in LADDER]
     errors: dict[str, list[float]] = {}
     decoded: dict[str, list[np.ndarray]] = {}
@@ -79,7 +82,7 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
     evals = 1
     if err0 > budget:
         notes.append(f"accuracy budget {budget:g} not met: the most accurate rungs give model rel-L2 {err0:.4g}")
-        return {n: rungs[j] for n, j in best.items()}, errors
+        return {n: rungs[j] for n, j in best.items()}, errors, err0
     top = plan_for(taus[hi])
     err_top = model_error(top)
     evals += 1
@@ -107,28 +110,65 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
             best, err0 = cand, err
     notes.append(
         f"auto allocation: tau={taus[lo]:.4g} (largest local layer error allowed; {tau_evals} model runs), then "
-        f"per-layer step-down; model rel-L2 {err0:.4g} <= budget {budget:g} on {len(ref)} samples, {evals} model evaluations"
+        f"per-layer step-down; model rel-L2 {err0:.4g} <= budget {budget:g} on its {len(ref)} allocation sample(s) "
+        f"(before bias correction), {evals} model evaluations"
     )
-    return {n: rungs[j] for n, j in best.items()}, errors
+    return {n: rungs[j] for n, j in best.items()}, errors, err0
 
 
-def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> dict:
-    """The per-layer codes: uniform from the options, or allocated under the accuracy budget."""
+def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> tuple[dict, float | None]:
+    """The per-layer codes: uniform from the options, or allocated under the accuracy budget
+    (then also the plan's model error on the allocation samples)."""
     if o.accuracy_budget is None:
-        return {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}
+        return {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}, None
     if o.shift_bits is not None or o.shift_terms != 1:
         notes.append("--accuracy-budget chooses bits and terms per layer; --shift-bits/--shift-terms are ignored")
     evaluator = M.ModelWithWeightParams(mod, names, samples)
-    plan, _ = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, notes)
-    return plan
+    plan, _, err = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, notes)
+    return plan, err
 
 
-def _rows(layers, plan, encoded, inputs) -> list[dict]:
-    """One report row per candidate layer: its codes, size and measured weight / output error."""
+def split_samples(samples: list, budget: bool) -> tuple[list[int], list[int]]:
+    """Indices of the samples the stage fits on (allocation, bias correction) and of those held
+    back for the budget check (the last half; none without a budget)."""
+    n = len(samples)
+    if not budget:
+        return list(range(min(n, BIAS_SAMPLES))), []
+    if n < 2:
+        raise InputError(f"--accuracy-budget needs at least 2 calibration samples (one to allocate on, one held back to check); got {n}")
+    held = n // 2
+    return list(range(min(n - held, BIAS_SAMPLES))), list(range(n - held, n))
+
+
+def check_budget(o, model, decoded, bias, held, fit_error, summary, notes) -> None:
+    """The whole-model error of the final build (codes and bias correction) on the held-back
+    samples against ``--accuracy-budget``: recorded; not met raises ``CheckFailedError`` unless
+    ``--budget-best-effort``."""
+    corr = SB.as_corrections(model, bias)
+    ref = model.outputs([layer.weight for layer in model.layers], model.zero_corrections(), held)
+    got = model.outputs([decoded.get(layer.name, layer.weight) for layer in model.layers], corr, held)
+    err = M.rel_l2(ref, got)
+    met = err <= o.accuracy_budget
+    summary["budget"] = {"budget": o.accuracy_budget, "held_back_samples": len(held), "held_back_rel_l2": round(err, 6),
+                         "allocation_rel_l2": round(fit_error, 6) if fit_error is not None else None, "met": met,
+                         "best_effort": bool(o.budget_best_effort)}
+    if met:
+        notes.append(f"accuracy budget {o.accuracy_budget:g} met on {len(held)} held-back calibration sample(s): model rel-L2 {err:.4g}")
+        return
+    msg = f"--accuracy-budget {o.accuracy_budget:g} not met: model rel-L2 {err:.4g} on {len(held)} held-back calibration sample(s)"
+    if not o.budget_best_effort:
+        raise CheckFailedError(msg + "; give a larger budget, more calibration samples, or --budget-best-effort to keep this build")
+    notes.append(msg + " (--budget-best-effort: the build is kept)")
+
+
+def _rows(layers, plan, encoded, inputs, bias) -> list[dict]:
+    """One report row per candidate layer: its codes, what it stores and its measured weight /
+    output error."""
     rows = []
     for i, layer in enumerate(layers):
         cfg = plan.get(layer.name)
         row = {"layer": layer.name, "op": layer.op, "weight_shape": list(layer.weight.shape), "macs": layer.macs}
+        fp32_bias = 0 if layer.epilogue.bias is None else layer.epilogue.bias.nbytes
         if cfg is None:
             rows.append(dict(row, bits=None, terms=None, shift_adds=0, weight_rel_l2=0.0, output_rel_l2=0.0, kernel="fp32 (skipped)"))
             continue
@@ -136,62 +176,101 @@ def _rows(layers, plan, encoded, inputs) -> list[dict]:
         wd = S.decoded_weight(layer, codes, alpha)
         w_err = float(np.linalg.norm(wd - layer.weight) / (np.linalg.norm(layer.weight) + 1e-30))
         out_err = M.layer_output_error(layer, [s[i] for s in inputs], [wd])[0]
+        kernel_bias = S.kernel_bias(layer, bias.get(layer.name))
+        stored = {"code_bytes": S.pack(codes, cfg).nbytes, "alpha_bytes": alpha.astype(np.float32).nbytes,
+                  "bias_bytes": 0 if kernel_bias is None else kernel_bias.nbytes}
         rows.append(dict(
             row, bits=cfg.bits, terms=cfg.terms, zero="free" if cfg.zero_free else "with-zero",
             shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
-            packed_bytes=S.pack(codes, cfg).nbytes + alpha.nbytes, kernel=S.KERNEL_FORM,
+            bias_corrected=layer.name in bias, **stored, packed_bytes=sum(stored.values()),
+            fp32_bytes=layer.weight.nbytes + fp32_bias, kernel=S.KERNEL_FORM,
         ))
     return rows
 
 
 def _summary(layers, rows) -> dict:
+    """Sizes of the rewritten layers: everything the kernels store (codes, alpha, bias) against
+    the FP32 weights and biases they replace."""
     coded = [(layer, row) for layer, row in zip(layers, rows) if row["bits"] is not None]
-    fp32_bytes = sum(layer.weight.nbytes for layer, _ in coded)
+    fp32_bytes = sum(row["fp32_bytes"] for _, row in coded)
     packed_bytes = sum(row["packed_bytes"] for _, row in coded)
+    code_bytes = sum(row["code_bytes"] for _, row in coded)
     weights = sum(layer.weight.size for layer, _ in coded)
     return {
         "macs_total": sum(layer.macs for layer in layers),
         "macs_to_shift_add": sum(row["macs"] for _, row in coded),
         "bits_per_weight": round(8 * packed_bytes / weights, 3) if weights else None,
+        "code_bits_per_weight": round(8 * code_bytes / weights, 3) if weights else None,
         "packed_weight_bytes": packed_bytes,
         "fp32_weight_bytes": fp32_bytes,
         "weight_compression": round(fp32_bytes / packed_bytes, 2) if packed_bytes else None,
     }
 
 
-def apply(mod, ctx):
-    """Pipeline stage (lossy): choose the codes of every layer, report what they cost, rewrite."""
-    o = ctx.options
-    zero_free = _validate(o)
-    report = ctx.report
-    mod = relax.transform.FoldConstant()(mod)
+def _layers_and_active(mod, o):
     layers = S.find_layers(mod)
     try:
         skip = S.skipped(layers, o.shift_skip)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    active = [layer.name for layer in layers if layer.name not in skip]
+    return layers, skip, [layer.name for layer in layers if layer.name not in skip]
+
+
+def _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, notes) -> dict:
+    """Bias correction on the ``fit`` samples (if on), then the budget check on the ``held``
+    ones (if any); returns the bias correction per layer name."""
+    if not o.shift_bias_correction and not held:
+        notes.append("bias correction off (--no-shift-bias-correction)")
+        return {}
+    model = SB.ShiftedModel(mod, layers, names, samples)
+    decoded = {n: S.decoded_weight(next(l for l in layers if l.name == n), *encoded[n]) for n in plan}
+    bias = {}
+    if o.shift_bias_correction:
+        bias, info = SB.corrections(model, decoded, fit)
+        summary["bias_correction"] = info
+        notes.append(
+            f"bias correction: every shifted layer's bias minus its mean output error per channel, measured on {len(fit)} "
+            f"calibration sample(s) ({info['model_runs']} model runs, one layer after the other); mean |channel mean error| / channel RMS "
+            f"{info['mean_shift_before']:.4g} -> {info['mean_shift_after']:.4g}"
+        )
+    if held:
+        check_budget(o, model, decoded, bias, held, fit_error, summary, notes)
+    return bias
+
+
+def apply(mod, ctx):
+    """Pipeline stage (lossy): choose the codes of every layer, correct their biases, check the
+    accuracy budget on held-back samples, report what it all cost and stores, rewrite."""
+    o = ctx.options
+    zero_free = _validate(o)
+    report = ctx.report
+    mod = relax.transform.FoldConstant()(mod)
+    layers, skip, active = _layers_and_active(mod, o)
     if not layers:
         report.notes.append("no conv2d/matmul with constant float32 weights: nothing rewritten")
         return mod
     names = [s.name for s in ctx.loaded.inputs]
-    samples = list(ctx.samples)[:MEASURE_SAMPLES]
+    samples = list(ctx.samples)
+    fit, held = split_samples(samples, o.accuracy_budget is not None)
+    measured = [samples[i] for i in fit[:MEASURE_SAMPLES]]
     t0 = time.perf_counter()
-    inputs = M.capture_inputs(mod, names, samples)
-    plan = _plan(o, mod, layers, active, zero_free, inputs, names, samples, report.notes)
+    inputs = M.capture_inputs(mod, names, measured)
+    plan, fit_error = _plan(o, mod, layers, active, zero_free, inputs, names, measured, report.notes)
     encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
-    rows = _rows(layers, plan, encoded, inputs)
+    summary = report.summary
+    bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes)
+    rows = _rows(layers, plan, encoded, inputs, bias)
     report.rows.extend(rows)
-    report.summary.update({"layers": len(layers), "rewritten": len(plan), "skipped": sorted(skip), **_summary(layers, rows),
-                           "measured_on_samples": len(samples), "mode": "auto" if o.accuracy_budget is not None else "uniform"})
+    summary.update({"layers": len(layers), "rewritten": len(plan), "skipped": sorted(skip), **_summary(layers, rows),
+                    "measured_on_samples": len(measured), "mode": "auto" if o.accuracy_budget is not None else "uniform"})
     # a wall-clock time is no part of the report (meta.json must not change between identical compiles);
     # the whole stage's time is in CompiledModel.timings_s
     log.info("shift: measured %d layer(s) on %d sample(s) in %.2fs", len(active), len(samples), time.perf_counter() - t0)
     report.notes.append(
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
-        f"reaching it for {len(samples)} calibration samples (FP32 host run of the model)"
+        f"reaching it for {len(measured)} calibration samples (FP32 host run of the model)"
     )
-    return S.RewriteShiftLayers(plan, encoded)(mod)
+    return S.RewriteShiftLayers(plan, encoded, bias)(mod)
 
 
 STAGE = Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True)

@@ -170,6 +170,8 @@ def compile(  # noqa: A001 - the public name users expect
     step("export")
     with artifact.staging(dest, locked=output is not None) as tmp:  # compile() holds output's lock
         tgt.build(executable, tmp)
+        report.sizes = _sizes(model, loaded, tmp)
+        meta["report"] = report.to_json()
         artifact.write_meta(tmp, meta)
     model_out = CompiledModel(dest, artifact.verify(dest), owns_folder=output is None)
     model_out.timings_s = timings
@@ -178,6 +180,14 @@ def compile(  # noqa: A001 - the public name users expect
         weakref.finalize(model_out, shutil.rmtree, str(dest.parent), True)
     log.info("compiled for %s in %.1fs", target, sum(timings.values()))
     return model_out
+
+
+def _sizes(model, loaded, folder: Path) -> dict:
+    """The FP32 ONNX model's size (the .onnx file; a ModelProto: its serialised size) and the
+    compiled files' (the artifact without its meta.json), in bytes."""
+    onnx_bytes = Path(model).stat().st_size if isinstance(model, (str, Path)) else getattr(model, "ByteSize", loaded.proto.ByteSize)()
+    files = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    return {"onnx_model_bytes": onnx_bytes, "artifact_files_bytes": files}
 
 
 def _through_passes(model, target, input_shapes, calibration, step, options: dict):

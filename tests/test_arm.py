@@ -277,7 +277,8 @@ def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
 def test_mobilenetv2_4bit_shift_under_qemu_matches_x86(mobilenetv2, tmp_path):
     """The float shift-add kernels (exponent arithmetic) give the same logits on aarch64."""
     path, x, _, _ = mobilenetv2
-    options = dict(shift_bits=4, calibration=[{"input": x}])
+    # bias correction (55 MobileNetV2 host runs per compile) is not what this compares: off, to stay in time
+    options = dict(shift_bits=4, shift_bias_correction=False, calibration=[{"input": x}])
     x86 = api.compile(path, "x86", **options)
     arm = api.compile(path, "arm", cpu="cortex-a72", output=tmp_path / "arm4", **options)
     layers = [[r["layer"] for s in cm.report.stages if s.name == "shift" for r in s.rows] for cm in (x86, arm)]

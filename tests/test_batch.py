@@ -33,11 +33,14 @@ pytestmark = pytest.mark.slow
 # compile report measures rel_l2 ~0.3 on the calibration images. The lossy builds must also stay
 # within the compiler's own measurement (the last lossy stage's max |error| on the calibration
 # images, which include these 3): the batch-3 build computes what the report says it computes.
+# The batch-3 calibration set pads with a repeated image, so bias correction (means over the
+# calibration set) would fit other biases than the batch-1 build: off here, the builds compare.
+NO_BC = {"shift_bias_correction": False}
 CASES = {
     "fp32": ({}, 1e-5),
     "integer_only": ({"integer_only": True}, 0.06),
-    "shift4": ({"shift_bits": 4}, 0.5),
-    "shift4_integer_only": ({"shift_bits": 4, "integer_only": True}, 0.5),
+    "shift4": ({"shift_bits": 4, **NO_BC}, 0.5),
+    "shift4_integer_only": ({"shift_bits": 4, "integer_only": True, **NO_BC}, 0.5),
 }
 
 

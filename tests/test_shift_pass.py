@@ -139,7 +139,8 @@ def test_rewritten_module_equals_decoded_weights_in_onnxruntime(cfg):
 
 
 def test_compile_shift_bits_4_report_and_run(tmp_path):
-    cm = shiftc.compile(tiny_model(), "x86", shift_bits=4, shift_skip="last", output=tmp_path / "a")
+    # without bias correction the build is exactly the model with decoded weights (tests/test_shift_bias.py: with it)
+    cm = shiftc.compile(tiny_model(), "x86", shift_bits=4, shift_skip="last", shift_bias_correction=False, output=tmp_path / "a")
     stage = next(s for s in cm.report.stages if s.name == "shift")
     assert stage.lossy and stage.error["samples"] == 4 and stage.error["rel_l2"] > 0
     rows = {r["layer"]: r for r in stage.rows}
@@ -151,7 +152,9 @@ def test_compile_shift_bits_4_report_and_run(tmp_path):
         assert 0 < r["weight_rel_l2"] < 0.3 and 0 < r["output_rel_l2"] < 0.5
         assert r["kernel"] == S.KERNEL_FORM and r["op"] in ("conv2d", "matmul") and r["weight_shape"]
     assert stage.summary["rewritten"] == 3 and stage.summary["skipped"] == ["matmul_1"]
-    assert 4 < stage.summary["bits_per_weight"] < 5.5  # 4-bit codes + per-channel alpha + spare byte
+    assert 4 < stage.summary["bits_per_weight"] < 5.5  # 4-bit codes + per-channel alpha + bias + spare byte
+    assert stage.summary["code_bits_per_weight"] < stage.summary["bits_per_weight"]
+    assert rows["conv2d_0"]["bias_bytes"] == 8 * 4 and rows["conv2d_1"]["bias_bytes"] == 0  # only the model's own biases
     x = np.random.default_rng(3).normal(size=(1, 3, 8, 8)).astype(np.float32)
     plan = {n: S.ShiftConfig(4) for n in ("conv2d_0", "conv2d_1", "matmul_0")}
     want = ort_with_decoded_weights(plan, x)

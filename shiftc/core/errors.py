@@ -26,7 +26,8 @@ class ToolchainError(ShiftcError):
 
 
 class CheckFailedError(ShiftcError):
-    """The command ran, and a check it makes failed (``shiftc matrix``: a build failed or an output differs)."""
+    """The command ran, and a check it makes failed (``shiftc matrix``: a build failed or an output
+    differs; ``shiftc compile --accuracy-budget``: the budget is not met on held-back samples)."""
 
     exit_code = 5
 
@@ -37,5 +38,6 @@ EXIT_CODES = {
     InputError.exit_code: "usage or bad input",
     UnsupportedModelError.exit_code: "unsupported model",
     ToolchainError.exit_code: "missing toolchain",
-    CheckFailedError.exit_code: "a check failed (shiftc matrix: a build failed or an output differs)",
+    CheckFailedError.exit_code: "a check failed (shiftc matrix: a build failed or an output differs; "
+                                "shiftc compile: --accuracy-budget not met on held-back samples)",
 }

@@ -26,7 +26,9 @@ class PassOptions:
     shift_zero: str = option("free", "Zero handling of shift codes: 'free' (DenseShift, no zero code) or 'with-zero' (DeepShift).")
     shift_terms: int = option(1, "Power-of-two terms per weight (1 = PoT, 2-3 = multi-term APoT/BCQ).", type=int)
     shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
-    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget.", type=float)
+    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget, checked on held-back calibration samples; fails (exit 5) when not met.", type=float)
+    budget_best_effort: bool = option(False, "With --accuracy-budget: when the budget is not met on the held-back samples, keep the build and say so in the report instead of failing.")
+    shift_bias_correction: bool = option(True, "Correct each shifted layer's bias by its mean output error on the calibration data.", cli="--shift-bias-correction/--no-shift-bias-correction")
 
     # integerize (passes/integerize_stage.py)
     integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
