@@ -21,7 +21,7 @@ from shiftc.reference.rounding import INT32_MAX
 
 from .accumulate import reduce_int32, refuse_unless_fits, sliced, weight_safe
 from .registry import int_rule
-from .rules_elementwise import legalized_clamp
+from .rules_activation import legalized_clamp
 from .scales import weight_codes
 from .value import ACT_BITS, Q, along, shape
 

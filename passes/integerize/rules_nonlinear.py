@@ -1,7 +1,7 @@
 """Integer rules of non-linear ops (I-ViT style).
 
-    softmax(x, axis=-1)  ->  Shiftmax(x, n=12)                              int8 at 2**-7
-    gelu(x)              ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
+    softmax(x, axis)     ->  Shiftmax(x, n=12) (axis moved last and back)   int8 at 2**-7
+    gelu, gelu_tanh      ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
     layer_norm(x, g, b)  ->  I-LayerNorm, then sign(g) * requantize_per_axis(|g| sqrt(C) 2**-30
                              / s_out) + round(b / s_out), saturated to int8
 
@@ -18,12 +18,12 @@ from tvm import relax
 from shiftc import reference as ref
 from shiftc.core.errors import UnsupportedModelError
 from shiftc.kernels import integer as K
-from shiftc.reference.quant import bias_codes, qmax
+from shiftc.reference.quant import bias_codes, pow2_up, qmax
 from shiftc.reference.rounding import INT32_MAX
 
 from .accumulate import summable_input
 from .registry import int_rule
-from .scales import requant_params
+from .scales import bits_for, requant_params
 from .value import ACT_BITS, WIDE_BITS, Q, shape
 
 # Shiftmax: n = 12 exponent bits (I-ViT: 15). The output is int8 at 2**-7, so exponents below
@@ -32,6 +32,7 @@ from .value import ACT_BITS, WIDE_BITS, Q, shape
 # worst-case row sum (every element at the max) stays <= 2**26.
 SHIFTMAX_N = 12
 SHIFTMAX_SUM_LIMIT = 1 << 26
+SHIFTMAX_MASK_MARGIN = SHIFTMAX_N * math.log(2)  # masked scores sit this far below every row max
 SHIFT_GELU_N = 23
 
 
@@ -44,27 +45,55 @@ def _exp_x0_or_none(s: float, n: int):
 
 @int_rule("relax.nn.softmax")
 def softmax(ctx, var, call, args):
+    """Shiftmax over ``axis``; another axis than the last is moved last and back (permute_dims)."""
     (a,) = args
     nd = len(shape(var))
-    if not isinstance(a, Q) or int(call.attrs.axis) % nd != nd - 1:
+    axis = int(call.attrs.axis) % nd
+    if not isinstance(a, Q):
         return None
-    n, row = SHIFTMAX_N, shape(var)[-1]
+    n, row = SHIFTMAX_N, shape(var)[axis]
 
     def ok_scale(s):  # row sum <= 2**26 keeps the reciprocal (2**31-1) // S at >= 32
         x0 = _exp_x0_or_none(s, n)
         return x0 is not None and row * ((-x0) << n) <= SHIFTMAX_SUM_LIMIT
 
-    x = ctx.fitting_input(call.args[0].name, a, lambda s, b: ok_scale(s))
+    x = _shiftmax_input(ctx, call.args[0].name, a, ok_scale)
     if x is None:
         return None
     x0 = ref.exp_x0(float(x.scale), n)
-    out = ctx.emit_te(K.shiftmax, x.expr, x0, n, name="shiftmax")
-    ctx.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
+    order = [d for d in range(nd) if d != axis] + [axis]
+    moved = x.expr if axis == nd - 1 else ctx.emit(relax.op.permute_dims(x.expr, order))
+    out = ctx.emit_te(K.shiftmax, moved, x0, n, name="shiftmax")
+    if axis != nd - 1:
+        out = ctx.emit(relax.op.permute_dims(out, [int(i) for i in np.argsort(order)]))
+    ctx.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0,
+                            "axis": axis})
     return Q(out, 2.0**-7, 8)
 
 
-@int_rule("relax.nn.gelu")
+def _shiftmax_input(ctx, name: str, a: Q, ok_scale) -> Q | None:
+    """Shiftmax's input: ``a`` as it is when it holds no value beyond its calibrated range ``T``
+    and Shiftmax accepts its scale; otherwise requantised to the widest width whose scale
+    ``(T + SHIFTMAX_MASK_MARGIN) / qmax(b)`` Shiftmax accepts. The margin keeps masked scores (an
+    additive -inf / -FLT_MAX mask, which saturates at the range's end) at least ``n ln 2`` below
+    every row max, where their probability rounds to 0 (docs/NUMERICS.md §3.10)."""
+    ctx.act_scale(name, ACT_BITS)  # a one-line error when the value has no calibration
+    t = ctx.calib.thresholds[name]
+
+    def scale(b):
+        s = (float(t) + SHIFTMAX_MASK_MARGIN) / qmax(b)
+        return pow2_up(s) if ctx.pow2 else s
+
+    within = not a.per_axis and a.max_abs * float(a.scale) <= float(t) * 1.01  # int8 at T/127 reaches -128/127 T
+    if within and a.bits <= WIDE_BITS and ok_scale(float(a.scale)):
+        return a
+    bits = bits_for(lambda b: ok_scale(scale(b)))
+    return None if bits is None else ctx.requant(a, scale(bits), bits)
+
+
+@int_rule("relax.nn.gelu", "relax.nn.gelu_tanh")
 def gelu(ctx, var, call, args):
+    """erf-GELU and its tanh form (within 1e-3 of each other) by the same integer GELU."""
     (a,) = args
     if not isinstance(a, Q):
         return None
