@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import tvm
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from tvm import relax, te
 
 from shiftc import frontend
@@ -29,7 +29,7 @@ def onnx_mod(nodes, shape, inits=(), out_shape=None):
     """The Relax module the ONNX importer makes of ``nodes`` (input ``x``, output ``y``)."""
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape or shape))],
-                          initializer=[helper.make_tensor(k, TensorProto.FLOAT, np.shape(v), np.ravel(v)) for k, v in inits])
+                          initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
     return frontend.to_relax(frontend.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
 
 

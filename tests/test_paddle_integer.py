@@ -38,6 +38,7 @@ def text_strips(n: int, seed: int) -> list[np.ndarray]:
     return out
 
 
+@pytest.mark.timeout(900)  # the integer build takes 2-5 min on a loaded 2-core machine
 def test_paddle_cls_integer_only_agrees_with_onnxruntime():
     path = _rapidocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx")
     cal, xs = text_strips(8, 1), text_strips(32, 2)

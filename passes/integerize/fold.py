@@ -35,6 +35,11 @@ FOLD = {
     "relax.where": lambda v, a: np.where(a[0], a[1], a[2]),
     "relax.maximum": lambda v, a: np.maximum(a[0], a[1]),
     "relax.take": _take,
+    "relax.less": lambda v, a: np.less(a[0], a[1]),
+    "relax.less_equal": lambda v, a: np.less_equal(a[0], a[1]),
+    "relax.greater": lambda v, a: np.greater(a[0], a[1]),
+    "relax.greater_equal": lambda v, a: np.greater_equal(a[0], a[1]),
+    "relax.equal": lambda v, a: np.equal(a[0], a[1]),
 }
 
 

@@ -20,6 +20,7 @@ from tvm import relax
 
 from shiftc.kernels import activation as KA
 from shiftc.reference import activation as RA
+from shiftc.reference.quant import pow2_up, qmax
 from shiftc.reference.rounding import INT32_MAX
 
 from .registry import int_rule
@@ -95,7 +96,8 @@ def lookup(ctx, var, call, args):
     fn = op_name(call).split(".")[-1]
     bits = RA.LUT_IN_BITS
     # codes beyond where f is within half an output step of +-1 need no resolution
-    s_in = min(ctx.act_scale(call.args[0].name, bits), RA.LUT_SATURATES[fn] / ((1 << (bits - 1)) - 1))
+    s_in = min(ctx.act_scale(call.args[0].name, bits), RA.LUT_SATURATES[fn] / qmax(bits))
+    s_in = pow2_up(s_in) if ctx.pow2 else s_in  # shift-only requantisers: a power-of-two scale
     keep = not a.per_axis and a.bits <= bits and float(a.scale) <= s_in
     x = a if keep else ctx.requant(a, s_in, bits)
     s_out = 2.0**-RA.LUT_FRAC_BITS

@@ -33,10 +33,9 @@ MASK_DEPTH = 64.0  # a masked entry lies at least this far (real units) below it
 def _rescaled(ctx, q: Q, c: float):
     if c == 0:
         return None
-    expr = q.expr
     if c < 0:
-        expr = ctx.emit(relax.op.negative(expr))
-    return Q(expr, q.scale * abs(c), q.bits, q.axis, q.bound)
+        return Q(ctx.emit(relax.op.negative(ctx.as_dtype(q, 32))), q.scale * abs(c), min(q.bits + 1, 32), q.axis, q.max_abs)
+    return Q(q.expr, q.scale * abs(c), q.bits, q.axis, q.bound)
 
 
 @int_rule("relax.multiply")
@@ -112,7 +111,7 @@ def subtract(ctx, var, call, args):
         return ctx.add_const(b, a.astype(np.float64), var, negate_q=True)
     if isinstance(a, Q) and isinstance(b, Q):
         nb = ctx.as_int(call.args[1].name, b, WIDE_BITS)
-        neg = Q(ctx.emit(relax.op.negative(nb.expr)), nb.scale, nb.bits)
+        neg = Q(ctx.emit(relax.op.negative(ctx.as_dtype(nb, 32))), nb.scale, min(nb.bits + 1, 32), bound=nb.max_abs)  # -(-2**(b-1)) needs b+1 bits
         return _add_act(ctx, var, a, neg, call.args[0].name, None)
     return None
 
@@ -162,8 +161,13 @@ def relu(ctx, var, call, args):
 
 @int_rule("relax.take")
 def take(ctx, var, call, args):
-    """An embedding lookup: the constant table quantised to int8 at the output's scale."""
+    """An embedding lookup: the constant table quantised to int8 at the output's scale; a Gather
+    of an activation by constant indices: the same op on the integers (per tensor)."""
     table, idx = args
+    if isinstance(table, Q) and isinstance(idx, np.ndarray):
+        a = ctx.as_int(call.args[0].name, table, WIDE_BITS) if table.per_axis else table
+        out = ctx.emit(relax.op.take(a.expr, relax.const(idx), call.attrs.axis, call.attrs.mode))
+        return Q(out, a.scale, a.bits, bound=a.bound)
     if isinstance(table, np.ndarray) and isinstance(idx, relax.Expr) and not is_float_type(idx.ty):
         s = ctx.act_scale(var.name, ACT_BITS)
         tq = relax.const(quantize(table, s, ACT_BITS))
