@@ -18,6 +18,7 @@ from shiftc import frontend
 from shiftc import reference as ref
 from shiftc.kernels import activation as ka
 from shiftc.passes import float_scan
+from shiftc.passes.integerize import scales as iq
 from shiftc.reference import activation as ra
 from shiftc.reference import quant as rq
 from test_integerize import Compiled, deq, near_fp32, rand
@@ -258,3 +259,27 @@ def test_gelu_tanh_form_is_the_integer_gelu(rng):
     np.testing.assert_array_equal(got, deq(ref.shift_gelu(xq, c.s("x"), 23), c.s("x") * 2.0**-15))
     # as test_integerize.test_shift_gelu (the tanh form is within 1e-3 of the erf form)
     near_fp32(got, want_f, atol=0.1)
+
+
+def test_softmax_over_a_long_row_takes_the_wide_reciprocal(rng):
+    """A 2000-class softmax (PP-OCRv4's recogniser has 6625): n = 12 would floor every exponential
+    at 2^-13 of the max's (the tail alone outweighing it) and its sum needs > 31 bits, so the rule
+    takes n = 20 with a 62-bit reciprocal."""
+    from test_integerize import emit, graph
+
+    W = rand(rng, (16, 2000), 0.5)
+    mod = graph(lambda bb, x: emit(bb, relax.op.nn.softmax(emit(bb, relax.op.matmul(x, relax.const(W)), "h"), -1), "y"), x=(3, 16))
+    c = Compiled(mod, [{"x": rand(rng, (3, 16))} for _ in range(3)])
+    row = c.row("shiftmax")
+    assert (row["n"], row["f_bits"]) == (20, 62)
+    x = rand(rng, (3, 16))
+    w, sw = iq.weight_codes(W, axis=1)
+    acc = rq.quantize(x, c.s("x"), 8).astype(np.int64) @ w
+    h = ref.requantize(acc, *ref.dyadic(c.s("x") * sw / row["in_scale"]), row["in_bits"], axis=-1)
+    want = ref.shiftmax(h, row["in_scale"], 20, f_bits=62)
+    (got,) = c.run(x)
+    np.testing.assert_array_equal(got, deq(want, 2.0**-7))
+    # probabilities on a 2^-7 grid (most are below half a step and round to 0); x and W at int8
+    want_f = c.fp32(c.saturated(x))[0]
+    near_fp32(got, want_f, atol=0.05)
+    assert np.array_equal(got.argmax(-1), want_f.argmax(-1))

@@ -17,13 +17,18 @@ from shiftc.reference.requant import pow2_dyadic
 from shiftc.reference.rounding import dyadic
 
 
+RATIO_MAX = 2.0**29  # below dyadic's 2**30; any non-zero input times it saturates an int16 output
+
+
 def requant_params(ratio, pow2: bool = False):
     """``(m, e)`` with ``ratio ~= m * 2**-e`` (arrays for a per-axis ratio).
 
     Ratios below ``2**-32`` become 0 (``|z * r| < 1/2`` for every int32 ``z``: the output is 0
-    either way). ``pow2``: shift-only parameters (``shiftc.reference.pow2_dyadic``)."""
+    either way); ratios above ``2**29`` become ``2**29`` (an output whose calibrated range is below
+    ``2**-29`` input steps, e.g. a HardSwish that calibration only saw clipped to 0: every non-zero
+    input saturates it either way). ``pow2``: shift-only parameters (``shiftc.reference.pow2_dyadic``)."""
     r = np.asarray(ratio, dtype=np.float64)
-    r = np.where(r < 2.0**-32, 0.0, r)
+    r = np.where(r < 2.0**-32, 0.0, np.minimum(r, RATIO_MAX))
     if not pow2:
         return dyadic(r if r.ndim else float(r))
     return pow2_dyadic(r)
