@@ -1,6 +1,8 @@
 """The ``integerize`` pipeline stage: calibrate on the compile's samples, then run the rewrite.
 
-Enabled by ``--integer-only``. Everything the rewrite chose (widths, exponent parameters, lambda
+Enabled by ``--integer-only``. Integer coverage is checked first (``integerize.coverage``, no
+calibration needed): without ``--float-fallback`` an op with no integer form fails the compile
+before calibration runs, naming every such op and its ONNX node. Everything the rewrite chose (widths, exponent parameters, lambda
 of every lambda-ShiftGELU, model changes such as nearest upsampling or L2-norm removal) and every
 op left in float goes into the stage report; the pipeline measures the model's output error.
 """
@@ -14,7 +16,7 @@ from shiftc.core.errors import InputError
 from shiftc.core.stage import Stage
 
 from .graph import unique_value_names
-from .integerize import ACT_BITS, WIDE_BITS, IntOptions, integerize
+from .integerize import ACT_BITS, WIDE_BITS, IntOptions, coverage, integerize, unsupported_error
 
 
 def gelu_inputs(mod, func_name: str = "main") -> list[str]:
@@ -42,10 +44,15 @@ def apply(mod, ctx):
     if o.calibration_samples is not None and o.calibration_samples < 1:
         raise InputError(f"--calibration-samples must be >= 1, got {o.calibration_samples}")
     mod = unique_value_names(mod)  # calibration addresses values by name
-    calib = calibrate.calibrate(mod, ctx.samples, o.calibration_method, o.calibration_samples)
-    lambdas = calibrate_lambdas(mod, ctx.samples, o.calibration_samples) if o.gelu == "lambda" else {}
     opts = IntOptions(gelu=o.gelu, upsample=o.upsample, l2norm=o.l2norm, requant=o.requant,
-                      float_fallback=o.float_fallback, lambdas=lambdas)
+                      float_fallback=o.float_fallback)
+    uncovered = coverage(mod, opts)  # fail before calibration, which can take minutes
+    if uncovered and not o.float_fallback:
+        raise unsupported_error(uncovered)
+    calib = calibrate.calibrate(mod, ctx.samples, o.calibration_method, o.calibration_samples)
+    if o.gelu == "lambda":
+        opts.lambdas = calibrate_lambdas(mod, ctx.samples, o.calibration_samples)
+    lambdas = opts.lambdas
     new, rep = integerize(mod, calib, opts)
     sr = ctx.report
     sr.summary.update({
@@ -57,7 +64,8 @@ def apply(mod, ctx):
     })
     sr.rows.extend(rep.rows)
     for f in rep.float_ops:
-        sr.notes.append(f"stays float (--float-fallback): {f['op']} at {f['value']}: no integer form in shiftc")
+        where = f"ONNX node {f['node']!r} ({f['onnx_op']})" if f.get("node") else f["value"]
+        sr.notes.append(f"stays float (--float-fallback): {f['op']} at {where}: no integer form in shiftc")
     for n, t in lambdas.items():
         sr.notes.append(f"lambda-ShiftGELU at {n}: lambda = {reference.lam_value(t)} = {t}")
     if any(r["op"] == "nearest_upsample" for r in rep.rows):

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .frontend import TensorSpec
+from .core.tensor_spec import TensorSpec
 
 
 def onnxruntime_outputs(proto, samples: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
@@ -34,22 +34,41 @@ def relax_outputs(mod, specs: list[TensorSpec], samples: Sequence[dict[str, np.n
     return results
 
 
-def compare(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> dict:
-    """Error of ``got`` against ``reference`` over all samples, for the first output.
+def compare(reference: list[list[np.ndarray]], got: list[list[np.ndarray]], names: Sequence[str] | None = None) -> dict:
+    """Error of ``got`` against ``reference`` over all samples and every output.
 
-    max_abs, rel_l2 (||got-ref|| / ||ref||), mean cosine similarity of flattened rows, and top-1
-    agreement of the last axis (meaningful for classifier logits).
-    """
-    ref = np.stack([np.asarray(r[0], dtype=np.float64) for r in reference])
-    out = np.stack([np.asarray(g[0], dtype=np.float64) for g in got])
+    Per output: max_abs, rel_l2 (||got-ref|| / ||ref||), mean cosine similarity of flattened rows,
+    and top-1 agreement of the last axis (meaningful for classifier logits). The top-level values
+    are the worst over the outputs (largest max_abs and rel_l2, smallest cosine and agreement);
+    ``outputs`` lists each output's own, by name (``names``; else ``output<i>``)."""
+    per = [_compare_one(reference, got, i) for i in range(len(reference[0]))]
+    for i, row in enumerate(per):
+        row["name"] = names[i] if names is not None and i < len(names) else f"output{i}"
+    worst = {
+        "samples": len(reference),
+        "max_abs": max(r["max_abs"] for r in per),
+        "rel_l2": max(r["rel_l2"] for r in per),
+        "cosine": min(r["cosine"] for r in per),
+        "top1_agreement": min(r["top1_agreement"] for r in per),
+    }
+    if len(per) > 1:
+        worst["outputs"] = per
+    return worst
+
+
+def _compare_one(reference, got, i: int) -> dict:
+    ref = np.stack([np.asarray(r[i], dtype=np.float64) for r in reference])
+    out = np.stack([np.asarray(g[i], dtype=np.float64) for g in got])
     diff = out - ref
     rows_r = ref.reshape(len(ref), -1)
     rows_o = out.reshape(len(out), -1)
-    cos = np.sum(rows_r * rows_o, axis=1) / (np.linalg.norm(rows_r, axis=1) * np.linalg.norm(rows_o, axis=1) + 1e-30)
+    norms = np.linalg.norm(rows_r, axis=1) * np.linalg.norm(rows_o, axis=1)
+    # two all-zero rows are identical (cosine 1), not orthogonal
+    cos = np.where(norms > 0, np.sum(rows_r * rows_o, axis=1) / np.maximum(norms, 1e-30),
+                   np.all(rows_r == rows_o, axis=1).astype(np.float64))
     return {
-        "samples": len(ref),
-        "max_abs": float(np.abs(diff).max()),
+        "max_abs": float(np.abs(diff).max(initial=0.0)),
         "rel_l2": float(np.linalg.norm(diff) / (np.linalg.norm(ref) + 1e-30)),
         "cosine": float(cos.mean()),
-        "top1_agreement": float(np.mean(ref.argmax(-1) == out.argmax(-1))),
+        "top1_agreement": float(np.mean(ref.argmax(-1) == out.argmax(-1))) if ref.ndim > 1 and ref.shape[-1] else 1.0,
     }

@@ -22,24 +22,9 @@ import onnx
 from onnx import numpy_helper
 
 from .core.errors import InputError, UnsupportedModelError
+from .core.tensor_spec import TensorSpec  # noqa: F401 (re-exported: frontend.TensorSpec)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, static shape and dtype of a model input or output."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TensorSpec":
-        return cls(d["name"], tuple(d["shape"]), d["dtype"])
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -325,8 +310,9 @@ def load(model: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int,
 
 
 def to_relax(loaded: LoadedModel):
-    """Import into a Relax IRModule with weights bound as constants."""
-    from tvm.relax.frontend.onnx import from_onnx
+    """Import into a Relax IRModule with weights bound as constants; every value is named after
+    the ONNX node it came from, and the module carries the table (``shiftc.core.provenance``)."""
+    from .core.provenance import with_nodes
 
     shape_dict = {i.name: list(i.shape) for i in loaded.inputs}
     dtype_dict = {i.name: i.dtype for i in loaded.inputs}
@@ -334,9 +320,115 @@ def to_relax(loaded: LoadedModel):
         # the importer print()s "Error converting operator ..." to stdout before it raises
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            mod = from_onnx(loaded.graph, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False)
+            importer = _naming_importer()(shape_dict, dtype_dict, keep_params_in_input=False)
+            mod = importer.import_model(loaded.graph)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(f"the Relax ONNX importer failed: {msg[:300]}") from None
+    mod, table = _name_values(mod, importer.owner)
     log.info("imported %d nodes into Relax", len(loaded.graph.graph.node))
-    return mod
+    return with_nodes(mod, table)
+
+
+def _naming_importer():
+    """TVM's ONNX importer, binding each node's result to a variable that remembers its node.
+
+    The stock importer keeps no provenance (values are ``lv0, lv1, ...``, no spans). This subclass
+    binds a node's result as soon as it is converted (the stock importer binds it where it is first
+    used, once per use: the same values) and records ``var -> node``; ``_name_values``
+    then names the variables. Graph nodes get unique labels first (``_labelled``) because the
+    converter hook sees a node only through its name."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as OF
+
+    from .core.provenance import OnnxNode
+
+    class NamingImporter(OF.ONNXGraphImporter):
+        def import_model(self, model: onnx.ModelProto):
+            self.owner, self.by_label = {}, {}
+            graph = _labelled(model.graph, self.by_label)
+            opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+            return self.from_onnx(graph, opset)
+
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            sym = super()._convert_operator(op_name, inputs, attrs, opset)
+            node = self.by_label.get(attrs["tvm_custom"]["name"])
+            return sym if node is None else self._bound(sym, OnnxNode(*node))
+
+        def _bound(self, sym, node):
+            if isinstance(sym, relax.Tuple):
+                return relax.Tuple([self._bound(f, node) for f in sym.fields])
+            if isinstance(sym, (relax.Call, relax.TupleGetItem)):
+                sym = self.bb.emit(sym)
+            if isinstance(sym, relax.Var) and sym not in self.owner:
+                self.owner[sym] = node
+                if isinstance(sym.ty, relax.TupleType):  # unpacked here, so its items are this node's too
+                    return relax.Tuple([self._bound(relax.TupleGetItem(sym, i), node) for i in range(len(sym.ty.fields))])
+            return sym
+
+    return NamingImporter
+
+
+def _labelled(graph: onnx.GraphProto, by_label: dict) -> onnx.GraphProto:
+    """A copy of ``graph`` whose nodes have unique names (``by_label``: label -> (name, op, output))."""
+    graph = onnx.GraphProto.FromString(graph.SerializeToString())
+    for i, node in enumerate(graph.node):
+        label = f"{node.name}#{i}"
+        by_label[label] = (node.name, node.op_type, node.output[0] if node.output else "")
+        node.name = label
+    return graph
+
+
+def _identifier(name: str) -> str:
+    s = re.sub(r"\W+", "_", name).strip("_")
+    return s if s and not s[0].isdigit() else f"n_{s}"
+
+
+def _name_values(mod, owner: dict):
+    """``mod`` with each binding of ``main`` named after its node: the node's own results by the
+    node's name, values bound while converting it (they precede its result and follow the
+    previous node's) by that name plus ``_k``. Returns the module and its provenance table (value name -> OnnxNode)."""
+    func = mod["main"]
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    taken = {p.name for p in func.params}
+    names, table, pending = {}, {}, []
+
+    def fresh(base):
+        k, name = 0, base
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    for b in bindings:
+        node = owner.get(b.var)
+        if node is None:
+            pending.append(b.var)
+            continue
+        base = _identifier(node.name or node.output or node.op_type)
+        for v in [b.var] + pending:
+            names[v] = fresh(base)
+            table[names[v]] = node
+        pending = []
+    for v in pending:  # the graph outputs' bindings
+        names[v] = fresh(v.name)
+    return _renamed(mod, names), table
+
+
+def _renamed(mod, names: dict):
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Renamer(relax.PyExprMutator):
+        def visit_var_def_(self, var):
+            if var not in names or names[var] == var.name:
+                return var
+            new = (relax.DataflowVar if isinstance(var, relax.DataflowVar) else relax.Var)(names[var], var.ty)
+            self.set_var_remap(var, new)
+            return new
+
+    out = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    out["main"] = Renamer(mod).visit_expr(mod["main"])
+    return out

@@ -43,7 +43,8 @@ def run(mod, loaded, options: PassOptions, samples, report: Report, step: Callab
         if stage.lossy:
             if reference is None:
                 reference = evaluate.onnxruntime_outputs(loaded.proto, samples)
-            sr.error = evaluate.compare(reference, evaluate.relax_outputs(mod, loaded.inputs, samples))
+            got = evaluate.relax_outputs(mod, loaded.inputs, samples)
+            sr.error = evaluate.compare(reference, got, [o.name for o in loaded.outputs])
             log.info("%s: model output error %s", stage.name, sr.error)
         timings[stage.name] = time.perf_counter() - t0
     return mod

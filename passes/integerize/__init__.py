@@ -19,8 +19,9 @@ docs/INTEGER.md lists every rewrite and how to add one.
 """
 
 from . import rules_activation, rules_elementwise, rules_layout, rules_linear, rules_nonlinear, rules_pool  # noqa: F401  (register)
-from .driver import integerize
+from .boundary import unsupported_error
+from .driver import coverage, integerize
 from .registry import RULES, has_integer_form, int_rule
 from .value import ACT_BITS, WIDE_BITS, IntOptions, IntReport, Q
 
-__all__ = ["integerize", "int_rule", "has_integer_form", "RULES", "IntOptions", "IntReport", "Q", "ACT_BITS", "WIDE_BITS"]
+__all__ = ["integerize", "coverage", "unsupported_error", "int_rule", "has_integer_form", "RULES", "IntOptions", "IntReport", "Q", "ACT_BITS", "WIDE_BITS"]

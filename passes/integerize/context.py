@@ -9,6 +9,7 @@ rule needs: a value at a calibrated scale (``act_scale``, ``requant``, ``as_int`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import tvm
@@ -17,13 +18,22 @@ from tvm import relax
 from shiftc.calibrate import Calibration
 from shiftc.core.contract import Requantize
 from shiftc.core.errors import UnsupportedModelError
+from shiftc.core.provenance import OnnxNode, nodes_of, with_consumers
 from shiftc.kernels import integer as K
-from shiftc.reference.overflow import NARROW_LIMIT
+from shiftc.reference.constant_add import constant_room
 from shiftc.reference.quant import bias_codes, pow2_up
-from shiftc.reference.rounding import INT32_MAX
 
-from .scales import bits_for, requant_params
+from .scales import SATURATING_RATIO, bits_for, requant_params
 from .value import IntOptions, IntReport, Q, dtype, int_dtype, shape
+
+
+class Uncovered(NamedTuple):
+    op: str  # the Relax op (or marked function) without an integer form
+    value: str  # the Relax value it computes
+    node: OnnxNode | None  # the ONNX node it came from (None: a value shiftc created)
+
+    def describe(self) -> str:
+        return self.node.describe() if self.node is not None else f"value {self.value}"
 
 
 @dataclass
@@ -34,7 +44,25 @@ class Context:
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     report: IntReport = field(default_factory=IntReport)
     vals: dict = field(default_factory=dict)  # original Var -> Q | np.ndarray (constant) | list (tuple)
-    unsupported: list = field(default_factory=list)  # "op (value)" of every op without an integer form
+    unsupported: list = field(default_factory=list)  # Uncovered: every op left without an integer form
+    nominal: bool = False  # a coverage check on nominal scales (driver.coverage): no width search
+    nodes: dict = field(default_factory=dict, init=False)  # value name -> OnnxNode (shiftc.core.provenance)
+
+    def __post_init__(self):
+        table = nodes_of(self.mod)
+        self.nodes = with_consumers(self.mod["main"], table) if table else {}
+
+    def node(self, name: str) -> str:
+        """The ONNX node (``'name' (OpType)``) that value ``name`` came from, else the value's name."""
+        n = self.nodes.get(name)
+        return n.describe() if n is not None else f"value {name}"
+
+    def uncovered(self, var, op: str) -> None:
+        """Record ``var``'s op as having no integer form (a float island with ``float_fallback``)."""
+        n = self.nodes.get(var.name)
+        self.unsupported.append(Uncovered(op, var.name, n))
+        self.report.float_ops.append({"op": op, "value": var.name, "node": n.name if n else "",
+                                      "onnx_op": n.op_type if n else ""})
 
     @property
     def pow2(self) -> bool:
@@ -71,8 +99,13 @@ class Context:
         return pow2_up(s) if self.pow2 else s
 
     def requant(self, q: Q, s_out: float, bits: int) -> Q:
-        """``q`` -> per-tensor ``bits``-bit integers at ``s_out``."""
-        m, e = requant_params(np.asarray(q.scale, np.float64) / s_out, self.pow2)
+        """``q`` -> per-tensor ``bits``-bit integers at ``s_out`` (a ratio so large that every
+        nonzero input saturates is clamped to one that does the same: ``requant_params``)."""
+        ratio = np.asarray(q.scale, np.float64) / s_out
+        if np.any(ratio > SATURATING_RATIO):
+            self.report.notes.append(f"{int(np.sum(ratio > SATURATING_RATIO))} channel(s) requantised at ratio > 2^29 "
+                                     "(input range far below one output step): nonzero inputs saturate")
+        m, e = requant_params(ratio, self.pow2, out_bits=bits)
         if q.per_axis:  # the attributes let a target recognise the op (targets/vta)
             attrs = Requantize(bits=int(bits), axis=int(q.axis)).to_attrs()
             mc, ec = relax.const(np.asarray(m, np.int64)), relax.const(np.asarray(e, np.int32))
@@ -92,7 +125,10 @@ class Context:
     def fitting_input(self, name: str, q: Q, ok, **widths) -> Q | None:
         """``q`` as per-tensor integers at the widest width (``bits_for``) whose calibrated scale
         an op accepts (``ok(scale, bits)``); requantised again if its current scale is not
-        accepted. None when no width fits."""
+        accepted. None when no width fits. On nominal scales (``nominal``) the widest width is
+        taken: whether one fits depends on the calibrated scale, which the check does not know."""
+        if self.nominal:
+            return self.as_int(name, q, widths.get("widest", 16))
         bits = bits_for(lambda b: ok(self.act_scale(name, b), b), **widths)
         if bits is None:
             return None
@@ -119,13 +155,33 @@ class Context:
                  bound=bound if q.per_axis else int(bound.max()))
 
     def _room_for(self, q: Q, c: np.ndarray, like, name: str) -> Q:
-        """``q`` narrowed until ``max|q| + max|round(c / s)|`` provably fits int32."""
-        b, cmax = q.max_abs, float(np.max(np.abs(c / q.scales_like(like)), initial=0.0))
-        r = 0
-        while ((b + ((1 << r) >> 1)) >> r) + cmax / 2.0**r + 1 > INT32_MAX:
-            r += 1
-        why = f"bound {b:,} + constant {cmax:,.0f} could leave int32"
-        return self.narrow(q, r, name, why) if r else q
+        """``q`` narrowed, per channel where it is per axis, until ``|q| + max|round(c / s)|``
+        provably fits int32 (``reference.constant_add``: a channel needing a shift above 62 has
+        its accumulator dropped). Returns ``q`` itself when it already fits."""
+        s = q.scales_like(like)
+        t = np.abs(np.broadcast_to(c, shape(like)) / s)
+        if q.per_axis:
+            ax = q.axis % t.ndim
+            t = np.max(t, axis=tuple(i for i in range(t.ndim) if i != ax), initial=0.0)
+            b = np.broadcast_to(np.asarray(q.bound if q.bound is not None else q.max_abs, np.int64), t.shape)
+        else:
+            t, b = float(np.max(t, initial=0.0)), q.max_abs
+        m, e, r = constant_room(b, t)
+        if not np.any(r) and np.all(m == 1):
+            return q
+        narrowed, dropped = int(np.sum(r > 0)), int(np.sum(m == 0))
+        self.report.notes.append(f"{name}: constant up to {float(np.max(t)):,.0f} steps could leave int32; "
+                                 f"{narrowed} channel(s) narrowed by up to >> {int(r.max())} (scale x 2^r)"
+                                 + (f", {dropped} with a negligible accumulator dropped" if dropped else ""))
+        bound = np.where(m == 0, 0, (b + ((1 << r) >> 1)) >> r)
+        if q.per_axis:
+            mc, ec = relax.const(m), relax.const(e.astype(np.int32))
+            attrs = Requantize(bits=32, axis=int(q.axis)).to_attrs()
+            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, 32, name="requant_axis", attrs=attrs)
+            return Q(out, np.asarray(q.scale, np.float64) * 2.0**r, 32, q.axis, bound=bound.astype(np.int64))
+        attrs = Requantize(bits=32, m=int(m[0]), e=int(e[0])).to_attrs()
+        out = self.emit_te(K.requantize, q.expr, int(m[0]), int(e[0]), 32, name="requant", attrs=attrs)
+        return Q(out, float(q.scale) * 2.0 ** int(r[0]), 32, bound=int(bound[0]))
 
     def add_const(self, q: Q, c: np.ndarray, like, negate_q: bool = False) -> Q | None:
         """``q + c`` (``-q + c``) for a float constant ``c``: int32 ``q + round(c / s)`` at ``q``'s

@@ -40,6 +40,7 @@ FOLD = {
     "relax.greater": lambda v, a: np.greater(a[0], a[1]),
     "relax.greater_equal": lambda v, a: np.greater_equal(a[0], a[1]),
     "relax.equal": lambda v, a: np.equal(a[0], a[1]),
+    "relax.not_equal": lambda v, a: np.not_equal(a[0], a[1]),
 }
 
 

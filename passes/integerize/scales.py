@@ -17,18 +17,20 @@ from shiftc.reference.requant import pow2_dyadic
 from shiftc.reference.rounding import dyadic
 
 
-RATIO_MAX = 2.0**29  # below dyadic's 2**30; any non-zero input times it saturates an int16 output
+SATURATING_RATIO = 2.0**29  # |z| >= 1 times this saturates every output of <= 30 bits
 
 
-def requant_params(ratio, pow2: bool = False):
+def requant_params(ratio, pow2: bool = False, out_bits: int | None = None):
     """``(m, e)`` with ``ratio ~= m * 2**-e`` (arrays for a per-axis ratio).
 
     Ratios below ``2**-32`` become 0 (``|z * r| < 1/2`` for every int32 ``z``: the output is 0
-    either way); ratios above ``2**29`` become ``2**29`` (an output whose calibrated range is below
-    ``2**-29`` input steps, e.g. a HardSwish that calibration only saw clipped to 0: every non-zero
-    input saturates it either way). ``pow2``: shift-only parameters (``shiftc.reference.pow2_dyadic``)."""
+    either way). With ``out_bits <= 30``, ratios above ``2**29`` become ``2**29``: any ``|z| >= 1``
+    saturates either way and 0 stays 0 (a near-dead input channel; docs/NUMERICS.md §2.9).
+    ``pow2``: shift-only parameters (``shiftc.reference.pow2_dyadic``)."""
     r = np.asarray(ratio, dtype=np.float64)
-    r = np.where(r < 2.0**-32, 0.0, np.minimum(r, RATIO_MAX))
+    r = np.where(r < 2.0**-32, 0.0, r)
+    if out_bits is not None and out_bits <= 30:
+        r = np.minimum(r, SATURATING_RATIO)
     if not pow2:
         return dyadic(r if r.ndim else float(r))
     return pow2_dyadic(r)
