@@ -14,7 +14,7 @@ from shiftc.passes import float_scan
 from shiftc.passes.integerize import scales as iq
 from shiftc.reference import quant as rq
 from test_integerize import deq, near_fp32, rand
-from test_integerize_activation import compiled, only_input
+from test_integerize_activation import compiled, only_input, output_name
 
 
 def ints(name, values):
@@ -30,7 +30,7 @@ def test_gather_by_constant_indices_and_reduce_max_min(rng):
     x = rand(rng, (1, 4, 5, 2), 2.0)
     xq, want_f = only_input(c, x)
     g = xq[:, [3, 0, 3]].astype(np.int64)
-    s, sy = c.s("x"), c.s("gv", 16)
+    s, sy = c.s("x"), c.s(output_name(c), 16)
     want = ref.add_int(g.max(axis=2, keepdims=True), s, -g.min(axis=2, keepdims=True), s, sy, 16)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sy))
