@@ -20,12 +20,12 @@ from .integerize import ACT_BITS, WIDE_BITS, IntOptions, coverage, integerize, u
 
 
 def gelu_inputs(mod, func_name: str = "main") -> list[str]:
-    """Names of the values that feed ``nn.gelu`` in ``main``."""
+    """Names of the values that feed ``nn.gelu`` / ``nn.gelu_tanh`` in ``main``."""
     names = []
     for block in mod[func_name].body.blocks:
         for b in block.bindings:
             v = b.value
-            if getattr(getattr(v, "op", None), "name", "") == "relax.nn.gelu":
+            if getattr(getattr(v, "op", None), "name", "") in ("relax.nn.gelu", "relax.nn.gelu_tanh"):
                 names.append(v.args[0].name)
     return names
 

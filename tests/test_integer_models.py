@@ -98,15 +98,15 @@ def test_segmenter_integer_only_float_scan(tmp_path_factory):
         integer_build(path, cal[:1])
 
 
-def _sigmoid_model():
-    """Conv -> Sigmoid -> Conv: Sigmoid has no integer form, so --float-fallback keeps it in float."""
+def _cos_model():
+    """Conv -> Cos -> Conv: Cos has no integer form, so --float-fallback keeps it in float."""
     from conftest import make_model
     from onnx import helper
 
     rng = np.random.default_rng(0)
     w1, w2 = (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), (rng.standard_normal((2, 4, 1, 1)) * 0.3).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1], name="conv0"),
-             helper.make_node("Sigmoid", ["c"], ["s"], name="sig0"),
+             helper.make_node("Cos", ["c"], ["s"], name="cos0"),
              helper.make_node("Conv", ["s", "w2"], ["y"], name="conv1")]
     return make_model(nodes, [("x", [1, 3, 8, 8])], [("y", [1, 2, 8, 8])], {"w1": w1, "w2": w2}), rng
 
@@ -115,15 +115,15 @@ def test_build_scan_sees_a_float_op_in_the_integer_region():
     """The scan can fail: a --float-fallback build of a model with an op that has no integer form
     keeps that op in float between two integer convs, and the scan of the build names it even with
     the float-island boundary kernels exempt (and reports those kernels too when they are not)."""
-    model, rng = _sigmoid_model()
+    model, rng = _cos_model()
     cal = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
     prepared, finished, reports = integer_build(model, cal, float_fallback=True)
     assert reports["integerize"].summary["float_ops"] == 1
     islands_exempt = float_scan.build_float_ops(prepared.module, finished, exempt=float_scan.BOUNDARY + ("float_island",))
-    assert any(o.startswith("kernel") and "sigmoid" in o and "float32" in o for o in islands_exempt), islands_exempt
-    assert any(o.startswith("value") and "sigmoid" in o for o in islands_exempt), islands_exempt
+    assert any(o.startswith("kernel") and "cos" in o and "float32" in o for o in islands_exempt), islands_exempt
+    assert any(o.startswith("value") and "cos" in o for o in islands_exempt), islands_exempt
     strict = float_scan.build_float_ops(prepared.module, finished)
     assert set(islands_exempt) < set(strict)  # the island's dequantize / quantize kernels as well
-    # and the same build without the float op is clean (the offence is the sigmoid, not the scan)
-    clean = [o for o in islands_exempt if "sigmoid" not in o]
+    # and the same build without the float op is clean (the offence is the cos, not the scan)
+    clean = [o for o in islands_exempt if "cos" not in o]
     assert clean == [], clean

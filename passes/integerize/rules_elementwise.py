@@ -5,7 +5,7 @@ quotients of activations, ReLU and clamps, casts, and table lookups.
     a + b  (activations)      ->  add_int (both requantised to the sum's scale), int16
     x + c  (constant)         ->  x_i32 + round(c / s_x)
     a * b, a / b (activations)->  int32 product; round-half-up integer division
-    relu, maximum/minimum(x, c) -> the same op on the integers (bound rounded inwards)
+    relu                      ->  the same op on the integers (clamps: rules_activation.py)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import numpy as np
 from tvm import relax
 
+from shiftc.calibrate import SENTINEL
 from shiftc.core.contract import AddInt
 from shiftc.kernels import integer as K
 from shiftc.reference.overflow import narrow_shift
@@ -26,15 +27,15 @@ from .scales import requant_params
 from .value import ACT_BITS, WIDE_BITS, Q, dtype, is_float_type, scalar, shape
 
 SATURATING_RATIO = float(2**20)
+MASK_DEPTH = 64.0  # a masked entry lies at least this far (real units) below its sum's range: e^-64 is 0
 
 
 def _rescaled(ctx, q: Q, c: float):
     if c == 0:
         return None
-    expr = q.expr
     if c < 0:
-        expr = ctx.emit(relax.op.negative(expr))
-    return Q(expr, q.scale * abs(c), q.bits, q.axis, q.bound)
+        return Q(ctx.emit(relax.op.negative(ctx.as_dtype(q, 32))), q.scale * abs(c), min(q.bits + 1, 32), q.axis, q.max_abs)
+    return Q(q.expr, q.scale * abs(c), q.bits, q.axis, q.bound)
 
 
 @int_rule("relax.multiply")
@@ -83,10 +84,22 @@ def add(ctx, var, call, args):
     if isinstance(b, Q) and not isinstance(a, Q):
         a, b = b, a
     if isinstance(a, Q) and isinstance(b, np.ndarray):
-        return ctx.add_const(a, b.astype(np.float64), var)
+        return ctx.add_const(a, _finite_mask(ctx, var, b.astype(np.float64)), var)
     if isinstance(a, Q) and isinstance(b, Q):
         return _add_act(ctx, var, a, b, call.args[0].name, call.args[1].name)
     return None
+
+
+def _finite_mask(ctx, var, c: np.ndarray) -> np.ndarray:
+    """A constant additive mask's sentinels (``-inf``, ``-FLT_MAX``: ``|c| >= SENTINEL``) as
+    ``+-max(2**20 steps of the sum's int16 scale, MASK_DEPTH)``: every masked sum lies far below
+    the sum's calibrated range, as with the activation masks of ``_add_act``."""
+    sentinel = np.abs(c) >= SENTINEL
+    if not sentinel.any():
+        return c
+    cap = max(ctx.act_scale(var.name, WIDE_BITS) * SATURATING_RATIO, MASK_DEPTH)
+    ctx.report.notes.append(f"{var.name}: {int(sentinel.sum())} masking constant(s) taken as +-{cap:.3g}")
+    return np.where(sentinel, np.sign(c) * cap, c)
 
 
 @int_rule("relax.subtract")
@@ -98,21 +111,27 @@ def subtract(ctx, var, call, args):
         return ctx.add_const(b, a.astype(np.float64), var, negate_q=True)
     if isinstance(a, Q) and isinstance(b, Q):
         nb = ctx.as_int(call.args[1].name, b, WIDE_BITS)
-        neg = Q(ctx.emit(relax.op.negative(nb.expr)), nb.scale, nb.bits)
+        neg = Q(ctx.emit(relax.op.negative(ctx.as_dtype(nb, 32))), nb.scale, min(nb.bits + 1, 32), bound=nb.max_abs)  # -(-2**(b-1)) needs b+1 bits
         return _add_act(ctx, var, a, neg, call.args[0].name, None)
     return None
 
 
 def _add_act(ctx, var, a: Q, b: Q, na, nb):
-    """Residual add: both sides requantised to the sum's calibrated int16 scale inside add_int."""
+    """Residual add: both sides requantised to the sum's calibrated int16 scale inside add_int.
+
+    An operand far beyond the sum's range (an additive mask of -FLT_MAX) only has to push its
+    entries below that range: its ratio is capped so that each of its steps is
+    ``max(2**20 steps, MASK_DEPTH)``, and the sum is kept at int32 so that masked entries stay apart
+    from real ones (a softmax then gives them nothing; another consumer saturates them)."""
     s_out = ctx.act_scale(var.name, WIDE_BITS)
+    masked = []
 
     def side(q, n):
         if not q.per_axis and float(q.scale) / s_out >= SATURATING_RATIO:
-            # an operand far beyond the sum's range (an additive mask of -FLT_MAX): its
-            # non-zero entries only have to saturate the sum, so its ratio is capped
-            ctx.report.notes.append(f"{var.name}: operand at scale {float(q.scale):.3g} saturates the sum (ratio capped at 2^20)")
-            return Q(q.expr, s_out * SATURATING_RATIO, q.bits)
+            ratio = min(max(SATURATING_RATIO, MASK_DEPTH / s_out), 2.0**29 / max(q.max_abs, 1))
+            masked.append(ratio * q.max_abs)
+            ctx.report.notes.append(f"{var.name}: operand at scale {float(q.scale):.3g} is a mask (ratio capped at {ratio:.3g})")
+            return Q(q.expr, s_out * ratio, q.bits)
         return ctx.as_int(n, q, WIDE_BITS) if n else q
 
     x, y = side(a, na), side(b, nb)
@@ -124,10 +143,11 @@ def _add_act(ctx, var, a: Q, b: Q, na, nb):
         ye = ctx.emit(relax.op.broadcast_to(ye, relax.ShapeExpr(out_shape)))
     ma, ea = requant_params(x.scale / s_out, ctx.pow2)
     mb, eb = requant_params(y.scale / s_out, ctx.pow2)
-    spec = AddInt(int(ma), int(ea), int(mb), int(eb), WIDE_BITS)
+    bits = 32 if masked else WIDE_BITS
+    spec = AddInt(int(ma), int(ea), int(mb), int(eb), bits)
     out = ctx.emit_te(K.add_int, xe, ye, *spec.params(), name="add_int", attrs=spec.to_attrs())
     ctx.report.rows.append({"op": "add_int", "value": var.name})
-    return Q(out, s_out, WIDE_BITS)
+    return Q(out, s_out, bits, bound=int(sum(masked)) + (1 << WIDE_BITS) if masked else None)
 
 
 @int_rule("relax.nn.relu")
@@ -139,26 +159,15 @@ def relu(ctx, var, call, args):
     return Q(out, a.scale, a.bits, a.axis, a.bound)
 
 
-def legalized_clamp(ctx, call, op: str):
-    """``maximum(x, c)`` / ``minimum(x, c)`` that the ONNX importer emitted as a call_tir (the
-    halves of Clip/ReLU6): the bound ``c / s`` rounded inwards (per channel for per-axis ``x``)."""
-    x, c = ctx.get(call.args[1])
-    if not isinstance(x, Q) or scalar(c) is None:
-        return None
-    s = x.scales_like(call.args[1].fields[0])
-    bound = np.divide(scalar(c), s, out=np.zeros(np.shape(s)), where=s > 0)  # scale 0: the value is 0 anyway
-    ints = np.ceil(bound) if op == "maximum" else np.floor(bound)
-    info = np.iinfo(dtype(x.expr))
-    # a tensor, even for one bound: the kernel's code does not depend on the calibration
-    const = relax.const(np.atleast_1d(np.clip(ints, info.min, info.max)).astype(dtype(x.expr)))
-    out = ctx.emit((relax.op.maximum if op == "maximum" else relax.op.minimum)(x.expr, const))
-    return Q(out, x.scale, x.bits, x.axis, x.bound)
-
-
 @int_rule("relax.take")
 def take(ctx, var, call, args):
-    """An embedding lookup: the constant table quantised to int8 at the output's scale."""
+    """An embedding lookup: the constant table quantised to int8 at the output's scale; a Gather
+    of an activation by constant indices: the same op on the integers (per tensor)."""
     table, idx = args
+    if isinstance(table, Q) and isinstance(idx, np.ndarray):
+        a = ctx.as_int(call.args[0].name, table, WIDE_BITS) if table.per_axis else table
+        out = ctx.emit(relax.op.take(a.expr, relax.const(idx), call.attrs.axis, call.attrs.mode))
+        return Q(out, a.scale, a.bits, bound=a.bound)
     if isinstance(table, np.ndarray) and isinstance(idx, relax.Expr) and not is_float_type(idx.ty):
         s = ctx.act_scale(var.name, ACT_BITS)
         tq = relax.const(quantize(table, s, ACT_BITS))

@@ -4,6 +4,7 @@ requantised to per tensor first, since its axis may move), and concat / split.
     reshape, permute_dims, squeeze, expand_dims, flatten, strided_slice, broadcast_to  ->  same op
     concat   ->  every part requantised to the result's calibrated int16 scale (constants quantised)
     split    ->  same op, one value per part
+    shape_of ->  the static shape (a constant)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tvm import relax
 from shiftc.reference.quant import quantize
 
 from .registry import int_rule
-from .value import WIDE_BITS, Q
+from .value import WIDE_BITS, Q, shape
 
 
 def _per_tensor(ctx, call, a) -> Q | None:
@@ -32,6 +33,15 @@ def same_layout_op(ctx, var, call, args):
     if a is None:
         return None
     return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, bound=a.bound)
+
+
+@int_rule("relax.shape_of")
+def shape_of(ctx, var, call, args):
+    """The static shape of an integer value (the importer's index arithmetic, e.g. Gather's
+    negative-index wrap); what follows folds to constants."""
+    if not isinstance(args[0], Q):
+        return None
+    return relax.ShapeExpr(list(shape(call.args[0])))
 
 
 @int_rule("relax.split")

@@ -3,6 +3,7 @@ kernels as integer shift-accumulate kernels.
 
     matmul(x, W_const) [+ b]   ->  matmul(x_i8, W_i8, out=int32) [+ b_i32]    scale s_x * s_w[c]
     conv2d(x, W_const) [+ b]   ->  conv2d(x_i8, W_i8, out=int32) [+ b_i32]    scale s_x * s_w[c]
+    conv2d_transpose(x, W)     ->  the same on int8 x int8 -> int32             scale s_x * s_w[c]
     matmul(a, b)               ->  matmul(a_i8, b_i8, out=int32)              scale s_a * s_b
     shift kernel (shift pass)  ->  shift_matmul_int / shift_conv2d_int on x_i8 scale s_x * alpha_c * 2**-P
 """
@@ -21,7 +22,7 @@ from shiftc.reference.rounding import INT32_MAX
 
 from .accumulate import reduce_int32, refuse_unless_fits, sliced, weight_safe
 from .registry import int_rule
-from .rules_elementwise import legalized_clamp
+from .rules_activation import legalized_clamp
 from .scales import weight_codes
 from .value import ACT_BITS, Q, along, shape
 
@@ -87,6 +88,31 @@ def conv2d(ctx, var, call, args):
 
     row = {"op": "conv2d", "value": var.name, "weights": "int8 per-channel"}
     q = reduce_int32(ctx, var, chunk, unit, x.bits, x.scale * sw, 1, row)
+    ctx.report.rows.append(row)
+    return q
+
+
+@int_rule("relax.nn.conv2d_transpose")
+def conv2d_transpose(ctx, var, call, args):
+    """int8 x int8 -> int32 transposed conv (ONNX ConvTranspose), weights per output channel
+    (axis 1 of IOHW); the bound sums every tap of an input channel (at most that many reach an
+    output), split along input channels above int32 as conv2d."""
+    a, w = args
+    at = call.attrs
+    layouts = (at.data_layout, at.kernel_layout, at.out_layout) == ("NCHW", "IOHW", "NCHW")
+    if not (isinstance(a, Q) and isinstance(w, np.ndarray)) or not layouts or int(at.groups) != 1:
+        return None
+    x = ctx.as_int(call.args[0].name, a, ACT_BITS)
+    wq, sw = weight_codes(w, axis=1, pow2=ctx.pow2)
+    xe = ctx.as_dtype(x, 8)
+
+    def chunk(c0, c1):
+        wc = relax.const(wq if c0 is None else np.ascontiguousarray(wq[c0:c1]))
+        return ctx.emit(relax.op.nn.conv2d_transpose(sliced(ctx, xe, 1, c0, c1), wc, at.strides, at.padding, at.output_padding,
+                                                     at.dilation, 1, "NCHW", "IOHW", "NCHW", out_dtype="int32"))
+
+    row = {"op": "conv2d_transpose", "value": var.name, "weights": "int8 per-channel"}
+    q = reduce_int32(ctx, var, chunk, np.abs(wq.astype(np.int64)).sum(axis=(2, 3)), x.bits, x.scale * sw, 1, row)
     ctx.report.rows.append(row)
     return q
 

@@ -1,7 +1,7 @@
 """Integer rules of non-linear ops (I-ViT style).
 
-    softmax(x, axis=-1)  ->  Shiftmax(x, n=12)                              int8 at 2**-7
-    gelu(x)              ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
+    softmax(x, axis)     ->  Shiftmax(x, n=12) (axis moved last and back)   int8 at 2**-7
+    gelu, gelu_tanh      ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
     layer_norm(x, g, b)  ->  I-LayerNorm, then sign(g) * requantize_per_axis(|g| sqrt(C) 2**-30
                              / s_out) + round(b / s_out), saturated to int8
 
@@ -18,12 +18,12 @@ from tvm import relax
 from shiftc import reference as ref
 from shiftc.core.errors import UnsupportedModelError
 from shiftc.kernels import integer as K
-from shiftc.reference.quant import bias_codes, qmax
+from shiftc.reference.quant import bias_codes, pow2_up, qmax
 from shiftc.reference.rounding import INT32_MAX
 
 from .accumulate import summable_input
 from .registry import int_rule
-from .scales import requant_params
+from .scales import bits_for, requant_params
 from .value import ACT_BITS, WIDE_BITS, Q, shape
 
 # Shiftmax: n = 12 exponent bits (I-ViT: 15). The output is int8 at 2**-7, so exponents below
@@ -32,6 +32,12 @@ from .value import ACT_BITS, WIDE_BITS, Q, shape
 # worst-case row sum (every element at the max) stays <= 2**26.
 SHIFTMAX_N = 12
 SHIFTMAX_SUM_LIMIT = 1 << 26
+# Long rows (a 6625-class output): every exponential is at least 2**-(n+1) of the row max's, so
+# n = 12 would give the tail of 6625 entries 0.8 of the max's mass; and their sum needs more than
+# 31 bits for the reciprocal. They take n = 20 and a 62-bit reciprocal (sum <= 2**50).
+SHIFTMAX_FINE = 2.0**-5  # an input step up to this keeps the n = 12 form
+SHIFTMAX_WIDE = (20, 62, 1 << 50)  # n, reciprocal bits, row-sum limit
+SHIFTMAX_MASK_MARGIN = SHIFTMAX_N * math.log(2)  # masked scores sit this far below every row max
 SHIFT_GELU_N = 23
 
 
@@ -44,27 +50,66 @@ def _exp_x0_or_none(s: float, n: int):
 
 @int_rule("relax.nn.softmax")
 def softmax(ctx, var, call, args):
+    """Shiftmax over ``axis``; another axis than the last is moved last and back (permute_dims)."""
     (a,) = args
     nd = len(shape(var))
-    if not isinstance(a, Q) or int(call.attrs.axis) % nd != nd - 1:
+    axis = int(call.attrs.axis) % nd
+    if not isinstance(a, Q):
         return None
-    n, row = SHIFTMAX_N, shape(var)[-1]
-
-    def ok_scale(s):  # row sum <= 2**26 keeps the reciprocal (2**31-1) // S at >= 32
-        x0 = _exp_x0_or_none(s, n)
-        return x0 is not None and row * ((-x0) << n) <= SHIFTMAX_SUM_LIMIT
-
-    x = ctx.fitting_input(call.args[0].name, a, lambda s, b: ok_scale(s))
-    if x is None:
+    plan = _shiftmax_plan(ctx, call.args[0].name, a, shape(var)[axis])
+    if plan is None:
         return None
-    x0 = ref.exp_x0(float(x.scale), n)
-    out = ctx.emit_te(K.shiftmax, x.expr, x0, n, name="shiftmax")
-    ctx.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "x0": x0})
+    n, f_bits, s_in, bits, keep = plan
+    x = a if keep else ctx.requant(a, s_in, bits)
+    x0 = ref.exp_x0(s_in, n)
+    order = [d for d in range(nd) if d != axis] + [axis]
+    moved = x.expr if axis == nd - 1 else ctx.emit(relax.op.permute_dims(x.expr, order))
+    out = ctx.emit_te(K.shiftmax, moved, x0, n, name="shiftmax", f_bits=f_bits)
+    if axis != nd - 1:
+        out = ctx.emit(relax.op.permute_dims(out, [int(i) for i in np.argsort(order)]))
+    ctx.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": s_in, "x0": x0, "n": n,
+                            "f_bits": f_bits, "axis": axis})
     return Q(out, 2.0**-7, 8)
 
 
-@int_rule("relax.nn.gelu")
+def _shiftmax_plan(ctx, name: str, a: Q, row: int):
+    """``(n, f_bits, input scale, bits, keep a as it is)`` for Shiftmax over rows of ``row``, or None.
+
+    The input is ``a`` as it is when it holds no value beyond its calibrated range ``T`` and
+    Shiftmax accepts its scale; otherwise it is requantised to the widest width whose scale
+    ``(T + SHIFTMAX_MASK_MARGIN) / qmax(b)`` keeps the worst row sum ``row * |x0| * 2**n`` within
+    2**26. The margin keeps masked scores (an additive -inf / -FLT_MAX mask, which saturates at the
+    range's end) ``12 ln 2`` below every row max, where their probability rounds to 0 (NUMERICS.md
+    §3.10). ``n = 12`` with the 31-bit reciprocal while that admits a scale up to
+    ``SHIFTMAX_FINE`` (rows up to ~500), else ``SHIFTMAX_WIDE`` when it admits a finer one."""
+    ctx.act_scale(name, ACT_BITS)  # a one-line error when the value has no calibration
+    t = float(ctx.calib.thresholds[name])
+    within = not a.per_axis and a.max_abs * float(a.scale) <= t * 1.01  # int8 at T/127 reaches -128/127 T
+
+    def scale(b):
+        s = (t + SHIFTMAX_MASK_MARGIN) / qmax(b)
+        return pow2_up(s) if ctx.pow2 else s
+
+    def plan(n, f_bits, limit):
+        def ok(s):
+            x0 = _exp_x0_or_none(s, n)
+            return x0 is not None and row * ((-x0) << n) <= limit
+
+        if within and a.bits <= WIDE_BITS and ok(float(a.scale)):
+            return n, f_bits, float(a.scale), a.bits, True
+        bits = bits_for(lambda b: ok(scale(b)))
+        return None if bits is None else (n, f_bits, scale(bits), bits, False)
+
+    narrow = plan(SHIFTMAX_N, 31, SHIFTMAX_SUM_LIMIT)
+    if narrow is not None and narrow[2] <= SHIFTMAX_FINE:
+        return narrow
+    wide = plan(*SHIFTMAX_WIDE)
+    return narrow if wide is None or (narrow is not None and narrow[2] <= wide[2]) else wide
+
+
+@int_rule("relax.nn.gelu", "relax.nn.gelu_tanh")
 def gelu(ctx, var, call, args):
+    """erf-GELU and its tanh form (within 1e-3 of each other) by the same integer GELU."""
     (a,) = args
     if not isinstance(a, Q):
         return None

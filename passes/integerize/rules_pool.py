@@ -2,7 +2,8 @@
 
     mean / avg_pool2d  ->  int_mean / int_avgpool2d (round half up)
     sum                ->  int32 sum
-    max_pool2d         ->  the same op on the integers (same scale)
+    max_pool2d, max, min ->  the same op on the integers (same scale)
+    resize2d nearest   ->  nearest_upsample (integer factors; exact)
     resize2d linear    ->  nearest_upsample (upsample="nearest"; changes the model)
 """
 
@@ -72,10 +73,32 @@ def max_pool2d(ctx, var, call, args):
     return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, a.axis, a.bound)
 
 
+@int_rule("relax.max", "relax.min")
+def max_min(ctx, var, call, args):
+    """ReduceMax / ReduceMin: the same reduction on the integers (per tensor), same scale."""
+    a = args[0]
+    if not isinstance(a, Q):
+        return None
+    a = ctx.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis else a
+    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, bound=a.bound)
+
+
+def _nearest_is_floor(at) -> bool:
+    """Whether a nearest resize by integer factors reads source ``i // f``: half-pixel centres
+    (``(i + 1/2) / f - 1/2`` lies strictly within 1/2 of ``i // f``, any rounding) or asymmetric
+    coordinates with floor rounding."""
+    mode, rounding = str(at.coordinate_transformation_mode), str(at.rounding_method)
+    return str(at.method) == "nearest_neighbor" and (mode in ("half_pixel", "pytorch_half_pixel")
+                                                     or (mode == "asymmetric" and rounding == "floor"))
+
+
 @int_rule("relax.image.resize2d")
 def resize2d(ctx, var, call, args):
+    """Nearest resize by integer factors (exact), or bilinear replaced by it with
+    ``upsample="nearest"`` (changes the model, reported)."""
     a = args[0]
-    if not isinstance(a, Q) or ctx.opts.upsample != "nearest" or call.attrs.layout != "NCHW":
+    exact = _nearest_is_floor(call.attrs)
+    if not isinstance(a, Q) or (ctx.opts.upsample != "nearest" and not exact) or call.attrs.layout != "NCHW":
         return None
     (_, _, h, w), (_, _, H, W) = shape(call.args[0]), shape(var)
     if H % h or W % w:
@@ -83,5 +106,5 @@ def resize2d(ctx, var, call, args):
     if a.per_axis and a.axis != 1:
         a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
     out = ctx.emit_te(K.nearest_upsample, a.expr, (H // h, W // w), name="nearest_upsample")
-    ctx.report.rows.append({"op": "nearest_upsample", "value": var.name, "replaces": str(call.attrs.method)})
+    ctx.report.rows.append({"op": "nearest_upsample", "value": var.name, "replaces": None if exact else str(call.attrs.method)})
     return Q(out, a.scale, a.bits, a.axis, a.bound)

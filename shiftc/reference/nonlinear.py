@@ -140,36 +140,42 @@ def int_exp_shift(x, s: float, n: int):
 
 
 # =========================================================================== shiftmax
-def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1):
+def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1, f_bits: int = 31):
     """Shiftmax with precomputed ``x0``: int8 at scale ``2**-7``.
 
     ::
 
         d   = x - max(x, axis)                    # int32, <= 0
         e   = int_exp_shift_int(d, x0, n)         # int32, in (0, |x0| * 2**n]
-        S   = min(sum(e, axis), 2**31 - 1)        # int64 sum, clamped
-        f   = (2**31 - 1) // S                    # floor reciprocal
-        out = saturate(rshift_round(e * f, 24), 8)
+        F   = 2**f_bits - 1                       # 2**31 - 1 (the default), up to 2**62 - 1
+        S   = min(sum(e, axis), F)                # int64 sum, clamped
+        f   = F // S                              # floor reciprocal
+        out = saturate(rshift_round(e * f, f_bits - 7), 8)
 
-    ``e * f <= S * f <= 2**31 - 1`` when ``S`` was not clamped, and ``e * f = e < 2**31`` when it
-    was (``f = 1``), so the product fits int32 (a kernel may still form it in int64).
-    **Deviation from the published plain ``>> 24``:** shiftc rounds half up here too
-    (CONTRACTS.md: one rounding mode), which can produce 128 for a single dominant element;
-    it saturates to 127.
+    ``e * f <= S * f <= F`` when ``S`` was not clamped, and ``e * f = e < 2**31`` when it was
+    (``f = 1``), so the product fits int32 for ``f_bits = 31`` and int64 up to 62. The wide
+    reciprocal serves long rows (a 6625-class output): their sum needs more than 31 bits for ``f``
+    to keep its precision. **Deviation from the published plain ``>> 24``:** shiftc rounds half up
+    here too (CONTRACTS.md: one rounding mode), which can produce 128 for a single dominant
+    element; it saturates to 127.
     """
+    if not 8 <= f_bits <= 62:
+        raise ValueError(f"f_bits {f_bits} outside [8, 62]")
     x = _i64(x)
     d = x - np.max(x, axis=axis, keepdims=True)
     e = int_exp_shift_int(d, x0, n)
-    S = np.minimum(np.sum(e, axis=axis, keepdims=True), INT32_MAX)
-    f = INT32_MAX // S
+    top = (1 << f_bits) - 1
+    S = np.minimum(np.sum(e, axis=axis, keepdims=True), top)
+    f = top // S
     prod = e * f
-    _fits_i32(prod, "shiftmax e*f")
-    return saturate(rshift_round(prod, 24), 8).astype(np.int8)
+    if f_bits <= 31:
+        _fits_i32(prod, "shiftmax e*f")
+    return saturate(rshift_round(prod, f_bits - 7), 8).astype(np.int8)
 
 
-def shiftmax(x_int, s: float, n: int = 15, axis: int = -1):
+def shiftmax(x_int, s: float, n: int = 15, axis: int = -1, f_bits: int = 31):
     """Integer softmax of ``x_int * s`` along ``axis``: int8 at scale ``2**-7`` (see :func:`shiftmax_int`)."""
-    return shiftmax_int(x_int, exp_x0(s, n), n, axis)
+    return shiftmax_int(x_int, exp_x0(s, n), n, axis, f_bits)
 
 
 # =========================================================================== ShiftGELU (row max)
