@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 # Channel-last activations and HWIO weights: the output-channel axis is contiguous in the output
 # and in the weights, so CPU schedules vectorise over channels (also for depthwise convolutions).
-CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+# conv2d_transpose stays NCHW/IOHW, the only layout TVM legalises it in: without an entry it would
+# inherit NHWC from a conv before it and reach the VM unlowered.
+CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
 
 
 @dataclass

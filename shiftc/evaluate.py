@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .frontend import TensorSpec
+from .core.tensor_spec import TensorSpec
 
 
 def onnxruntime_outputs(proto, samples: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:

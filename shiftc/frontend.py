@@ -22,24 +22,9 @@ import onnx
 from onnx import numpy_helper
 
 from .core.errors import InputError, UnsupportedModelError
+from .core.tensor_spec import TensorSpec  # noqa: F401 (re-exported: frontend.TensorSpec)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, static shape and dtype of a model input or output."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TensorSpec":
-        return cls(d["name"], tuple(d["shape"]), d["dtype"])
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from . import artifact
+from .core.units import human_bytes, human_seconds, percent
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1100px;
@@ -43,27 +44,6 @@ CALIBRATION_KEYS = ("scale", "threshold", "min", "max", "range", "amax", "zero_p
 
 def esc(value) -> str:
     return html.escape(str(value), quote=True)
-
-
-def human_bytes(n) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
-
-
-def pct(x) -> str:
-    return "-" if x is None else f"{100 * float(x):.2f}%"
-
-
-def human_seconds(s) -> str:
-    if s is None:
-        return "-"
-    s = float(s)
-    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
 def cell(value) -> str:
@@ -167,8 +147,8 @@ def stage_errors(stages: dict[str, dict]) -> str:
     if not lossy:
         return section("errors", "Measured error vs FP32", none("No lossy stage in this build (FP32): nothing measured."))
     measured = [(n, s.get("error") or {}) for n, s in lossy]
-    rows = [[n, Raw(f'<td class="n">{pct(e.get("rel_l2"))}</td>'), e.get("cosine"), e.get("max_abs"),
-             pct(e.get("top1_agreement")) if "top1_agreement" in e else "-", e.get("samples")] for n, e in measured]
+    rows = [[n, Raw(f'<td class="n">{percent(e.get("rel_l2"), 2)}</td>'), e.get("cosine"), e.get("max_abs"),
+             percent(e.get("top1_agreement"), 2) if "top1_agreement" in e else "-", e.get("samples")] for n, e in measured]
     fig = bar_plot([n for n, _ in measured], {"relative L2 error (%)": [100 * e.get("rel_l2", 0) for _, e in measured]},
                    "relative L2 (%)", "model output error vs FP32 after each lossy stage (cumulative)")
     body = img(fig, "stage-level error") + table(["stage", "rel. L2", "cosine", "max |diff|", "top-1 agreement", "samples"], rows)
@@ -198,8 +178,8 @@ def shift_layers(stages: dict[str, dict]) -> str:
                              "stored bits / weight (packed, with scales)": stored},
                     "bits per weight", "shift: bits per weight per layer")
     table_rows = [[r.get("layer"), r.get("op"), r.get("weight_shape"), r.get("bits"), r.get("terms"),
-                   None if b is None else round(b, 2), r.get("macs"), Raw(f'<td class="n">{pct(r.get("weight_rel_l2"))}</td>'),
-                   Raw(f'<td class="n">{pct(r.get("output_rel_l2"))}</td>'), human_bytes(r.get("packed_bytes"))]
+                   None if b is None else round(b, 2), r.get("macs"), Raw(f'<td class="n">{percent(r.get("weight_rel_l2"), 2)}</td>'),
+                   Raw(f'<td class="n">{percent(r.get("output_rel_l2"), 2)}</td>'), human_bytes(r.get("packed_bytes"))]
                   for r, b in zip(rows, stored)]
     summary = (stages["shift"].get("summary") or {})
     line = (f"<p>{esc(summary.get('rewritten', len(rows)))} layers rewritten, {esc(summary.get('bits_per_weight', '-'))} "

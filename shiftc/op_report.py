@@ -37,7 +37,8 @@ def integer_form(op: str) -> bool:
     particular call, e.g. softmax over a non-last axis; ``compile --integer-only`` is definitive)."""
     from .passes.integerize import has_integer_form
 
-    return has_integer_form(op)
+    base = op.split(":")[0]  # op_counts names a call_tir by its kernel (call_tir:maximum) and drops "relax."
+    return has_integer_form(base if base.startswith("relax.") else f"relax.{base}")
 
 
 def rewrite_candidates(loaded) -> dict:

@@ -7,20 +7,47 @@ everything else from the class (tests/test_target_plugin.py shows it).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import MutableMapping
+
 from shiftc.core.errors import InputError
 
-from .arm import Arm
 from .base import Comparison, Target, TargetOption, Tool
-from .cuda import Cuda
-from .vta.target import VTA
-from .x86 import X86
 
-REGISTRY: dict[str, type[Target]] = {
-    "x86": X86,
-    "arm": Arm,
-    "cuda": Cuda,
-    "vta": VTA,
-}
+
+class _Registry(MutableMapping):
+    """Name -> Target class; a built-in target's module is imported when its class is first looked
+    up (``shiftc run`` on an x86 artifact imports no other target). Plugins add classes."""
+
+    def __init__(self, entries: dict[str, str | type[Target]]):
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> type[Target]:
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, _, cls = entry.partition(":")
+            entry = self._entries[name] = getattr(importlib.import_module(module, __name__), cls)
+        return entry
+
+    def __setitem__(self, name: str, cls: type[Target]) -> None:
+        self._entries[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+REGISTRY: MutableMapping[str, type[Target]] = _Registry({
+    "x86": ".x86:X86",
+    "arm": ".arm:Arm",
+    "cuda": ".cuda:Cuda",
+    "vta": ".vta.target:VTA",
+})
 
 
 def target_class(name: str) -> type[Target]:

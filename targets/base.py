@@ -6,7 +6,7 @@ rest of shiftc asks of it:
 - ``option_specs``: its options (``TargetOption``); the CLI builds ``--cpu``, ``--arch``, ... from
   them, ``targets.get`` checks them, ``options()`` records them in the artifact.
 - ``tvm_target()``, ``lower(mod, report)``, ``lowering()`` / ``schedule(mod)``, ``build``, ``load``:
-  compiling and running.
+  compiling and running; ``loads_on_tvm_runtime``: ``shiftc run`` may skip TVM's compiler library.
 - ``tools`` / ``apt_tools()`` / ``installed_by_default``: its toolchain and the Debian packages
   that provide it (``shiftc targets --apt``, ``scripts/setup.sh``).
 - ``can_run_here()`` / ``emulator()`` / ``comparison()``: how ``shiftc matrix`` treats it.
@@ -128,6 +128,9 @@ class Target(ABC):
     tools: ClassVar[tuple[Tool, ...]] = ()
     installed_by_default = True  # `shiftc targets --apt` (and so scripts/setup.sh) without names includes it
     load_on_open = True  # False: shiftc.load opens the session on first run (targets not every host runs)
+    # True: ``load`` and running need only TVM's runtime library, so ``shiftc run`` may import TVM
+    # without its compiler (TVM_USE_RUNTIME_LIB=1). Subclasses whose ``load`` needs more set it False.
+    loads_on_tvm_runtime: ClassVar[bool] = False
 
     def __post_init__(self):
         for spec in self.option_specs:

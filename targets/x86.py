@@ -37,6 +37,7 @@ class X86(Target):
     name = "x86"
     summary = "x86-64 Linux (LLVM), runs natively"
     option_specs = (CPU, CORES)
+    loads_on_tvm_runtime = True  # VMSession: the Relax VM over model.so
     tools = (Tool("g++", "g++", "links the model library"),)
 
     def __post_init__(self):
@@ -75,10 +76,10 @@ class VMSession:
 
     def __init__(self, lib_path: Path, device: str = "cpu"):
         import tvm
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine  # = relax.VirtualMachine, in TVM's runtime alone
 
         self._dev = tvm.device(device, 0)
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), self._dev)
+        self._vm = VirtualMachine(tvm.runtime.load_module(str(lib_path)), self._dev)
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         import tvm

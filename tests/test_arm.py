@@ -253,7 +253,7 @@ def test_targets_command_names_missing_packages(tmp_path):
     env = dict(os.environ, PATH=_path_without("qemu-aarch64", tmp_path))
     proc = subprocess.run([SHIFTC, "targets", "--json"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["targets"]}
     assert not rows["arm"]["ready"] and rows["arm"]["install"] == "qemu-user"
     assert {t["program"]: t["present"] for t in rows["arm"]["tools"]}["qemu-aarch64"] is False
 

@@ -69,7 +69,7 @@ def test_cli_compile_run_json(tmp_path, conv_model, rng):
 
 def test_targets_command_lists_x86_ready():
     res = CliRunner().invoke(main, ["targets", "--json"])
-    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    rows = {r["name"]: r for r in json.loads(res.stdout)["targets"]}
     assert rows["x86"]["ready"] is True
 
 

@@ -15,6 +15,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from helpers import json_schema
 from benchmarks import render
 from shiftc import bench
 from shiftc.bench import machine
@@ -109,7 +110,7 @@ def test_shiftc_bench_against_onnxruntime_fp32_and_int8(cnn_fp32, tmp_path):
     res = _bench(cnn_fp32, "--against", "onnxruntime", "--onnx", CNN, "--calibrate", SAMPLE, "--repeats", 1,
                  "--calls", 3, "--warmup", 1, "--threads", 1, "--json-out", out)
     assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    doc = json_schema.validate("bench", json.loads(out.read_text()))
     assert doc["schema"] == bench.SCHEMA and doc["notes"] == []
     assert doc["settings"] == {"threads": 1, "rounds": 1, "calls": 3, "warmup": 1, "busy_core": False}
     assert [(r["name"], r["runtime"], r["batch"]) for r in doc["results"]] == [
@@ -124,7 +125,7 @@ def test_shiftc_bench_against_onnxruntime_fp32_and_int8(cnn_fp32, tmp_path):
 def test_shiftc_bench_says_when_int8_is_skipped(cnn_fp32):
     res = _bench(cnn_fp32, "--against", "onnxruntime", "--onnx", CNN, "--repeats", 1, "--calls", 2, "--warmup", 0, "--json")
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
+    doc = json_schema.validate("bench", json.loads(res.stdout))
     assert [r["name"] for r in doc["results"]] == ["artifact", "onnxruntime fp32"]
     assert doc["notes"] == ["onnxruntime int8 skipped: it needs calibration samples (--calibrate)"]
     assert doc["settings"]["threads"] == len(os.sched_getaffinity(0))

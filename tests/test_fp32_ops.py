@@ -43,6 +43,11 @@ CASES = {
         [("x", [1, 3, 6, 6])], [("y", [1, 4, 6, 6])],
         {"w": f32(4, 3, 3, 3), "g": f32(4), "beta": f32(4), "m": f32(4), "v": np.abs(f32(4)) + 0.5},
     ),
+    # a conv's NHWC layout must not spread to the ConvTranspose after it (DBNet-style decoder)
+    "conv_then_conv_transpose": (
+        [node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node("ConvTranspose", ["c", "wt", "bt"], ["y"], strides=[2, 2])],
+        [("x", [1, 3, 8, 8])], [("y", [1, 5, 16, 16])], {"w": f32(4, 3, 3, 3), "wt": f32(4, 5, 2, 2), "bt": f32(5)},
+    ),
     "layernorm": (
         [node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
         [("x", [1, 4, 16])], [("y", [1, 4, 16])], {"g": f32(16), "b": f32(16)},

@@ -112,7 +112,7 @@ def test_matrix_section_lists_the_rows(fp32, tmp_path):
     matrix.write_text(json.dumps({"model": "cnn.onnx", "tolerance": 1e-4, "ok": False, "rows": rows}))
     page = html_report.build(fp32, json.loads(matrix.read_text()))
     section = page[page.index('id="matrix"'):]
-    assert "3.20e-06" in section and "2.50 MB" in section and "4.0 ms" in section and "12.50 s" in section
+    assert "3.20e-06" in section and "2.50 MB" in section and "4.00 ms" in section and "12.5 s" in section
     assert "no cross compiler" in section and '<td class="bad">no</td>' in section and "FAILED" in section
 
 

@@ -16,6 +16,7 @@ import shiftc
 from shiftc import frontend
 from shiftc.core.errors import InputError
 from shiftc.schedules import database
+from helpers import json_schema
 
 RNG = np.random.default_rng(0)
 
@@ -258,7 +259,7 @@ def test_tune_takes_compile_pass_options_and_its_records_apply_to_any_calibratio
     opts = ["--cpu", "x86-64-v3", "--shift-bits", "4", "--integer-only"]
     res = CliRunner().invoke(main, ["tune", str(path), "--trials", "1", "--db", str(db), "--calibrate", str(tmp_path / "cal0.npz"), *opts, "--json"])
     assert res.exit_code == 0, res.output
-    tasks = [t["name"] for t in json.loads(res.stdout)["tasks"]]
+    tasks = [t["name"] for t in json_schema.validate("tune", json.loads(res.stdout))["tasks"]]
     assert any("int16_dot_gemm" in t for t in tasks), tasks  # 4-bit codes span 2^7: the int16 dot GEMM
     res = CliRunner().invoke(main, ["compile", str(path), "--db", str(db), "--calibrate", str(tmp_path / "cal1.npz"), *opts,
                                     "-o", str(tmp_path / "art"), "--json"])

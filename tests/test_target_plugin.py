@@ -62,7 +62,7 @@ def test_a_new_target_is_one_file_plus_one_registry_line(tmp_path, monkeypatch):
 
     listed = runner.invoke(main, ["targets", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert {r["name"]: r["summary"] for r in json.loads(listed.stdout)}["toy"] == toy.Toy.summary
+    assert {r["name"]: r["summary"] for r in json.loads(listed.stdout)["targets"]}["toy"] == toy.Toy.summary
     assert "--toy-level" in runner.invoke(main, ["compile", "--help"]).stdout
 
     refused = runner.invoke(main, ["compile", str(CNN), "--target", "x86", "--toy-level", "3", "-o", str(tmp_path / "x")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 
@@ -29,8 +30,13 @@ class Report:
         self.stages.append(s)
         return s
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
+        """The report as plain dicts and lists (what meta.json stores under ``report``)."""
         return asdict(self)
+
+    def to_json(self) -> str:
+        """The report as a JSON string (``print(model.report.to_json())``)."""
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_json(cls, d: dict) -> "Report":

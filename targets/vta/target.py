@@ -43,6 +43,7 @@ class VTA(X86):
     nbuf: int = 2
     vta_config: str | None = None
     name = "vta"
+    loads_on_tvm_runtime = False  # its layers' packed functions and partition module need TVM's compiler side
     summary = "VTA-compatible accelerator (functional simulator) + x86 host (LLVM)"
     option_specs = X86.option_specs + (
         TargetOption("nbuf", int, "VTA program buffering: 2 = double-buffered, 1 = single", choices=(1, 2), default=2),
