@@ -5,7 +5,8 @@ SPEC holds a ``shiftc.bench.Variant`` (runtime, path, inputs .npz, batch) and ``
 this process (``shiftc.bench.measure``) and writes the result to OUT as JSON, with its PID, load
 time and the thread settings the runtime used; on failure ``{"error": one line}`` and exit 1.
 TVM's thread count comes from ``TVM_NUM_THREADS``, which the driver sets in this process's
-environment (its other pool settings: the user's, else shiftc's defaults, ``shiftc.core.thread_pool``); onnxruntime's and OpenVINO's from ``threads`` through their session options.
+environment (its other pool settings: the user's, else shiftc's defaults, ``core.thread_pool``);
+onnxruntime's and OpenVINO's from ``threads`` through their session options.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 
 from shiftc.bench import measure, peak_rss_mb
 from shiftc.core import thread_pool
-
 
 
 def shiftc_runner(spec: dict, feeds: dict):

@@ -7,6 +7,7 @@ runner under ``qemu-aarch64 -L /usr/aarch64-linux-gnu``; on an aarch64 host it r
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -137,8 +138,8 @@ class RunnerSession:
             out_dir = Path(tmp) / "out"
             out_dir.mkdir()
             # TVM's pool settings as loading the model left them (shiftc.core.thread_pool)
-            env = {"LD_LIBRARY_PATH": str(self.artifact_dir), "PATH": _path(),
-                   **{k: v for k, v in thread_pool.tvm_env().items() if v is not None}}
+            pool = {**thread_pool.tvm_env(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            env = {"LD_LIBRARY_PATH": str(self.artifact_dir), "PATH": _path(), **{k: v for k, v in pool.items() if v is not None}}
             t0 = time.perf_counter()
             proc = subprocess.run(self.command(out_dir, paths), capture_output=True, text=True, env=env)
             self.last_run_s = time.perf_counter() - t0
@@ -153,6 +154,4 @@ class RunnerSession:
 
 
 def _path() -> str:
-    import os
-
     return os.environ.get("PATH", "/usr/bin:/bin")
