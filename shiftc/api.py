@@ -182,7 +182,7 @@ def compile(  # noqa: A001 - the public name users expect
     with artifact.staging(dest, locked=output is not None) as tmp:  # compile() holds output's lock
         tgt.build(executable, tmp)
         report.sizes = _sizes(model, loaded, tmp)
-        meta["report"] = report.to_json()
+        meta["report"] = report.to_dict()
         artifact.write_meta(tmp, meta)
     model_out = CompiledModel(dest, artifact.verify(dest), owns_folder=output is None)
     model_out.timings_s = timings
