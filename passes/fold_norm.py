@@ -1,9 +1,11 @@
 """Fold inference-time normalisation into neighbouring linear ops (exact).
 
-- **BatchNorm -> the preceding conv2d** (backward)::
+- **BatchNorm -> the preceding conv2d or conv2d_transpose** (backward)::
 
       batch_norm(conv2d(x, W) [+ b], gamma, beta, mean, var, eps)[0]
         ->  conv2d(x, W * s[o]) + ((b - mean) * s + beta),   s = gamma / sqrt(var + eps)
+
+  (a ``conv2d_transpose`` with one group scales its IOHW weight along axis 1, the output channel).
 
   Only when the conv's output has no other reader: folding into a producer whose output also
   feeds a residual path would change that path. Such cases are skipped and noted in the report.
@@ -250,8 +252,35 @@ class _ForwardFold:
         return relax.op.add(y, _bias_const(kind, np.asarray(bias, np.float64) + extra, ndim, call.args[1].ty.dtype))
 
 
+_CONVS = ("relax.nn.conv2d", "relax.nn.conv2d_transpose")
+
+
+def _conv_of(g: Graph, var) -> relax.Call | None:
+    """The conv2d, or one-group conv2d_transpose, bound to ``var``, with a constant NCHW/OIHW (IOHW) weight."""
+    for op in _CONVS:
+        conv = g.call(var, op)
+        if conv is not None:
+            a = conv.attrs
+            layout = "OIHW" if op == _CONVS[0] else "IOHW"
+            ok = (g.const(conv.args[1]) is not None and a.kernel_layout == layout and a.out_layout == "NCHW"
+                  and (op == _CONVS[0] or int(a.groups) == 1))
+            return conv if ok else None
+    return None
+
+
+def _scaled_conv(bb, conv: relax.Call, w: np.ndarray, scale: np.ndarray):
+    """``conv`` with its output channels scaled by ``scale`` (folded into the weight)."""
+    if conv.op.name == "relax.nn.conv2d":
+        return _emit_linear(bb, "conv2d", conv, conv.args[0], w * scale[:, None, None, None])
+    a = conv.attrs
+    wc = const_like(w * scale[None, :, None, None], conv.args[1].ty.dtype)
+    return bb.emit(relax.op.nn.conv2d_transpose(conv.args[0], wc, a.strides, a.padding, a.output_padding, a.dilation,
+                                                a.groups, a.data_layout, a.kernel_layout, a.out_layout, a.out_dtype))
+
+
 class _BatchNormIntoConv:
-    """``batch_norm(conv2d(x, W) [+ b])[0]`` -> ``conv2d(x, W') + b'`` when the conv output is not shared."""
+    """``batch_norm(conv(x, W) [+ b])[0]`` -> ``conv(x, W') + b'`` (conv2d or conv2d_transpose) when the
+    conv output is not shared."""
 
     def __init__(self, notes: list[str]):
         self.notes = notes
@@ -269,28 +298,24 @@ class _BatchNormIntoConv:
         add = g.call(producer, "relax.add")
         if add is not None:
             for inner in add.args:
-                if g.call(inner, "relax.nn.conv2d") is not None:
+                if any(g.call(inner, op) is not None for op in _CONVS):
                     b = _bias_vec(g, add, inner, 4, 1, shape[1])
                     if b is not None:
                         chain.append(producer)
                         producer, bias = inner, b
                     break
-        conv = g.call(producer, "relax.nn.conv2d")
-        if conv is None or g.const(conv.args[1]) is None:
+        conv = _conv_of(g, producer)
+        if conv is None:
             return None
         chain.append(producer)
         shared = [v for v in chain if g.n_users(v) != 1]
         if shared:
             self.notes.append(
-                f"batch_norm {var.name} not folded into conv2d {producer.name}: "
+                f"batch_norm {var.name} not folded into {conv.op.name[len('relax.nn.'):]} {producer.name}: "
                 f"{shared[0].name} also feeds {g.n_users(shared[0]) - 1} other op(s) (residual path)"
             )
             return None
-        a = conv.attrs
-        if a.kernel_layout != "OIHW" or a.out_layout != "NCHW":
-            return None
-        w = g.const(conv.args[1]).astype(np.float64) * scale[:, None, None, None]
-        y = _emit_linear(bb, "conv2d", conv, conv.args[0], w)
+        y = _scaled_conv(bb, conv, g.const(conv.args[1]).astype(np.float64), scale)
         self.folded += 1
         return relax.op.add(y, _bias_const("conv2d", np.asarray(bias) * scale + shift, 4, conv.args[1].ty.dtype))
 

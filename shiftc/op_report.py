@@ -34,7 +34,7 @@ def counts_after(loaded, stage_names, options: PassOptions | None = None) -> tup
 
 def integer_form(op: str) -> bool:
     """Whether the integeriser has a rewrite rule for Relax op ``op`` (it may still decline a
-    particular call, e.g. a multiply by a non-scalar constant; ``compile --integer-only`` is definitive)."""
+    particular call, e.g. a multiply by a constant that varies along two axes; ``compile --integer-only`` is definitive)."""
     from .passes.integerize import has_integer_form
 
     base = op.split(":")[0]  # op_counts names a call_tir by its kernel (call_tir:maximum) and drops "relax."

@@ -49,6 +49,35 @@ def test_batch_norm_folds_into_preceding_conv(rng, bias):
     assert max_rel_error(loaded, after) <= EXACT
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_batch_norm_folds_into_preceding_conv_transpose(rng, bias):
+    """The ViT decoder's ConvTranspose -> BatchNormalization: the IOHW weight is scaled along axis 1."""
+    conv_in = ["x", "w", "b"] if bias else ["x", "w"]
+    consts = {"w": f32(rng, 3, 4, 4, 4), **bn_consts(rng, 4), **({"b": f32(rng, 4)} if bias else {})}
+    model = make_model([n("ConvTranspose", conv_in, ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                        n("BatchNormalization", ["c", "s", "bb", "m", "v"], ["y"])],
+                       [("x", [1, 3, 8, 8])], [("y", [1, 4, 16, 16])], consts)
+    loaded, mod = imported(model)
+    assert counts(mod)["nn.batch_norm"] == 1
+    notes = []
+    after, folded = fold_norm(mod, notes)
+    assert counts(after) == {"nn.conv2d_transpose": 1, "add": 1}
+    assert folded["batch_norm_into_conv"] == 1 and notes == []
+    assert max_rel_error(loaded, after) <= EXACT
+
+
+def test_batch_norm_after_grouped_conv_transpose_is_left(rng):
+    """A grouped ConvTranspose's weight is (I, O/groups, kH, kW): not folded, the batch_norm stays."""
+    consts = {"w": f32(rng, 4, 2, 3, 3), **bn_consts(rng, 4)}
+    model = make_model([n("ConvTranspose", ["x", "w"], ["c"], group=2),
+                        n("BatchNormalization", ["c", "s", "bb", "m", "v"], ["y"])],
+                       [("x", [1, 4, 6, 6])], [("y", [1, 4, 8, 8])], consts)
+    loaded, mod = imported(model)
+    after, folded = fold_norm(mod, [])
+    assert counts(after)["nn.batch_norm"] == 1 and folded["batch_norm_into_conv"] == 0
+    assert max_rel_error(loaded, after) <= EXACT
+
+
 def test_residual_producer_is_refused(rng):
     """conv output feeds the BatchNorm and a residual Add: folding into the conv would change the Add."""
     model = make_model(

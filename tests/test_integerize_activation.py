@@ -196,6 +196,39 @@ def test_leaky_relu_and_prelu(rng):
     assert float_scan.float_ops(c.mod) == []
 
 
+# ----------------------------------------------------------------------------- per-channel constant scale
+def test_layer_scale_is_a_per_channel_scale_of_the_same_integers(rng):
+    """A ViT's layer scale ``x * gamma`` (gamma per channel, some negative): the integers times
+    sign(gamma), dequantised at ``s_x * |gamma|`` -- bit for bit, no rounding added."""
+    gamma = np.array([0.5, -0.02, 3.0, 1e-4, -1.5, 0.25], np.float32)
+    c = compiled(rng, [helper.make_node("Mul", ["x", "g"], ["y"])], (1, 5, 6), [("g", gamma)])
+    x = rand(rng, (1, 5, 6), 2.0)
+    xq, want_f = only_input(c, x)
+    (got,) = c.run(x)
+    want = deq(xq.astype(np.int32) * np.sign(gamma).astype(np.int32), c.s("x") * np.abs(gamma.astype(np.float64)))
+    np.testing.assert_array_equal(got, want)
+    near_fp32(got, want_f, 0.01)  # only x's int8 rounding
+    assert float_scan.float_ops(c.mod) == []
+
+
+def test_layer_scale_on_a_residual_branch(rng):
+    """``x + gamma * (x W)``: the per-channel scale feeds the residual add (requantised there)."""
+    gamma, w = np.array([0.1, -0.3, 0.02, 0.7], np.float32), rand(rng, (4, 4), 0.5)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Mul", ["m", "g"], ["s"]),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    c = compiled(rng, nodes, (1, 7, 4), [("w", w), ("g", gamma)])
+    x = rand(rng, (1, 7, 4), 1.0)  # inside the calibrated range of the sum (spread 2.0 there)
+    (got,) = c.run(x)
+    near_fp32(got, c.fp32(c.saturated(x))[0], 0.03)  # x, W, the product and the sum each rounded once
+    assert float_scan.float_ops(c.mod) == []
+
+
+def test_multiply_by_a_constant_with_a_zero_channel_has_no_integer_form(rng):
+    mod = onnx_mod([helper.make_node("Mul", ["x", "g"], ["y"])], (1, 3, 4), [("g", np.array([1.0, 0.0, 2.0, 1.0], np.float32))])
+    with pytest.raises(Exception, match="no integer form for relax.multiply"):
+        Compiled(mod, [{"x": rand(rng, (1, 3, 4), 2.0)} for _ in range(3)])
+
+
 # ----------------------------------------------------------------------------- gating, softmax, masks
 def test_squeeze_excite_gating(rng):
     """MobileNetV3's SE block: x * HardSigmoid(conv(relu(conv(mean(x))))) (product of two activations)."""

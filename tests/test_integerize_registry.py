@@ -94,7 +94,7 @@ def test_a_registered_rule_is_used_for_a_new_op():
 
 
 @pytest.mark.parametrize("op, name", [(relax.op.cos, "relax.cos"),  # no rule
-                                      (lambda x: relax.op.multiply(x, relax.const(np.array([1.0, 2.0, 3.0], F32))), "relax.multiply")])  # rule declines
+                                      (lambda x: relax.op.multiply(x, relax.const(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], F32))), "relax.multiply")])  # declines: varies on 2 axes
 def test_float_island_is_the_default(op, name):
     mod = unary(op)
     c = calib(x=1.27, y=1.0)

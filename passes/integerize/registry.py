@@ -3,7 +3,7 @@
 A rule is ``rule(ctx, var, call, args) -> Q | list | None``: ``args`` are the rewritten arguments
 (``Q`` for integer values, NumPy arrays for constants). It emits the integer form into
 ``ctx.bb`` and returns the new value, or returns None to decline this particular call (e.g.
-a multiply by a non-scalar constant). Rules register with ``@int_rule("relax.nn.softmax")``; the rule
+a multiply by a constant that varies along two axes). Rules register with ``@int_rule("relax.nn.softmax")``; the rule
 modules (``rules_*.py``, one per op family) are imported by the package.
 
 The default, for an op without a rule or a call its rule declines, is the float island

@@ -2,6 +2,7 @@
 quotients of activations, ReLU and clamps, casts, and table lookups.
 
     x * c, x / c  (scalar c)  ->  x, with its scale times c (no op)
+    x * c  (c per channel)    ->  sign(c) * x, at the per-channel scale s_x * |c| (a ViT's layer scale)
     a + b  (activations)      ->  add_int (both requantised to the sum's scale), int16
     x + c  (constant)         ->  x_i32 + round(c / s_x)
     a * b, a / b (activations)->  int32 product; round-half-up integer division
@@ -24,7 +25,7 @@ from shiftc.reference.rounding import INT32_MAX
 
 from .registry import int_rule
 from .scales import requant_params
-from .value import ACT_BITS, WIDE_BITS, Q, dtype, is_float_type, scalar, shape
+from .value import ACT_BITS, WIDE_BITS, Q, along, dtype, is_float_type, scalar, shape
 
 SATURATING_RATIO = float(2**20)
 MASK_DEPTH = 64.0  # a masked entry lies at least this far (real units) below its sum's range: e^-64 is 0
@@ -38,6 +39,34 @@ def _rescaled(ctx, q: Q, c: float):
     return Q(q.expr, q.scale * abs(c), q.bits, q.axis, q.bound)
 
 
+def _channel_axis(c: np.ndarray, out_shape) -> int | None:
+    """The one axis of ``out_shape`` along which constant ``c`` varies (``c`` broadcast to it)."""
+    if c.ndim > len(out_shape) or c.size < 2:
+        return None
+    full = (1,) * (len(out_shape) - c.ndim) + c.shape
+    axes = [i for i, d in enumerate(full) if d != 1]
+    return axes[0] if len(axes) == 1 and full[axes[0]] == out_shape[axes[0]] else None
+
+
+def _per_channel_rescaled(ctx, var, q: Q, c: np.ndarray):
+    """``x * c`` for a constant ``c`` along one channel axis: the integers times ``sign(c)``, the
+    scale per channel ``s_x * |c|`` (no rounding; zero entries have no scale and are refused)."""
+    out_shape = shape(var)
+    axis = _channel_axis(c, out_shape)
+    if axis is None or (q.per_axis and q.axis % len(out_shape) != axis):
+        return None
+    vec = c.astype(np.float64).reshape(-1)
+    if not np.all(np.isfinite(vec)) or np.any(vec == 0) or q.max_abs > INT32_MAX:
+        return None
+    scale = np.asarray(q.scale, np.float64) * np.abs(vec)
+    expr, bits, bound = q.expr, q.bits, q.bound
+    if np.any(vec < 0):
+        signs = relax.const(along(np.sign(vec).astype(np.int32), axis, var))
+        expr, bits, bound = ctx.emit(relax.op.multiply(ctx.as_dtype(q, 32), signs)), min(q.bits + 1, 32), q.max_abs
+    ctx.report.rows.append({"op": "per_channel_scale", "value": var.name})
+    return Q(expr, scale, bits, axis, bound)
+
+
 @int_rule("relax.multiply")
 def multiply(ctx, var, call, args):
     a, b = args
@@ -45,6 +74,8 @@ def multiply(ctx, var, call, args):
         a, b = b, a
     if isinstance(a, Q) and scalar(b) is not None:
         return _rescaled(ctx, a, scalar(b))
+    if isinstance(a, Q) and isinstance(b, np.ndarray):
+        return _per_channel_rescaled(ctx, var, a, b)
     if isinstance(a, Q) and isinstance(b, Q):
         x = ctx.as_int(call.args[0].name, a, WIDE_BITS)
         y = ctx.as_int(call.args[1].name, b, WIDE_BITS)
