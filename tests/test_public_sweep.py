@@ -25,7 +25,7 @@ FP32_TASK_BOUND = {"top1": 1.0, "ctc": 1.0, "cosine": 0.99999}
 # static int8 on the same metric). Measured on x86 with the 4 calibration samples:
 INTEGER_BOUNDS: dict[str, float] = {
     "doc-orientation": 1.0,  # measured 4/4 top-1 (onnxruntime QDQ int8: 4/4)
-    "ppocr-cls": 0.75,  # measured 3/4 top-1, one upside-down line flips (onnxruntime QDQ int8: 4/4)
+    # ppocr-cls: tests/test_paddle_integer.py checks its integer build on 32 crops (>= 27/32 top-1)
     "minilm-l3": 0.92,  # measured mean cosine 0.9355, per sentence 0.928..0.951 (onnxruntime QDQ int8: 0.663)
     "ppocr-rec": 1.0,  # measured 4/4 CTC texts identical (onnxruntime QDQ int8: 1/4)
     "yolox-det": 0.85,  # measured max |diff| 0.788 on the raw head (|ref| <= 2.46; onnxruntime QDQ int8: 0.635)
