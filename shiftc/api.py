@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__, artifact, calibration_data
 from .core.errors import InputError
+from .core import thread_pool
 from .core.paths import check_output_folder
 from .core.tensor_spec import TensorSpec
 from .core.report import Report
@@ -29,11 +30,17 @@ log = logging.getLogger(__name__)
 
 
 class CompiledModel:
-    """A verified artifact folder, loaded and ready to run."""
+    """A verified artifact folder, loaded and ready to run.
 
-    def __init__(self, path: Path, meta: dict, owns_folder: bool = False):
+    ``threads``: TVM's CPU threads (``TVM_NUM_THREADS``); unset, shiftc's default applies (the
+    physical cores this process may use) unless ``TVM_NUM_THREADS`` / ``OMP_NUM_THREADS`` is set.
+    TVM's pool settings are process-wide environment variables, read when the pool starts:
+    loading applies shiftc's defaults (``core.thread_pool``; docs/BENCHMARKS.md) to those unset."""
+
+    def __init__(self, path: Path, meta: dict, owns_folder: bool = False, threads: int | None = None):
         from shiftc import targets
 
+        thread_pool.configure(threads)  # before the target's runtime starts TVM's pool
         self.path = Path(path)
         self.meta = meta
         self.inputs = [TensorSpec.from_json(d) for d in meta["inputs"]]
@@ -93,13 +100,17 @@ class CompiledModel:
         return path
 
 
-def load(path: str | Path, expect: str | None = None, public_key=None) -> CompiledModel:
+def load(path: str | Path, expect: str | None = None, public_key=None, threads: int | None = None) -> CompiledModel:
     """Open an artifact folder; every file's sha256 is checked before any code is loaded and, with
     ``expect`` (an artifact id: ``shiftc.artifact.artifact_id``), that it is exactly that artifact;
     with ``public_key`` (Ed25519 PEM file, PEM bytes or key object; needs ``shiftc[sign]``), that
-    its ``meta.json.sig`` is that key's signature of the artifact id (``shiftc sign``)."""
+    its ``meta.json.sig`` is that key's signature of the artifact id (``shiftc sign``).
+    ``threads``: TVM's CPU threads for this process (``CompiledModel``; default: the physical
+    cores this process may use, or ``TVM_NUM_THREADS`` / ``OMP_NUM_THREADS`` when set)."""
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
     meta = artifact.verify(Path(path), expect=expect, public_key=public_key)
-    return CompiledModel(Path(path), meta)
+    return CompiledModel(Path(path), meta, threads=threads)
 
 
 def _holding_output_lock(fn):
@@ -171,7 +182,7 @@ def compile(  # noqa: A001 - the public name users expect
     with artifact.staging(dest, locked=output is not None) as tmp:  # compile() holds output's lock
         tgt.build(executable, tmp)
         report.sizes = _sizes(model, loaded, tmp)
-        meta["report"] = report.to_json()
+        meta["report"] = report.to_dict()
         artifact.write_meta(tmp, meta)
     model_out = CompiledModel(dest, artifact.verify(dest), owns_folder=output is None)
     model_out.timings_s = timings

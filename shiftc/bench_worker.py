@@ -5,7 +5,8 @@ SPEC holds a ``shiftc.bench.Variant`` (runtime, path, inputs .npz, batch) and ``
 this process (``shiftc.bench.measure``) and writes the result to OUT as JSON, with its PID, load
 time and the thread settings the runtime used; on failure ``{"error": one line}`` and exit 1.
 TVM's thread count comes from ``TVM_NUM_THREADS``, which the driver sets in this process's
-environment; onnxruntime's and OpenVINO's from ``threads`` through their session options.
+environment (its other pool settings: the user's, else shiftc's defaults, ``core.thread_pool``);
+onnxruntime's and OpenVINO's from ``threads`` through their session options.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from shiftc.bench import measure, peak_rss_mb
-
-TVM_ENV = ("TVM_NUM_THREADS", "TVM_THREAD_POOL_SPIN_COUNT", "TVM_BIND_THREADS", "TVM_EXCLUDE_WORKER0")
+from shiftc.core import thread_pool
 
 
 def shiftc_runner(spec: dict, feeds: dict):
@@ -32,7 +32,7 @@ def shiftc_runner(spec: dict, feeds: dict):
     model = api.load(spec["path"])
     call = lambda: list(model.run(feeds).values())  # noqa: E731
     call()  # starts TVM's thread pool, so the count below is the one the timed calls use
-    settings = {k: os.environ.get(k) for k in TVM_ENV}
+    settings = thread_pool.tvm_env()  # as the load left them: the user's, else shiftc's defaults
     settings["tvm_pool_threads"] = tvm.runtime.num_threads()
     return call, settings
 

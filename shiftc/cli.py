@@ -318,8 +318,8 @@ def _print_rows(stage, verbose: bool) -> None:
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="Write outputs to this .npz.")
 @click.option("--expect", metavar="ID", help="Refuse the artifact unless its id (sha256 of meta.json, printed by compile) is ID.")
 @click.option("--allow-nonfinite", is_flag=True, help="Run inputs that hold NaN or Inf (refused by default).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="TVM runtime threads (sets TVM_NUM_THREADS; "
-              "default: TVM_NUM_THREADS if set, else TVM's own choice, docs/BENCHMARKS.md).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="TVM runtime threads (sets TVM_NUM_THREADS; default: "
+              "TVM_NUM_THREADS or OMP_NUM_THREADS if set, else the physical cores this process may use; docs/BENCHMARKS.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
 def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads, as_json):
@@ -330,11 +330,9 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads,
     from . import api, calibration_data
     from .core.paths import check_output_file
 
-    if threads:  # read once, when TVM's thread pool starts (at the first run)
-        os.environ["TVM_NUM_THREADS"] = str(threads)
     if output_path:
         check_output_file(output_path, "--output")
-    cm = api.load(artifact, expect=expect)
+    cm = api.load(artifact, expect=expect, threads=threads)
     outs = cm.run(calibration_data.read_arrays(input_path, cm.inputs), allow_nonfinite=allow_nonfinite)
     if output_path:
         try:
@@ -367,7 +365,7 @@ def run_cmd(artifact, input_path, output_path, expect, allow_nonfinite, threads,
 @click.option("--calibrate", type=click.Path(path_type=Path), help="Calibration samples for onnxruntime int8 (.npz or folder, as for compile); without them int8 is skipped.")
 @click.option("-i", "--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), help="Time on these inputs (.npy/.npz, as for run; default: synthetic N(0,1)).")
 @click.option("--batch", "batch_list", metavar="B[,B...]", help="Batch sizes to time; each needs an ARTIFACT compiled for it (default: every ARTIFACT's batch).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Threads of every runtime: TVM_NUM_THREADS, onnxruntime intra-op threads [default: the cores this process may use].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads of every runtime: TVM_NUM_THREADS, onnxruntime intra-op threads [default: the physical cores this process may use, shiftc's and onnxruntime's default].")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True, help="Rounds: each variant runs once per round, in a fresh process, the order rotated.")
 @click.option("--calls", type=click.IntRange(1), default=50, show_default=True, help="Timed calls per variant per round.")
 @click.option("--warmup", type=click.IntRange(0), default=5, show_default=True, help="Untimed calls before them.")
@@ -382,12 +380,13 @@ def bench_cmd(artifacts, against, onnx_path, calibrate, input_path, batch_list, 
 
     from . import bench
     from .bench import variants
+    from .core import thread_pool
     from .core.paths import check_output_file
 
     if json_out:
         check_output_file(json_out, "--json-out")
     batches = _int_list(batch_list, "--batch") if batch_list else None
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or thread_pool.physical_cores()
     settings = {"threads": threads, "rounds": repeats, "calls": calls, "warmup": warmup, "busy_core": busy_core}
     status, step = _progress(not as_json and err.is_terminal)
     if status:

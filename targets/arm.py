@@ -7,6 +7,7 @@ runner under ``qemu-aarch64 -L /usr/aarch64-linux-gnu``; on an aarch64 host it r
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from shiftc.core import thread_pool
 from shiftc.core.errors import ShiftcError
 
 from . import aarch64_runtime
@@ -46,8 +48,11 @@ RUN_SH = """#!/bin/sh
 # Run this shiftc artifact on an aarch64 Linux board:
 #   ./run.sh OUT_DIR IN_0.npy [IN_1.npy ...]     (one .npy per model input, in model order)
 # Outputs are written as OUT_DIR/output_<i>.npy. Add --repeat N to time N runs.
+# TVM's thread pool: idle workers sleep at once and are not pinned to cores, unless set
+# (what shiftc runs with everywhere; TVM_NUM_THREADS picks the thread count).
 here="$(cd "$(dirname "$0")" && pwd)"
 export LD_LIBRARY_PATH="$here${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TVM_THREAD_POOL_SPIN_COUNT="${TVM_THREAD_POOL_SPIN_COUNT:-0}" TVM_BIND_THREADS="${TVM_BIND_THREADS:-0}"
 mkdir -p "$1"
 exec "$here/runner" "$here/model.so" "$@"
 """
@@ -132,7 +137,9 @@ class RunnerSession:
                 np.save(paths[-1], np.ascontiguousarray(x))
             out_dir = Path(tmp) / "out"
             out_dir.mkdir()
-            env = {"LD_LIBRARY_PATH": str(self.artifact_dir), "PATH": _path()}
+            # TVM's pool settings as loading the model left them (shiftc.core.thread_pool)
+            pool = {**thread_pool.tvm_env(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            env = {"LD_LIBRARY_PATH": str(self.artifact_dir), "PATH": _path(), **{k: v for k, v in pool.items() if v is not None}}
             t0 = time.perf_counter()
             proc = subprocess.run(self.command(out_dir, paths), capture_output=True, text=True, env=env)
             self.last_run_s = time.perf_counter() - t0
@@ -147,6 +154,4 @@ class RunnerSession:
 
 
 def _path() -> str:
-    import os
-
     return os.environ.get("PATH", "/usr/bin:/bin")

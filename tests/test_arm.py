@@ -116,6 +116,9 @@ def test_artifact_is_self_contained_for_a_board(arm_model):
         assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == AARCH64, name
     run_sh = (folder / "run.sh").read_text()
     assert "LD_LIBRARY_PATH" in run_sh and '"$here/runner" "$here/model.so"' in run_sh
+    # shiftc's TVM thread pool defaults, unless the board's environment sets them
+    assert 'TVM_THREAD_POOL_SPIN_COUNT="${TVM_THREAD_POOL_SPIN_COUNT:-0}"' in run_sh
+    assert 'TVM_BIND_THREADS="${TVM_BIND_THREADS:-0}"' in run_sh
     assert os.access(folder / "run.sh", os.X_OK) and os.access(folder / "runner", os.X_OK)
     target = arm_model.meta["target"]
     assert target["tvm"]["mtriple"] == "aarch64-linux-gnu" and target["tvm"]["mcpu"] == target["options"]["cpu"]
