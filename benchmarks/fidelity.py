@@ -260,22 +260,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _write(result: dict, json_path: Path, md_path: Path | None) -> str:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown(result)
+    if md_path:
+        md_path.write_text(table)
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 evaluation samples, shiftc minmax/percentile only")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma list of {sorted(MODELS)}")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
     ap.add_argument("--md", type=Path, help="also write the markdown table here")
+    ap.add_argument("--merge", type=Path, nargs="+", help="combine these JSON files (runs of other --models) into --json")
     args = ap.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        result = {**parts[0], "models": [m for p in parts for m in p["models"]], "runs": [{k: v for k, v in p.items() if k != "models"} for p in parts]}
+        print(_write(result, args.json, args.md))
+        return
     result = {**provenance(), "quick": args.quick, "reference": "onnxruntime FP32 on the original model", "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
             result["models"].append(run_model(key, args.quick, Path(tmp)))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
-    table = markdown(result)
-    if args.md:
-        args.md.write_text(table)
+            table = _write(result, args.json, args.md)  # after each model: a partial run keeps its results
     print(table)
 
 
