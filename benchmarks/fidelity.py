@@ -197,11 +197,17 @@ def score(model: dict, ref: np.ndarray, got: np.ndarray) -> dict:
     return classifier_scores(ref, got, probabilities=model["kind"] == "probabilities")
 
 
-def run_model(key: str, quick: bool, tmp: Path) -> dict:
+def run_model(key: str, quick: bool, tmp: Path, models: list, emit) -> None:
+    """Append the model's entry to ``models`` and fill its rows, calling ``emit()`` after each one
+    (so that a run stopped part way keeps what it measured)."""
     make, n, n_cal, n_quick = MODELS[key]
     model = {**make(n_quick if quick else n, n_cal, tmp), "tmp": tmp}
     ref = ort_runner(model["path"])(model["feeds"])
-    rows = []
+    entry = {"model": key, "inputs": model["inputs"], "samples": len(model["feeds"]), "calibration_samples": len(model["calib"]), "rows": []}
+    if model["kind"] != "embedding":
+        p = ref if model["kind"] == "probabilities" else softmax(ref)
+        entry.update(confident_threshold=CONFIDENT, confident_inputs=int((p.max(-1) >= CONFIDENT).sum()))
+    models.append(entry)
     for label, build in variants(model, quick):
         t0 = time.perf_counter()
         try:
@@ -212,12 +218,8 @@ def run_model(key: str, quick: bool, tmp: Path) -> dict:
             row = {"variant": label, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         print(key, json.dumps(row), flush=True)
-        rows.append(row)
-    extra = {}
-    if model["kind"] != "embedding":
-        p = ref if model["kind"] == "probabilities" else softmax(ref)
-        extra = {"confident_threshold": CONFIDENT, "confident_inputs": int((p.max(-1) >= CONFIDENT).sum())}
-    return {"model": key, "inputs": model["inputs"], "samples": len(model["feeds"]), "calibration_samples": len(model["calib"]), **extra, "rows": rows}
+        entry["rows"].append(row)
+        emit()
 
 
 # ----------------------------------------------------------------------------- report
@@ -285,9 +287,8 @@ def main(argv=None):
     result = {**provenance(), "quick": args.quick, "reference": "onnxruntime FP32 on the original model", "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
-            result["models"].append(run_model(key, args.quick, Path(tmp)))
-            table = _write(result, args.json, args.md)  # after each model: a partial run keeps its results
-    print(table)
+            run_model(key, args.quick, Path(tmp), result["models"], lambda: _write(result, args.json, args.md))
+    print(markdown(result))
 
 
 if __name__ == "__main__":
