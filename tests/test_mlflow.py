@@ -76,7 +76,8 @@ def _check_logged(run_id: str, info, model):
     size = sum(f.stat().st_size for f in model.path.rglob("*") if f.is_file())
     assert data.metrics["artifact_bytes"] == size
     errors = {f"{s['name']}.{k}": v for s in meta["report"]["stages"] if s["error"] for k, v in s["error"].items()}
-    assert {k: v for k, v in data.metrics.items() if k != "artifact_bytes"} == pytest.approx(errors)
+    sizes = {f"size.{k}": v for k, v in meta["report"]["sizes"].items()}
+    assert sizes and {k: v for k, v in data.metrics.items() if k != "artifact_bytes"} == pytest.approx(errors | sizes)
     assert ("integerize.rel_l2" in data.metrics) == model.meta["options"]["integer_only"]
     report = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="cnn/shiftc_report.json")).read_text())
     assert report == meta["report"]
