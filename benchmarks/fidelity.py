@@ -107,21 +107,9 @@ def ort_runner(model):
 
 def ort_static(path: Path, calib: list[dict], activation: str, tmp: Path):
     """onnxruntime quantize_static: QDQ, per-channel s8 weights, MinMax; activations u8, s8 or s8sym."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from shiftc.bench.variants import ort_quantize
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(calib)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    out = tmp / f"ort_{activation}.onnx"
-    quantize_static(str(path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8 if activation == "u8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": activation == "s8sym"})
-    return ort_runner(out)
+    return ort_runner(ort_quantize(path, tmp / f"ort_{activation}.onnx", calib, activation))
 
 
 def nncf_ptq(path: Path, calib: list[dict], transformer: bool):

@@ -58,11 +58,10 @@ def pinned_onnx(onnx_path: Path, specs: list[TensorSpec], out: Path) -> Path:
     return out
 
 
-def ort_int8(fp32: Path, samples: list[dict], out: Path) -> tuple[Path, str]:
-    """onnxruntime ``quantize_static``: QDQ, per-channel s8 weights, s8 activations; the note says
-    how it was made (``quant_pre_process`` is tried first; when it fails the note says so)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def ort_quantize(src: Path, out: Path, samples: list[dict], activation: str = "s8") -> Path:
+    """onnxruntime ``quantize_static`` of ``src`` into ``out``: QDQ, per-channel s8 weights, MinMax
+    calibration on ``samples``; activations ``u8``, ``s8`` or ``s8sym`` (symmetric s8)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -71,15 +70,25 @@ def ort_int8(fp32: Path, samples: list[dict], out: Path) -> tuple[Path, str]:
         def get_next(self):
             return next(self.samples, None)
 
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8 if activation == "u8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": activation == "s8sym"})
+    return out
+
+
+def ort_int8(fp32: Path, samples: list[dict], out: Path) -> tuple[Path, str]:
+    """onnxruntime int8 (``ort_quantize``, s8 activations); the note says how it was made
+    (``quant_pre_process`` is tried first; when it fails the note says so)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     note = f"QDQ per-channel s8s8, {len(samples)} calibration samples"
     pre = out.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - optional optimisation; quantise the model itself and say so
         pre, note = fp32, note + f"; quant_pre_process failed ({type(exc).__name__}), quantised without it"
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out, note
+    return ort_quantize(pre, out, samples), note
 
 
 def inputs_file(specs: list[TensorSpec], out: Path, given: Path | None = None) -> Path:
