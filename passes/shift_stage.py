@@ -34,6 +34,7 @@ from shiftc.core.stage import Stage
 from . import shift as S
 from . import shift_bias as SB
 from . import shift_measure as M
+from . import shift_recorded as SR
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,18 @@ def _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held,
     return bias
 
 
+def _finetuned(ctx, layers, notes) -> tuple[dict, set]:
+    """The layers with codes recorded by ``shiftc finetune`` and those it kept as multiplications
+    (``shift_recorded``)."""
+    props = {p.key: p.value for p in ctx.loaded.proto.metadata_props}
+    try:
+        tuned, keep, found_notes = SR.recorded(layers, props)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    notes.extend(found_notes)
+    return tuned, keep
+
+
 def apply(mod, ctx):
     """Pipeline stage (lossy): choose the codes of every layer, correct their biases, check the
     accuracy budget on held-back samples, report what it all cost and stores, rewrite."""
@@ -255,10 +268,18 @@ def apply(mod, ctx):
     measured = [samples[i] for i in fit[:MEASURE_SAMPLES]]
     t0 = time.perf_counter()
     inputs = M.capture_inputs(mod, names, measured)
-    plan, fit_error = _plan(o, mod, layers, active, zero_free, inputs, names, measured, report.notes)
+    tuned, keep = _finetuned(ctx, layers, report.notes)
+    active = [n for n in active if n not in keep]
+    skip |= keep
+    plan, fit_error = _plan(o, mod, layers, [n for n in active if n not in tuned], zero_free, inputs, names, measured, report.notes)
     encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
+    plan.update({n: tuned[n][0] for n in active if n in tuned})
+    encoded.update({n: tuned[n][1:] for n in active if n in tuned})
     summary = report.summary
-    bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes)
+    bias = {}
+    if len(plan) > len(tuned) or held:  # fine-tuned layers get no bias correction: training accounted for their error
+        bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes)
+        bias = {n: b for n, b in bias.items() if n not in tuned}
     rows = _rows(layers, plan, encoded, inputs, bias)
     report.rows.extend(rows)
     summary.update({"layers": len(layers), "rewritten": len(plan), "skipped": sorted(skip), **_summary(layers, rows),
