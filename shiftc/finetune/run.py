@@ -117,12 +117,14 @@ def _save(proto: onnx.ModelProto, path: Path) -> None:
 def finetune(model, data, labels=None, output: str | Path | None = None, *, bits: int = 4, terms: int = 1,
              zero: str = "free", form: str = "dense", steps: int | None = None, epochs: float | None = None,
              batch_size: int = 32, lr: float = 1e-4, loss: str = "auto", keep_multiply: int = 0,
+             max_seconds: float | None = None,
              checkpoint: str | Path | None = None, resume: bool = False, attention: str = "softmax",
              callback: Callable[[dict], None] | None = None) -> FinetuneResult:
     """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module``) to ``bits``-bit,
     ``terms``-term shift codes by distillation from its FP32 self on ``data`` (array or .npy/.npz),
     plus cross-entropy on ``labels`` if given; writes ``output`` (ONNX) if given. ``keep_multiply``
-    layers, the most sensitive ones, stay float multiplications. ``attention='shiftadd'`` replaces the
+    layers, the most sensitive ones, stay float multiplications. ``max_seconds`` bounds the training
+    time (the learning-rate schedule then ends on time). ``attention='shiftadd'`` replaces the
     student's attention by ShiftAddViT add-only attention (``attention.py``; torch modules only).
     ``callback`` gets one dict per step."""
     t0 = time.perf_counter()
@@ -131,7 +133,7 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     attention_modules = _attention(student, attention, proto)
     inputs = _as_inputs(data, shape)
     targets = _as_labels(labels, len(inputs))
-    cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss)
+    cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, max_seconds=max_seconds)
     names = mixture.layer_names(student)
     mapping = convert.initializer_map(proto, student) if proto is not None else {n: None for n in names}
     not_mapped = [n for n in names if n not in mapping]
@@ -151,7 +153,7 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     mods = dict(student.named_modules())
     extra = {"finetune": {"bits": spec.bits, "terms": spec.terms, "zero_free": spec.zero_free, "form": spec.form,
                           "attention": attention, "attention_modules": attention_modules,
-                          "loss": kind, "steps": len(history.loss), "final_loss": history.loss[-1] if history.loss else None,
+                          "loss": kind, "steps": len(history.loss), "train_seconds": round(history.seconds, 1), "final_loss": history.loss[-1] if history.loss else None,
                           "labels": targets is not None},
              "primitives": {n: ("multiply" if n in keep else "shift" if n in baked else "float (not mapped)") for n in names},
              "sensitivity": scores,

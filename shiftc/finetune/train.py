@@ -4,6 +4,7 @@ teacher outputs computed once, checkpoints and resume. Progress goes to a callba
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,7 @@ class TrainConfig:
     temperature: float = 1.0
     seed: int = 0
     checkpoint_every: int = 200
+    max_seconds: float | None = None  # wall-clock bound: the schedule runs to its end by then
 
     def total_steps(self, n: int) -> int:
         if self.steps is not None:
@@ -49,6 +51,15 @@ class History:
     loss: list[float] = field(default_factory=list)
     parts: list[dict] = field(default_factory=list)
     resumed_at: int = 0
+    seconds: float = 0.0  # training time, over all runs of a resumed fine-tune
+    progress: float = 0.0  # schedule position reached (1.0 = done)
+
+
+def progress(step: int, total: int, seconds: float, cfg: TrainConfig) -> float:
+    """Schedule position in [0, 1]: the step fraction, or the time fraction when ``max_seconds``
+    is set and further along."""
+    frac = step / total
+    return max(frac, seconds / cfg.max_seconds) if cfg.max_seconds else frac
 
 
 def device() -> torch.device:
@@ -74,18 +85,18 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _state(step, model, opt, sched, cfg, history) -> dict:
-    return {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-            "config": asdict(cfg), "loss": history.loss, "parts": history.parts}
+def _state(step, model, opt, cfg, history) -> dict:
+    return {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "config": asdict(cfg),
+            "loss": history.loss, "parts": history.parts, "seconds": history.seconds}
 
 
-def _resume(path: Path, model, opt, sched, cfg, history) -> int:
+def _resume(path: Path, model, opt, cfg, history) -> int:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("config") != asdict(cfg):
         raise InputError(f"--resume: checkpoint {path} was made with other training settings: {state.get('config')}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
+    history.seconds = float(state["seconds"])
     history.loss, history.parts, history.resumed_at = list(state["loss"]), list(state["parts"]), state["step"]
     return int(state["step"])
 
@@ -112,18 +123,21 @@ def fit(student: nn.Module, teacher: nn.Module, inputs: np.ndarray, labels: np.n
         raise InputError(f"--labels has class {labels.max()} but the model has {target.shape[1]} outputs")
     total = cfg.total_steps(len(inputs))
     opt = torch.optim.Adam(trainable(student), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(cfg.seed)
     history = History()
-    step = _resume(checkpoint, student, opt, sched, cfg, history) if resume and checkpoint and checkpoint.exists() else 0
+    step = _resume(checkpoint, student, opt, cfg, history) if resume and checkpoint and checkpoint.exists() else 0
     if resume and step == 0 and (checkpoint is None or not checkpoint.exists()):
         raise InputError(f"--resume: no checkpoint at {checkpoint}")
+    history.progress = progress(step, total, history.seconds, cfg)
     x_all = torch.from_numpy(inputs)
     y_all = None if labels is None else torch.from_numpy(labels)
     batches = _batches(len(inputs), min(cfg.batch_size, len(inputs)), gen)
     for _ in range(step):  # a resumed run sees the batches of an uninterrupted one (same seed)
         next(batches)
-    while step < total:
+    start = time.perf_counter() - history.seconds
+    while history.progress < 1.0:
+        for group in opt.param_groups:  # cosine decay over the schedule
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * history.progress))
         idx = next(batches)
         out = distill.first_output(student(x_all[idx].to(dev)))
         y = None if y_all is None else y_all[idx].to(dev)
@@ -131,12 +145,13 @@ def fit(student: nn.Module, teacher: nn.Module, inputs: np.ndarray, labels: np.n
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         step += 1
-        history.loss.append(float(loss))
+        history.seconds = time.perf_counter() - start
+        history.progress = progress(step, total, history.seconds, cfg)
+        history.loss.append(float(loss.detach()))
         history.parts.append(parts)
         if callback:
-            callback({"step": step, "total": total, "loss": float(loss), **parts})
-        if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == total):
-            torch.save(_state(step, student, opt, sched, cfg, history), checkpoint)
+            callback({"step": step, "total": total, "progress": history.progress, "loss": history.loss[-1], **parts})
+        if checkpoint is not None and (step % cfg.checkpoint_every == 0 or history.progress >= 1.0):
+            torch.save(_state(step, student, opt, cfg, history), checkpoint)
     return history

@@ -1,0 +1,65 @@
+"""Fine-tune the Fashion-MNIST CNN to single-term 4-bit PoT shift codes and measure it.
+
+    python -m examples.finetune_fashion [--epochs 2] [--out DIR]
+
+Training: the 60k training images with their labels (distillation from the FP32 CNN + cross-
+entropy). Measured on the 10k test images: FP32 (onnxruntime), the fine-tuned ONNX (onnxruntime),
+and ``shiftc compile --shift-bits 4`` of it (the float shift build, which must reproduce it).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import shiftc
+from examples import fashion_mnist as fm
+from examples.evaluate import accuracy, onnx_predict
+
+CNN = Path(__file__).parent / "models" / "cnn.onnx"
+
+
+def compiled_predict(path, x):
+    return np.concatenate([next(iter(path.run(x[i:i + 1]).values())) for i in range(len(x))])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--train", type=int, default=60000, help="first N training images (the machine's budget)")
+    ap.add_argument("--out", default="/tmp/finetune-fashion")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, labels = fm.load("train")
+    images, labels = images[:args.train], labels[:args.train]
+    test_x, test_y = fm.load("test")
+    test_x = fm.preprocess(test_x)
+    t0 = time.time()
+
+    def progress(e):
+        if e["step"] % 50 == 0 or e["step"] == e["total"]:
+            print(f"step {e['step']}/{e['total']} loss {e['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+
+    res = shiftc.finetune(CNN, fm.preprocess(images), labels, out / "cnn_pot4.onnx", bits=4, terms=1,
+                          epochs=args.epochs, batch_size=args.batch, lr=args.lr,
+                          checkpoint=out / "cnn_pot4.ckpt", callback=progress)
+    train_s = time.time() - t0
+    fp32 = accuracy(onnx_predict(CNN, test_x), test_y)
+    tuned_logits = onnx_predict(res.path, test_x)
+    tuned = accuracy(tuned_logits, test_y)
+    cm = shiftc.compile(res.path, target="x86", shift_bits=4, output=out / "compiled")
+    got = compiled_predict(cm, test_x)
+    result = {"fp32_top1": fp32, "finetuned_top1_onnxruntime": tuned, "compiled_shift4_top1": accuracy(got, test_y),
+              "compiled_vs_finetuned_max_abs": float(np.abs(got - tuned_logits).max()),
+              "train_seconds": round(train_s, 1), "steps": len(res.history.loss), "device": res.device,
+              "epochs": args.epochs, "train_images": len(images), "lr": args.lr, "batch": args.batch}
+    print(json.dumps(result, indent=1))
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
