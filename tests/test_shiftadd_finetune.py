@@ -1,12 +1,17 @@
 """``shiftc.finetune(..., attention="shiftadd")``: a short fine-tune of a small ViT to add-only
 attention and shift layers, its ONNX compiled --integer-only (sign / sign matmul kernels, no float
-op), and the same build under qemu-aarch64 bit for bit equal to x86."""
+op, and no multiply in those kernels as codegen receives them: tests/test_shift_tir.py's scan),
+and the same build under qemu-aarch64 bit for bit equal to x86."""
 
 from __future__ import annotations
+
+import ast
 
 import numpy as np
 import pytest
 import torch
+import tvm
+from tvm import relax
 
 import shiftc
 from examples import fashion_mnist as fm
@@ -14,8 +19,10 @@ from examples.models import FashionViT
 from shiftc import api
 from shiftc.core.errors import InputError
 from shiftc.targets import arm
+from shiftc.targets.x86 import flatten_outputs
 
 from conftest import ort_run
+from test_shift_tir import data_multiplies, lower
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +49,43 @@ def test_shiftadd_finetune_trains_and_exports_sign_attention(finetuned):
     onnx.checker.check_model(res.model)
 
 
-def test_integer_only_build_lowers_attention_to_add_only_kernels(finetuned):
+@pytest.fixture(scope="module")
+def x86_integer(finetuned):
+    """(the x86 --integer-only build as compiled: ``shiftc.api.prepare``, its codegen PrimFuncs, a VM)."""
     res, x = finetuned
-    cal = [{"input": v[None]} for v in x[:16]]
-    cm = api.compile(res.model, "x86", calibration=cal, integer_only=True)
-    stage = {s.name: s for s in cm.report.stages}["integerize"]
+    prepared = api.prepare(res.model, "x86", calibration=[{"input": v[None]} for v in x[:16]], integer_only=True)
+    vm = relax.VirtualMachine(prepared.compile(), tvm.cpu())
+    return prepared, prepared.finished(), lambda a: flatten_outputs(vm["main"](tvm.runtime.tensor(a)))[0]
+
+
+def test_integer_only_build_lowers_attention_to_add_only_kernels(finetuned, x86_integer):
+    res, x = finetuned
+    prepared, finished, run = x86_integer
+    stage = {s.name: s for s in prepared.report.stages}["integerize"]
     ops = stage.summary["integer_ops"]
     assert ops["sign"] == 2 and ops["sign_matmul"] == 2 and stage.summary["float_ops"] == 0
-    got = np.concatenate([cm.run({"input": x[i:i + 1]})["output"] for i in range(8)])
+    kernels = {gv.name_hint: f for gv, f in finished.functions.items() if "sign" in gv.name_hint}
+    assert any("sign_matmul" in k for k in kernels), list(kernels)
+    for name, func in kernels.items():  # as codegen receives them (fused), parameters are data
+        lowered = lower(func)
+        fdef = next(n for n in ast.walk(ast.parse(lowered.script())) if isinstance(n, ast.FunctionDef))
+        loops, muls = data_multiplies(lowered, data={a.arg for a in fdef.args.args}, anywhere=True)
+        assert muls == [] and (loops >= 1 or "sign_matmul" not in name), (name, muls)
+    got = np.concatenate([run(x[i:i + 1]) for i in range(8)])
     ref = np.concatenate([ort_run(res.model, {"input": x[i:i + 1]})[0] for i in range(8)])
     assert np.linalg.norm(got - ref) <= 0.25 * np.linalg.norm(ref)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()),
                     reason="needs g++-aarch64-linux-gnu and qemu-user (scripts/install-toolchains.sh)")
-def test_integer_only_attention_is_bit_exact_on_aarch64(finetuned, tmp_path):
+def test_integer_only_attention_is_bit_exact_on_aarch64(finetuned, x86_integer, tmp_path):
     res, x = finetuned
     cal = [{"input": v[None]} for v in x[:16]]
-    x86 = api.compile(res.model, "x86", calibration=cal, integer_only=True)
+    run_x86 = x86_integer[2]
     a53 = api.compile(res.model, "arm", cpu="cortex-a53", calibration=cal, integer_only=True, output=tmp_path / "a")
     for i in range(4):
-        feed = {"input": x[i:i + 1]}
-        np.testing.assert_array_equal(a53.run(feed)["output"], x86.run(feed)["output"])
+        np.testing.assert_array_equal(a53.run({"input": x[i:i + 1]})["output"], run_x86(x[i:i + 1]))
 
 
 def test_shiftadd_refuses_a_model_without_attention_modules():
