@@ -65,7 +65,12 @@ def main(argv=None):
     vm = relax.VirtualMachine(prepared.compile(), tvm.cpu())
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    logits = np.concatenate([flatten_outputs(vm["main"](tvm.runtime.tensor(x[i:i + 1])))[0] for i in range(len(x))])
+    logits = []
+    for i in range(len(x)):
+        logits.append(flatten_outputs(vm["main"](tvm.runtime.tensor(x[i:i + 1])))[0])
+        if (i + 1) % 1000 == 0:
+            print(f"{i + 1}: integer-only accuracy so far {ev.accuracy(np.concatenate(logits), y[:i + 1]):.4f}", file=sys.stderr, flush=True)
+    logits = np.concatenate(logits)
     finetuned = ev.onnx_predict(args.model, x)
     kernels = attention_kernels(finished)
     row = {"n": len(x), "fp32": ev.accuracy(ev.onnx_predict(ROOT / "examples" / "models" / "vit.onnx", x), y),
