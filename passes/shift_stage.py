@@ -277,7 +277,7 @@ def apply(mod, ctx):
     encoded.update({n: tuned[n][1:] for n in active if n in tuned})
     summary = report.summary
     bias = {}
-    if len(plan) > len(tuned) or held:  # fine-tuned layers get no bias correction: training accounted for their error
+    if not tuned or len(plan) > len(tuned) or held:  # fine-tuned layers get no bias correction: training accounted for their error
         bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes)
         bias = {n: b for n, b in bias.items() if n not in tuned}
     rows = _rows(layers, plan, encoded, inputs, bias)

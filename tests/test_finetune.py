@@ -74,6 +74,7 @@ def test_record_round_trip():
         R.loads(json.dumps({"version": 99, "layers": []}))
 
 
+@pytest.mark.timeout(600)  # one shift compile of the CNN: ~30 s alone, minutes on a loaded machine
 def test_finetune_cnn_loss_falls_and_compiles_losslessly(tmp_path):
     """A few real steps on the Fashion-MNIST CNN; the export compiles to the fine-tuned outputs."""
     x, y = _fashion(64)

@@ -25,7 +25,7 @@ from shiftc.core.errors import InputError
 from . import convert, data as D, distill, export, mixture
 from .attention import with_attention
 from .shift_param import ShiftSpec, bake, shiftify
-from .train import History, TrainConfig, device, fit
+from .train import History, TrainConfig, device, fit, outputs
 
 
 @dataclass
@@ -137,8 +137,10 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     names = mixture.layer_names(student)
     mapping = convert.initializer_map(proto, student) if proto is not None else {n: None for n in names}
     not_mapped = [n for n in names if n not in mapping]
-    with torch.no_grad():
-        kind = distill.resolve(loss, distill.first_output(teacher(torch.from_numpy(inputs[:2]))))
+    try:
+        kind = distill.resolve(loss, outputs(teacher, inputs[:2], 2, torch.device("cpu")))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     try:
         scores = mixture.sensitivity(student, list(mapping), inputs, spec, kind) if keep_multiply else {}
         keep = mixture.most_sensitive(scores, keep_multiply) if keep_multiply else []

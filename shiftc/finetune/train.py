@@ -71,7 +71,11 @@ def device() -> torch.device:
 def outputs(model: nn.Module, inputs: np.ndarray, batch: int, dev: torch.device) -> torch.Tensor:
     """The model's first output on every input, batched (on ``dev``)."""
     model.eval()
-    outs = [distill.first_output(model(torch.from_numpy(inputs[i:i + batch]).to(dev))) for i in range(0, len(inputs), batch)]
+    try:
+        outs = [distill.first_output(model(torch.from_numpy(inputs[i:i + batch]).to(dev))) for i in range(0, len(inputs), batch)]
+    except RuntimeError as exc:
+        raise InputError(f"the model does not run on a batch of {min(batch, len(inputs))} inputs (a fixed batch size in a "
+                         f"Reshape?): {str(exc).splitlines()[0]}") from None
     return torch.cat(outs)
 
 
