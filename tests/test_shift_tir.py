@@ -1,4 +1,5 @@
-"""Lowered TIR of the shift kernels holds no multiply on activation or weight data in the reduction.
+"""Lowered TIR of the shift kernels and of the add-only attention kernels (sign, sign matmul)
+holds no multiply on activation or weight data in the reduction.
 
 The kernels are scheduled (default CPU schedule) and lowered with TVM's TIR passes up to the
 packed-API boundary (flattened buffers, vectorised, unrolled, CSE).  The lowered TVMScript is
@@ -15,11 +16,12 @@ import tvm
 from tvm import s_tir, te, tirx
 
 from benchmarks.dot_kernels import shift_conv2d_int_dot
+from shiftc.kernels import attention as AK
 from shiftc.kernels import shift as K
 from shiftc.schedules.shift_schedule import schedule_cpu
 
 REDUCE_AXES = {"t", "k", "ic", "r", "s"}  # reduce_axis names used by the kernels
-DATA_BUFFERS = {"x", "w", "wdot", "shift_code", "shift_decode", "shift_decode_q", "shift_decode_m", "shift_decode_z", "shift_pad"}
+DATA_BUFFERS = {"x", "w", "sgn", "val", "wdot", "shift_code", "shift_decode", "shift_decode_q", "shift_decode_m", "shift_decode_z", "shift_pad"}
 
 
 def lower(func):
@@ -47,10 +49,11 @@ def names_in(node) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
-def data_multiplies(func) -> tuple[int, list[str]]:
-    """(number of reduction loops, multiplies of data-derived values inside them)."""
+def data_multiplies(func, data=(), anywhere=False) -> tuple[int, list[str]]:
+    """(number of reduction loops, multiplies of data-derived values inside them; ``anywhere``:
+    outside loops too). ``data``: more buffer names holding data (e.g. a compiled kernel's params)."""
     tree = ast.parse(func.script())
-    tainted = set(DATA_BUFFERS)
+    tainted = set(DATA_BUFFERS) | set(data)
     assigns = [n for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))]
     changed = True
     while changed:  # propagate through aliases and CSE lets: x_1 = decl_buffer(data=x.data), cse_v = f(x_1[...])
@@ -65,7 +68,7 @@ def data_multiplies(func) -> tuple[int, list[str]]:
                         changed = True
     loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and names_in(n.target) & REDUCE_AXES]  # also T.grid(...)
     found = []
-    for loop in loops:
+    for loop in [tree] if anywhere else loops:
         for node in ast.walk(loop):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
                 if (names_in(node.left) | names_in(node.right)) & tainted:
@@ -118,3 +121,31 @@ def test_scan_finds_the_multiply_of_the_dot_form():
     Y = shift_conv2d_int_dot(X, D, P=6, padding=(1, 1, 1, 1))
     n_loops, muls = data_multiplies(lower(schedule_cpu(te.create_prim_func([X, D, Y]))))
     assert n_loops >= 1 and muls, "the control kernel multiplies x by wdot; the scan must see it"
+
+
+def sign_matmul():
+    S = te.placeholder((1, 4, 16, 16), "int8", "sgn")
+    V = te.placeholder((1, 4, 16, 16), "int32", "val")
+    return te.create_prim_func([S, V, AK.sign_matmul(S, V, 1 << 20)])
+
+
+def sign():
+    X = te.placeholder((1, 4, 16, 16), "int32", "x")
+    return te.create_prim_func([X, AK.sign_int(X)])
+
+
+def test_add_only_attention_kernels_never_multiply_data():
+    """The sign matmul's reduction selects and adds; sign compares. Neither multiplies data anywhere."""
+    n_loops, muls = data_multiplies(lower(sign_matmul()), anywhere=True)
+    assert n_loops >= 1, "no reduction loop found: the scan would be vacuous"
+    assert muls == [], muls
+    assert data_multiplies(lower(sign()), anywhere=True)[1] == []
+
+
+def test_scan_finds_the_multiply_of_an_int_attention_matmul():
+    """Control: the same shapes as an int8 x int8 matmul (what attention is without sign) multiply."""
+    S = te.placeholder((1, 4, 16, 16), "int8", "sgn")
+    V = te.placeholder((1, 4, 16, 16), "int8", "val")
+    k = te.reduce_axis((0, 16), name="k")
+    Y = te.compute((1, 4, 16, 16), lambda b, h, i, j: te.sum(S[b, h, i, k].astype("int32") * V[b, h, k, j].astype("int32"), axis=k))
+    assert data_multiplies(lower(te.create_prim_func([S, V, Y])), anywhere=True)[1]

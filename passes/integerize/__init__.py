@@ -14,11 +14,12 @@ matmul/conv, int16 for residual sums and the inputs of non-linear ops, int32 acc
     rules_nonlinear.py softmax, gelu, layer_norm            rules_pool.py         mean, sum, pools, resize
     rules_layout.py    reshape, permute_dims, concat, ...   scales.py             requantiser / weight codes
     rules_activation.py clip/clamps, sigmoid/tanh/erf tables, leaky ReLU / PReLU
+    rules_attention.py  sign and the add-only sign matmul (ShiftAddViT attention)
 
 docs/INTEGER.md lists every rewrite and how to add one.
 """
 
-from . import rules_activation, rules_elementwise, rules_layout, rules_linear, rules_nonlinear, rules_pool  # noqa: F401  (register)
+from . import rules_activation, rules_attention, rules_elementwise, rules_layout, rules_linear, rules_nonlinear, rules_pool  # noqa: F401  (register)
 from .boundary import unsupported_error
 from .driver import coverage, integerize
 from .registry import RULES, has_integer_form, int_rule

@@ -1,5 +1,5 @@
 """Integer rules of layout ops: the same op on the integers, at the same scale (a per-axis value is
-requantised to per tensor first, since its axis may move), and concat / split.
+requantised to per tensor first, since its axis may move; a sign value stays one), and concat / split.
 
     reshape, permute_dims, squeeze, expand_dims, flatten, strided_slice, broadcast_to  ->  same op
     concat   ->  every part requantised to the result's calibrated int16 scale (constants quantised)
@@ -32,7 +32,7 @@ def same_layout_op(ctx, var, call, args):
     a = _per_tensor(ctx, call, args[0])
     if a is None:
         return None
-    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, bound=a.bound)
+    return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, bound=a.bound, sign=a.sign)
 
 
 @int_rule("relax.shape_of")
@@ -50,7 +50,7 @@ def split(ctx, var, call, args):
     if a is None:
         return None
     t = ctx.same_op(call, [a.expr])
-    return [Q(ctx.emit(relax.TupleGetItem(t, i)), a.scale, a.bits, bound=a.bound) for i in range(len(var.ty.fields))]
+    return [Q(ctx.emit(relax.TupleGetItem(t, i)), a.scale, a.bits, bound=a.bound, sign=a.sign) for i in range(len(var.ty.fields))]
 
 
 @int_rule("relax.concat")

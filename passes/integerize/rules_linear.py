@@ -5,6 +5,7 @@ kernels as integer shift-accumulate kernels.
     conv2d(x, W_const) [+ b]   ->  conv2d(x_i8, W_i8, out=int32) [+ b_i32]    scale s_x * s_w[c]
     conv2d_transpose(x, W)     ->  the same on int8 x int8 -> int32             scale s_x * s_w[c]
     matmul(a, b)               ->  matmul(a_i8, b_i8, out=int32)              scale s_a * s_b
+    matmul(sign(q), b)         ->  sign_matmul (select and add, rules_attention)  scale s_b
     shift kernel (shift pass)  ->  shift_matmul_int / shift_conv2d_int on x_i8 scale s_x * alpha_c * 2**-P
 """
 
@@ -22,6 +23,7 @@ from shiftc.reference.rounding import INT32_MAX
 
 from .accumulate import reduce_int32, refuse_unless_fits, sliced, weight_safe
 from .registry import int_rule
+from .rules_attention import sign_matmul
 from .rules_activation import legalized_clamp
 from .scales import weight_codes
 from .value import ACT_BITS, Q, along, shape
@@ -30,6 +32,8 @@ from .value import ACT_BITS, Q, along, shape
 @int_rule("relax.matmul")
 def matmul(ctx, var, call, args):
     a, b = args
+    if isinstance(a, Q) and a.sign and isinstance(b, Q):
+        return sign_matmul(ctx, var, call, a, b)
     if isinstance(a, Q) and isinstance(b, np.ndarray) and b.ndim == 2:
         x = ctx.as_int(call.args[0].name, a, ACT_BITS)
         wq, sw = weight_codes(b, axis=1, pow2=ctx.pow2)

@@ -20,13 +20,16 @@ class Q:
     """An integer value: ``real = expr * scale`` (``scale`` per ``axis`` when it is an array).
 
     ``bound``: a proven ``max |expr|`` (int, or int64 per ``axis``) where the rule that made the
-    value knows a tighter one than its width's ``2**(bits-1)`` (accumulators; NUMERICS.md §2.8)."""
+    value knows a tighter one than its width's ``2**(bits-1)`` (accumulators; NUMERICS.md §2.8).
+
+    ``sign``: the integers are a ``Sign`` output in {-1, 0, 1} at scale 1 (a matmul with it is add-only)."""
 
     expr: relax.Expr
     scale: float | np.ndarray
     bits: int
     axis: int | None = None
     bound: int | np.ndarray | None = None
+    sign: bool = False
 
     @property
     def per_axis(self) -> bool:

@@ -23,6 +23,7 @@ from shiftc import frontend
 from shiftc.core.errors import InputError
 
 from . import convert, data as D, distill, export, mixture
+from .attention import with_attention
 from .shift_param import ShiftSpec, bake, shiftify
 from .train import History, TrainConfig, device, fit, outputs
 
@@ -96,6 +97,17 @@ def _as_labels(labels, n) -> np.ndarray | None:
     return arr.astype(np.int64)
 
 
+def _attention(student: nn.Module, kind: str, proto) -> list[str]:
+    """``--attention``: the student's attention replaced (ShiftAddViT) or kept; the replaced names."""
+    if kind != "softmax" and proto is not None:
+        raise InputError(f"--attention {kind} rewrites attention modules: pass the torch module (an ONNX "
+                         "model's graph keeps its softmax attention)")
+    try:
+        return with_attention(student, kind)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _save(proto: onnx.ModelProto, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(proto, str(tmp))
@@ -106,16 +118,19 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
              zero: str = "free", form: str = "dense", steps: int | None = None, epochs: float | None = None,
              batch_size: int = 32, lr: float = 1e-4, loss: str = "auto", keep_multiply: int = 0,
              max_seconds: float | None = None,
-             checkpoint: str | Path | None = None, resume: bool = False,
+             checkpoint: str | Path | None = None, resume: bool = False, attention: str = "softmax",
              callback: Callable[[dict], None] | None = None) -> FinetuneResult:
     """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module``) to ``bits``-bit,
     ``terms``-term shift codes by distillation from its FP32 self on ``data`` (array or .npy/.npz),
     plus cross-entropy on ``labels`` if given; writes ``output`` (ONNX) if given. ``keep_multiply``
     layers, the most sensitive ones, stay float multiplications. ``max_seconds`` bounds the training
-    time (the learning-rate schedule then ends on time). ``callback`` gets one dict per step."""
+    time (the learning-rate schedule then ends on time). ``attention='shiftadd'`` replaces the
+    student's attention by ShiftAddViT add-only attention (``attention.py``; torch modules only).
+    ``callback`` gets one dict per step."""
     t0 = time.perf_counter()
     spec = _spec(bits, terms, zero, form)
     teacher, student, proto, shape = _models(model)
+    attention_modules = _attention(student, attention, proto)
     inputs = _as_inputs(data, shape)
     targets = _as_labels(labels, len(inputs))
     cfg = TrainConfig(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, max_seconds=max_seconds)
@@ -139,6 +154,7 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     baked = bake(student)
     mods = dict(student.named_modules())
     extra = {"finetune": {"bits": spec.bits, "terms": spec.terms, "zero_free": spec.zero_free, "form": spec.form,
+                          "attention": attention, "attention_modules": attention_modules,
                           "loss": kind, "steps": len(history.loss), "train_seconds": round(history.seconds, 1), "final_loss": history.loss[-1] if history.loss else None,
                           "labels": targets is not None},
              "primitives": {n: ("multiply" if n in keep else "shift" if n in baked else "float (not mapped)") for n in names},

@@ -9,11 +9,12 @@
 * :mod:`.activation` lookup tables (sigmoid, tanh, erf), leaky ReLU / PReLU
 * :mod:`.overflow`  static int32 accumulator bounds, K-split planning and its int64 truth
 * :mod:`.accelerator` the accelerator's int8 dense / conv2d with shift-only requantisation
+* :mod:`.sign_attention` add-only attention: sign and the select-and-add matmul of a sign tensor
 
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import accelerator, activation, nonlinear, overflow, quant, requant, rounding, shift  # noqa: F401
+from . import accelerator, activation, nonlinear, overflow, quant, requant, rounding, shift, sign_attention  # noqa: F401
 from .accelerator import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .nonlinear import *  # noqa: F401,F403
@@ -22,3 +23,4 @@ from .quant import *  # noqa: F401,F403
 from .requant import *  # noqa: F401,F403
 from .rounding import *  # noqa: F401,F403
 from .shift import *  # noqa: F401,F403
+from .sign_attention import *  # noqa: F401,F403
