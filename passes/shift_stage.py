@@ -34,6 +34,7 @@ from shiftc.core.stage import Stage
 from . import shift as S
 from . import shift_bias as SB
 from . import shift_measure as M
+from . import shift_reconstruct as SR
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +217,19 @@ def _layers_and_active(mod, o):
     return layers, skip, [layer.name for layer in layers if layer.name not in skip]
 
 
-def _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, notes) -> dict:
-    """Bias correction on the ``fit`` samples (if on), then the budget check on the ``held``
-    ones (if any); returns the bias correction per layer name."""
+def _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, notes, fitted=None) -> dict:
+    """Bias correction on the ``fit`` samples (if on; ``fitted``: already fitted by the
+    reconstruction), then the budget check on the ``held`` ones (if any); returns the bias
+    correction per layer name."""
     if not o.shift_bias_correction and not held:
         notes.append("bias correction off (--no-shift-bias-correction)")
         return {}
+    if fitted is not None and not held:
+        return fitted
     model = SB.ShiftedModel(mod, layers, names, samples)
     decoded = {n: S.decoded_weight(next(l for l in layers if l.name == n), *encoded[n]) for n in plan}
-    bias = {}
-    if o.shift_bias_correction:
+    bias = fitted or {}
+    if o.shift_bias_correction and fitted is None:
         bias, info = SB.corrections(model, decoded, fit)
         summary["bias_correction"] = info
         notes.append(
@@ -258,7 +262,11 @@ def apply(mod, ctx):
     plan, fit_error = _plan(o, mod, layers, active, zero_free, inputs, names, measured, report.notes)
     encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
     summary = report.summary
-    bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes)
+    recon = SR.stage_step(o, mod, layers, plan, names, [samples[i] for i in fit], summary, report.notes)
+    if recon is not None:
+        encoded = recon.encoded
+    bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes,
+                              recon.bias if recon is not None else None)
     rows = _rows(layers, plan, encoded, inputs, bias)
     report.rows.extend(rows)
     summary.update({"layers": len(layers), "rewritten": len(plan), "skipped": sorted(skip), **_summary(layers, rows),
