@@ -22,6 +22,7 @@ from shiftc.passes import shift_reconstruct as R
 from shiftc.reference import shift as ref
 
 CNN = Path(__file__).resolve().parents[1] / "examples" / "models" / "cnn.onnx"
+FAST_ITERS = 80  # Adam steps a layer in these tests (the default is more)
 
 
 @pytest.mark.parametrize("bits,terms,zero_free", [(4, 1, True), (3, 1, False), (3, 2, True), (4, 2, False)])
@@ -59,10 +60,11 @@ def _images(start, n):
 
 
 @pytest.mark.timeout(300)
-def test_reconstruction_lowers_every_layer_error_on_held_back_images():
+def test_reconstruction_lowers_every_layer_error_on_held_back_images(monkeypatch):
     """4-bit single-term PoT: fitted on 8 training images, each layer's output error (epilogue
     included, inputs from the reconstructed model) is measured on 16 other images against nearest
     codes with the empirical bias correction, each layer given the same (reconstructed) inputs."""
+    monkeypatch.setattr(R, "ITERS", FAST_ITERS)
     mod = _cnn()
     layers = S.find_layers(mod)
     plan = {layer.name: S.ShiftConfig(4) for layer in layers}
@@ -91,12 +93,13 @@ def test_reconstruction_lowers_every_layer_error_on_held_back_images():
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_compiled_model_runs_the_reconstructed_codes(tmp_path):
+def test_compiled_model_runs_the_reconstructed_codes(tmp_path, monkeypatch):
     """``--shift-reconstruct``: the built shift kernels compute the model with the reported codes,
     alpha and bias (the FP32 model with those decoded weights and biases, to float rounding), and
     agree with FP32 on more test images than nearest codes do."""
     import shiftc
 
+    monkeypatch.setattr(R, "ITERS", FAST_ITERS)
     calib = _images(0, 8)
     cm = shiftc.compile(str(CNN), "x86", calibration=calib, shift_bits=4, shift_reconstruct=True, output=tmp_path / "r")
     stage = next(s for s in cm.report.stages if s.name == "shift")
