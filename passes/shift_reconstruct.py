@@ -186,7 +186,8 @@ def _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0
             layer = layers[i]
             res = A.reconstruct_layer(torch, layer, plan[layer.name], [s[i] for s in xq], [s[i] for s in xf], seed=i, fit_bias=fit_bias)
             encoded[layer.name] = (res.codes, res.alpha)
-            bias[layer.name] = res.delta
+            if fit_bias:
+                bias[layer.name] = res.delta
             weights[i] = S.decoded_weight(layer, res.codes, res.alpha)
             corr[i] = res.delta.reshape(corr[i].shape)
             rows.append({"layer": layer.name, "output_rel_l2_nearest": round(res.error_nearest, 5), "output_rel_l2": round(res.error, 5)})
