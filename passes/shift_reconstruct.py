@@ -59,7 +59,7 @@ BETA = (20.0, 2.0)
 DAMP = 0.01  # weight-space damping (GPTQ-style) against fitting few calibration rows
 BATCH_SAMPLES = 4  # calibration samples per step
 WINDOW = 16  # conv2d: each step fits one random window of at most WINDOW x WINDOW output positions
-CHUNKS = 6  # input captures of the shifted model (groups of layers reconstructed between them)
+CHUNKS = 16  # input captures of the shifted model at most (groups of layers reconstructed between them)
 MAX_SAMPLES = 16
 
 
