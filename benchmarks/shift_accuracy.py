@@ -5,6 +5,8 @@
   automatic allocation; artifact size against the FP32 ONNX file.
 * Fashion-MNIST CNN: true accuracy on the 10k test set for FP32 (shiftc build, no shift), 4-bit,
   5-bit, 4-bit x 2 terms and the automatic allocation.
+* every one also with ``--shift-reconstruct`` (layer-wise reconstruction of the codes); MobileNetV2
+  also gives top-1 agreement on the photos FP32 is confident about (top probability > 0.5).
 * all-MiniLM-L6-v2: mean/min cosine similarity of the embeddings with FP32 on >= 100 sentences.
 
 Calibration samples are distinct from the evaluation inputs (other crops / training images / other
@@ -55,7 +57,7 @@ def _compile(model, calib, tmp, name, **opts):
         info.update({k: stage.summary.get(k) for k in ("bits_per_weight", "rewritten", "packed_weight_bytes", "fp32_weight_bytes")})
         info["calibration_error"] = stage.error
         info["bits_terms"] = sorted({f"{r['bits']}b x{r['terms']}" for r in stage.rows if r["bits"]})
-        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias"))]
+        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias", "reconstruction"))]
         info["code_bits_per_weight"] = stage.summary.get("code_bits_per_weight")
         info["budget_check"] = stage.summary.get("budget")
     return cm, info
@@ -93,11 +95,16 @@ def mobilenetv2(path, n_photos, budget, tmp):
         p, q = _softmax(ref.astype(np.float64)), _softmax(logits.astype(np.float64))
         info["top1_agreement"] = float(np.mean(ref.argmax(1) == logits.argmax(1)))
         info["mean_kl"] = float(np.mean(np.sum(p * (np.log(p + 1e-30) - np.log(q + 1e-30)), axis=1)))
+        confident = p.max(1) > 0.5  # photos FP32 is sure about: agreement there is what a user sees
+        info["confident_photos"] = int(confident.sum())
+        info["confident_top1_agreement"] = float(np.mean((ref.argmax(1) == logits.argmax(1))[confident])) if confident.any() else None
         info["size_ratio_vs_onnx"] = round(out["onnx_bytes"] / info["artifact_bytes"], 2)
 
     configs = (("pot4", {"shift_bits": 4}), ("pot4_no_bias_corr", {"shift_bits": 4, "shift_bias_correction": False}),
                ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}),
                ("pot4_2terms_no_bias_corr", {"shift_bits": 4, "shift_terms": 2, "shift_bias_correction": False}),
+               ("pot4_reconstruct", {"shift_bits": 4, "shift_reconstruct": True}),
+               ("pot4_2terms_reconstruct", {"shift_bits": 4, "shift_terms": 2, "shift_reconstruct": True}),
                ("auto", {"accuracy_budget": budget, "budget_best_effort": True}))
     return _sweep("mobilenetv2", out, configs, path, calib, tmp, budget, score)
 
@@ -114,6 +121,7 @@ def fashion_cnn(path, n_test, budget, tmp):
     out = {"test_items": int(len(y))}
     configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot4_no_bias_corr", {"shift_bits": 4, "shift_bias_correction": False}),
                ("pot5", {"shift_bits": 5}), ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}),
+               ("pot4_reconstruct", {"shift_bits": 4, "shift_reconstruct": True}),
                ("auto", {"accuracy_budget": budget, "budget_best_effort": True}))
 
     def score(cm, info):
@@ -140,7 +148,8 @@ def minilm(path, n_sentences, budget, tmp):
         cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
         info.update({"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())})
 
-    configs = (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("auto", {"accuracy_budget": budget}))
+    configs = (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("pot4_reconstruct", {"shift_bits": 4, "shift_reconstruct": True}),
+               ("pot5_reconstruct", {"shift_bits": 5, "shift_reconstruct": True}), ("auto", {"accuracy_budget": budget}))
     return _sweep("minilm", out, configs, path, calib, tmp, budget, score)
 
 

@@ -34,6 +34,7 @@ from shiftc.core.stage import Stage
 from . import shift as S
 from . import shift_bias as SB
 from . import shift_measure as M
+from . import shift_reconstruct as SRC
 from . import shift_recorded as SR
 
 log = logging.getLogger(__name__)
@@ -217,16 +218,19 @@ def _layers_and_active(mod, o):
     return layers, skip, [layer.name for layer in layers if layer.name not in skip]
 
 
-def _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, notes) -> dict:
-    """Bias correction on the ``fit`` samples (if on), then the budget check on the ``held``
-    ones (if any); returns the bias correction per layer name."""
+def _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, notes, fitted=None) -> dict:
+    """Bias correction on the ``fit`` samples (if on; ``fitted``: already fitted by the
+    reconstruction), then the budget check on the ``held`` ones (if any); returns the bias
+    correction per layer name."""
     if not o.shift_bias_correction and not held:
         notes.append("bias correction off (--no-shift-bias-correction)")
         return {}
+    if fitted is not None and not held:
+        return fitted
     model = SB.ShiftedModel(mod, layers, names, samples)
     decoded = {n: S.decoded_weight(next(l for l in layers if l.name == n), *encoded[n]) for n in plan}
-    bias = {}
-    if o.shift_bias_correction:
+    bias = fitted or {}
+    if o.shift_bias_correction and fitted is None:
         bias, info = SB.corrections(model, decoded, fit)
         summary["bias_correction"] = info
         notes.append(
@@ -276,9 +280,14 @@ def apply(mod, ctx):
     plan.update({n: tuned[n][0] for n in active if n in tuned})
     encoded.update({n: tuned[n][1:] for n in active if n in tuned})
     summary = report.summary
+    fresh = {n: c for n, c in plan.items() if n not in tuned}  # fine-tuned codes are kept as trained
+    recon = SRC.stage_step(o, mod, layers, fresh, names, [samples[i] for i in fit], summary, report.notes)
+    if recon is not None:
+        encoded.update(recon.encoded)
     bias = {}
-    if not tuned or len(plan) > len(tuned) or held:  # fine-tuned layers get no bias correction: training accounted for their error
-        bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes)
+    if fresh or held:  # fine-tuned layers get no bias correction: training accounted for their error
+        bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes,
+                                  recon.bias if recon is not None else None)
         bias = {n: b for n, b in bias.items() if n not in tuned}
     rows = _rows(layers, plan, encoded, inputs, bias)
     report.rows.extend(rows)
