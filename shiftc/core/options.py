@@ -35,6 +35,7 @@ class PassOptions:
     calibration_method: str = option("minmax", "Activation range observer for --integer-only.", choices=["minmax", "percentile", "mse"])
     calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
     gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
+    smooth_quant: float | None = option(None, "With --integer-only: SmoothQuant scale migration of strength alpha in (0, 1) (e.g. 0.5) from LayerNorm outputs into the matmuls that read them (exact in float).", type=float)
     upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", choices=["keep", "nearest"])
     l2norm: str = option("keep", "With --integer-only: keep L2 normalisation (stays float), or 'remove' it (changes the model, reported).", choices=["keep", "remove"])
     requant: str = option("dyadic", "Requantiser scales: 'dyadic' (m * 2^-e) or 'pow2' (every scale a power of two: shift-only, for VTA).", choices=["dyadic", "pow2"])
