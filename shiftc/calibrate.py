@@ -12,6 +12,10 @@ Observers (onnxruntime-style) see float activations and return a symmetric clipp
 of ``main`` that returns the chosen intermediate values as its outputs, built for the host and run
 on each sample. Values are named by their Relax variable name (unique in ``main``).
 
+Every observer also keeps the smallest value seen: a value never negative on any sample is
+recorded as non-negative (``Calibration.nonnegative``), and the integeriser may then give it
+unsigned codes ``[0, 2**bits - 1]`` (scale ``T / (2**bits - 1)``: one more bit than symmetric).
+
 Values with ``|x| >= 1e30`` (``-inf``, ``-FLT_MAX`` in additive attention masks) are masking
 sentinels, not part of a range: observers skip them (the integer graph saturates them).
 
@@ -45,6 +49,7 @@ class Observer(ABC):
 
     def __init__(self):
         self.absmax = 0.0
+        self.minimum = np.inf  # the smallest value seen: >= 0 proves the value non-negative
         self.count = 0
 
     def update(self, x: np.ndarray) -> None:
@@ -55,6 +60,7 @@ class Observer(ABC):
         if x.size == 0:
             return
         self.absmax = max(self.absmax, float(np.max(np.abs(x))))
+        self.minimum = min(self.minimum, float(np.min(x)))
         self.count += 1
         self._update(x)
 
@@ -243,20 +249,24 @@ def collect(
 
 @dataclass
 class Calibration:
-    """Per-value activation thresholds (what the integeriser consumes)."""
+    """Per-value activation thresholds (what the integeriser consumes) and the values seen to be
+    never negative on any sample (``nonnegative``: after ReLU / ReLU6 / a clip at >= 0, ...)."""
 
     method: str
     samples: int
     thresholds: dict[str, float] = field(default_factory=dict)
+    nonnegative: frozenset = frozenset()
 
-    def scale(self, name: str, bits: int = 8) -> float:
+    def scale(self, name: str, bits: int = 8, unsigned: bool = False) -> float:
+        """``T / (2**(bits-1) - 1)``, or ``T / (2**bits - 1)`` for unsigned codes."""
         t = self.thresholds[name]
-        return (t if t > 0 else 1.0) / qmax(bits)
+        return (t if t > 0 else 1.0) / ((1 << bits) - 1 if unsigned else qmax(bits))
 
     @classmethod
     def from_observers(cls, observers: dict[str, Observer], samples: int) -> "Calibration":
         method = next(iter(observers.values())).method if observers else ""
-        return cls(method, samples, {n: o.threshold() for n, o in observers.items()})
+        nonneg = frozenset(n for n, o in observers.items() if o.count and o.minimum >= 0)
+        return cls(method, samples, {n: o.threshold() for n, o in observers.items()}, nonneg)
 
 
 def calibrate(mod, samples, method: str = "minmax", max_samples: int | None = None, which=None) -> Calibration:

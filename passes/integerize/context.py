@@ -91,36 +91,47 @@ class Context:
         full = list(new_args) + list(call.args[len(new_args):])
         return self.bb.emit(relax.Call(call.op, full, call.attrs, call.ty_args))
 
-    def act_scale(self, name: str, bits: int) -> float:
-        """The calibrated per-tensor scale of value ``name`` at ``bits`` bits."""
+    def act_scale(self, name: str, bits: int, unsigned: bool = False) -> float:
+        """The calibrated per-tensor scale of value ``name`` at ``bits`` bits (signed or unsigned)."""
         if name not in self.calib.thresholds:
             raise UnsupportedModelError(f"integerize: value {name!r} has no calibration statistics")
-        s = self.calib.scale(name, bits)
+        s = self.calib.scale(name, bits, unsigned)
         return pow2_up(s) if self.pow2 else s
 
-    def requant(self, q: Q, s_out: float, bits: int) -> Q:
+    def unsigned_ok(self, name: str) -> bool:
+        """Whether value ``name`` may take unsigned codes: calibration saw it non-negative on every
+        sample (not with ``--requant pow2``, whose accelerator stores signed values)."""
+        return name in self.calib.nonnegative and not self.pow2
+
+    def requant(self, q: Q, s_out: float, bits: int, unsigned: bool = False) -> Q:
         """``q`` -> per-tensor ``bits``-bit integers at ``s_out`` (a ratio so large that every
-        nonzero input saturates is clamped to one that does the same: ``requant_params``)."""
+        nonzero input saturates is clamped to one that does the same: ``requant_params``);
+        ``unsigned``: saturated to ``[0, 2**bits - 1]``."""
         ratio = np.asarray(q.scale, np.float64) / s_out
         if np.any(ratio > SATURATING_RATIO):
             self.report.notes.append(f"{int(np.sum(ratio > SATURATING_RATIO))} channel(s) requantised at ratio > 2^29 "
                                      "(input range far below one output step): nonzero inputs saturate")
         m, e = requant_params(ratio, self.pow2, out_bits=bits)
         if q.per_axis:  # the attributes let a target recognise the op (targets/vta)
-            attrs = Requantize(bits=int(bits), axis=int(q.axis)).to_attrs()
+            attrs = Requantize(bits=int(bits), axis=int(q.axis), unsigned=unsigned).to_attrs()
             mc, ec = relax.const(np.asarray(m, np.int64)), relax.const(np.asarray(e, np.int32))
-            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis", attrs=attrs)
+            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis", attrs=attrs,
+                               unsigned=unsigned)
         else:
-            attrs = Requantize(bits=int(bits), m=int(m), e=int(e)).to_attrs()
-            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant", attrs=attrs)
-        return Q(out, s_out, bits)
+            attrs = Requantize(bits=int(bits), m=int(m), e=int(e), unsigned=unsigned).to_attrs()
+            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant", attrs=attrs, unsigned=unsigned)
+        return Q(out, s_out, bits, unsigned=unsigned)
 
-    def as_int(self, name: str, q: Q, bits: int) -> Q:
+    def as_int(self, name: str, q: Q, bits: int, unsigned_ok: bool = False) -> Q:
         """``q`` as per-tensor integers of at most ``bits`` bits (requantised to ``name``'s
-        calibrated scale when it is wider or per axis)."""
-        if not q.per_axis and q.bits <= bits:
+        calibrated scale when it is wider or per axis). ``unsigned_ok``: the consumer takes
+        unsigned codes, and a value proved non-negative (``unsigned_ok(name)``) gets them."""
+        if not q.per_axis and q.bits <= bits and not q.unsigned:
             return q
-        return self.requant(q, self.act_scale(name, bits), bits)
+        unsigned = unsigned_ok and self.unsigned_ok(name)
+        if q.unsigned and q.bits <= bits and unsigned:
+            return q
+        return self.requant(q, self.act_scale(name, bits, unsigned), bits, unsigned)
 
     def fitting_input(self, name: str, q: Q, ok, **widths) -> Q | None:
         """``q`` as per-tensor integers at the widest width (``bits_for``) whose calibrated scale
@@ -138,7 +149,7 @@ class Context:
         return x
 
     def as_dtype(self, q: Q, bits: int) -> relax.Expr:
-        dt = int_dtype(bits)
+        dt = int_dtype(bits, q.unsigned)
         return q.expr if dtype(q.expr) == dt else self.bb.emit(relax.op.astype(q.expr, dt))
 
     def narrow(self, q: Q, r: int, name: str, why: str) -> Q:
