@@ -256,17 +256,20 @@ class Calibration:
     samples: int
     thresholds: dict[str, float] = field(default_factory=dict)
     nonnegative: frozenset = frozenset()
+    absmax: dict[str, float] = field(default_factory=dict)  # max |x| seen (the observer's, unclipped)
 
-    def scale(self, name: str, bits: int = 8, unsigned: bool = False) -> float:
-        """``T / (2**(bits-1) - 1)``, or ``T / (2**bits - 1)`` for unsigned codes."""
-        t = self.thresholds[name]
+    def scale(self, name: str, bits: int = 8, unsigned: bool = False, full_range: bool = False) -> float:
+        """``T / (2**(bits-1) - 1)``, or ``T / (2**bits - 1)`` for unsigned codes; ``full_range``:
+        ``T = max |x|`` (an int16 value needs no clipping: percentile and MSE clip for int8)."""
+        t = self.absmax.get(name, self.thresholds[name]) if full_range else self.thresholds[name]
         return (t if t > 0 else 1.0) / ((1 << bits) - 1 if unsigned else qmax(bits))
 
     @classmethod
     def from_observers(cls, observers: dict[str, Observer], samples: int) -> "Calibration":
         method = next(iter(observers.values())).method if observers else ""
         nonneg = frozenset(n for n, o in observers.items() if o.count and o.minimum >= 0)
-        return cls(method, samples, {n: o.threshold() for n, o in observers.items()}, nonneg)
+        return cls(method, samples, {n: o.threshold() for n, o in observers.items()}, nonneg,
+                   {n: o.absmax for n, o in observers.items()})
 
 
 def calibrate(mod, samples, method: str = "minmax", max_samples: int | None = None, which=None) -> Calibration:
