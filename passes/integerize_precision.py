@@ -41,10 +41,17 @@ def operands(mod: tvm.IRModule) -> dict[str, list[str]]:
     return out
 
 
-def by_pattern(layers: dict[str, list[str]], patterns: str) -> frozenset:
-    """The operands of the layers whose names match any of the comma-separated regexes."""
+def by_pattern(layers: dict[str, list[str]], patterns: str, nodes: dict | None = None) -> frozenset:
+    """The operands of the layers that any of the comma-separated regexes finds in the layer's
+    value name, or in its ONNX node's name or op type (``nodes``: ``shiftc.core.provenance``)."""
     pats = [re.compile(p.strip()) for p in patterns.split(",") if p.strip()]
-    return frozenset(n for layer, names in layers.items() if any(p.search(layer) for p in pats) for n in names)
+    nodes = nodes or {}
+
+    def names_of(layer):
+        n = nodes.get(layer)
+        return [layer] + ([n.name, n.op_type] if n is not None else [])
+
+    return frozenset(n for layer, names in layers.items() if any(p.search(t) for p in pats for t in names_of(layer)) for n in names)
 
 
 def sensitivity(values: dict[str, np.ndarray], thresholds: dict[str, float]) -> dict[str, float]:

@@ -14,6 +14,7 @@ from collections import Counter
 
 from shiftc import calibrate, evaluate, reference
 from shiftc.core.errors import CheckFailedError, InputError
+from shiftc.core.provenance import nodes_of
 from shiftc.core.stage import Stage
 
 from . import integerize_precision as P
@@ -84,7 +85,7 @@ def mixed_precision(mod, calib, opts: IntOptions, ctx) -> frozenset:
     the most sensitive ones that ``--accuracy-budget`` needs; recorded in the stage report."""
     o, sr = ctx.options, ctx.report
     layers = P.operands(mod)
-    wide = P.by_pattern(layers, o.int16_layers)
+    wide = P.by_pattern(layers, o.int16_layers, nodes_of(mod))
     if o.int16_layers and not wide:
         raise InputError(f"--int16-layers {o.int16_layers!r} matches no matmul / conv")
     if o.accuracy_budget is not None:

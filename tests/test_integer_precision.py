@@ -21,10 +21,10 @@ def block(rng):
     g[7] = 40.0  # the outlier channel
     nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["ln"], axis=-1),
              helper.make_node("MatMul", ["ln", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+             helper.make_node("MatMul", ["r", "w2"], ["m2"]), helper.make_node("Add", ["m2", "b2"], ["y"])]
     consts = {"g": g, "b": (rng.standard_normal(32) * 0.1).astype(np.float32),
               "w1": (rng.standard_normal((32, 48)) * 0.2).astype(np.float32),
-              "w2": (rng.standard_normal((48, 16)) * 0.2).astype(np.float32)}
+              "w2": (rng.standard_normal((48, 16)) * 0.2).astype(np.float32), "b2": np.full(16, 0.1, np.float32)}
     return make_model(nodes, [("x", [1, 10, 32])], [("y", [1, 10, 16])], consts)
 
 
@@ -59,8 +59,8 @@ def test_budget_out_of_reach_fails_in_one_line(rng):
 
 
 def test_int16_layers_by_name(rng):
-    cm = shiftc.compile(block(rng), "x86", calibration=_samples(rng, 4), integer_only=True, int16_layers="MatMul")
-    assert _stage(cm).summary["int16_operands"]["layers"] == ["gv", "h"]  # both matmuls (the last one's value is "gv")
+    cm = shiftc.compile(block(rng), "x86", calibration=_samples(rng, 4), integer_only=True, int16_layers="MatMul")  # the ONNX op type: every MatMul node
+    assert _stage(cm).summary["int16_operands"]["layers"] == ["h", "m2"]  # both matmuls
     rows = [r for r in _stage(cm).rows if r.get("op") == "matmul"]
     assert sorted(r["input"] for r in rows) == ["s16", "u16"]  # the ReLU output is non-negative: unsigned
     with pytest.raises(InputError, match="matches no matmul"):

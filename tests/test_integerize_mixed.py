@@ -102,3 +102,42 @@ def test_wide_operand_overflowing_int32_is_split(rng):
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(want, sx * sw * 2.0 ** row["shift"]))
     near_fp32(got, c.fp32(c.saturated(x, bits=16))[0], 0.01)
+
+
+def _attention_block(rng):
+    """LN (outlier channel) -> q, k, v; softmax(q k^T / 4) v: the transformer ops of this file."""
+    from conftest import make_model
+    from onnx import helper
+
+    g = np.ones(16, np.float32)
+    g[2] = 20.0
+    mk = helper.make_node
+    nodes = [mk("LayerNormalization", ["x", "g", "b"], ["ln"], axis=-1), mk("MatMul", ["ln", "wq"], ["q"]),
+             mk("MatMul", ["ln", "wk"], ["k"]), mk("MatMul", ["ln", "wv"], ["v"]), mk("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             mk("MatMul", ["q", "kt"], ["s"]), mk("Mul", ["s", "c"], ["sc"]), mk("Softmax", ["sc"], ["p"], axis=-1),
+             mk("MatMul", ["p", "v"], ["y"])]
+    w = {k: (rng.standard_normal((16, 16)) * 0.3).astype(np.float32) for k in ("wq", "wk", "wv")}
+    consts = {"g": g, "b": np.zeros(16, np.float32), "c": np.array(0.25, np.float32), **w}
+    return make_model(nodes, [("x", [1, 8, 16])], [("y", [1, 8, 16])], consts)
+
+
+def test_u8_shiftmax_and_int16_operands_match_on_arm_under_qemu(rng, tmp_path):
+    """The same integer graph (u8 probabilities, an int16 LayerNorm output into int16 x int8
+    matmuls) cross-compiled for aarch64 and run under qemu gives x86's outputs exactly."""
+    import pytest
+
+    from shiftc import api
+    from shiftc.targets import arm
+
+    if not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    model = _attention_block(rng)
+    calib = [{"x": rand(rng, (1, 8, 16))} for _ in range(3)]
+    opts = dict(calibration=calib, integer_only=True, int16_layers="MatMul")
+    x86 = api.compile(model, "x86", **opts)
+    rows = next(s for s in x86.report.stages if s.name == "integerize").rows
+    assert next(r for r in rows if r["op"] == "shiftmax")["out"] == "u8 at 2^-8"
+    assert sorted(r["input"] for r in rows if r["op"] == "matmul") == ["s16", "s16", "s16", "s16 x s16", "u8 x s16"]
+    on_arm = api.compile(model, "arm", output=tmp_path / "arm", **opts)
+    x = {"x": rand(np.random.default_rng(5), (1, 8, 16))}
+    np.testing.assert_array_equal(on_arm.run(x)["y"], x86.run(x)["y"])

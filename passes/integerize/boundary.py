@@ -28,7 +28,7 @@ def quantize_input(ctx: Context, param, new_param):
     bits = ctx.operand_bits(param.name)  # int16 where mixed precision chose it
     s = ctx.act_scale(param.name, bits)
     out = ctx.emit_te(KQ.quantize, new_param, s, bits, name="quantize", attrs=Boundary("quantize").to_attrs())
-    ctx.report.rows.append({"op": "quantize", "value": param.name, "scale": s, "bits": bits})
+    ctx.report.rows.append({"op": "quantize", "value": param.name, "scale": s, **({"bits": bits} if bits != ACT_BITS else {})})
     return Q(out, s, bits)
 
 
