@@ -165,6 +165,9 @@ def minilm(n: int, n_cal: int, tmp: Path) -> dict:
     sents = ml.sentences()
     return {"path": path, "feeds": ml.feeds(sents[n_cal:n_cal + n]), "calib": ml.feeds(sents[:n_cal]), "kind": "embedding",
             "shiftc": {"gelu": "lambda", "l2norm": "remove"},  # cosine is scale-free; the README's MiniLM setting
+            # SmoothQuant into Q/K/V and FFN1; int16 operands of the attention output and FFN2 matmuls
+            "shiftc_extra": {"mse, SmoothQuant 0.5, int16 attention-output/FFN2 inputs": {
+                "calibration_method": "mse", "smooth_quant": 0.5, "int16_layers": r"output/dense|output_dense"}},
             "inputs": f"{n} GPL-3 sentences (seq 128); {n_cal} other sentences for calibration"}
 
 
