@@ -85,7 +85,7 @@ def mixed_precision(mod, calib, opts: IntOptions, ctx) -> frozenset:
     the most sensitive ones that ``--accuracy-budget`` needs; recorded in the stage report."""
     o, sr = ctx.options, ctx.report
     layers = P.operands(mod)
-    wide = P.by_pattern(layers, o.int16_layers, nodes_of(mod))
+    wide = P.by_pattern(layers, o.int16_layers, _layer_nodes(mod, ctx.loaded))
     if o.int16_layers and not wide:
         raise InputError(f"--int16-layers {o.int16_layers!r} matches no matmul / conv")
     if o.accuracy_budget is not None:
@@ -96,6 +96,17 @@ def mixed_precision(mod, calib, opts: IntOptions, ctx) -> frozenset:
         sr.notes.append(f"mixed precision: {len(chosen)} layer(s) read int16 operands: {', '.join(chosen[:12])}"
                         + (" ..." if len(chosen) > 12 else ""))
     return wide
+
+
+def _layer_nodes(mod, loaded) -> dict:
+    """Value name -> ONNX node, with the graph's result (which passes may have renamed ``gv``)
+    attributed to the node of the model's single output."""
+    table = nodes_of(mod)
+    result = mod["main"].body.body
+    outs = [o.name for o in getattr(loaded, "outputs", [])]
+    if len(outs) == 1 and outs[0] in table and hasattr(result, "name") and result.name not in table:
+        table[result.name] = table[outs[0]]
+    return table
 
 
 def _budgeted(mod, calib, opts: IntOptions, ctx, layers, fixed: frozenset) -> frozenset:
