@@ -29,19 +29,20 @@ from tvm import relax
 
 from shiftc.core.contract import AddInt, Requantize
 from shiftc.core.relax_rewrite import rewrite_call_tir
+from shiftc.reference.rounding import code_range
 
 MAX_SHIFT = 62
 
 
-def _out_dtype(bits: int) -> str:
-    return "int8" if bits <= 8 else "int16" if bits <= 16 else "int32"
+def _out_dtype(bits: int, unsigned: bool = False) -> str:
+    return ("u" if unsigned else "") + ("int8" if bits <= 8 else "int16" if bits <= 16 else "int32")
 
 
-def _saturate(v, bits: int):
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+def _saturate(v, bits: int, unsigned: bool = False):
+    lo, hi = code_range(bits, unsigned)
     # maximum/minimum, not clip: ConvertLayout knows how to carry them through NHWC
     v = relax.op.minimum(relax.op.maximum(v, relax.const(lo, "int64")), relax.const(hi, "int64"))
-    return relax.op.astype(v, _out_dtype(bits))
+    return relax.op.astype(v, _out_dtype(bits, unsigned))
 
 
 def _rshift_round(v64, m, e, shape):
@@ -70,12 +71,12 @@ def lowered(func: tvm.tirx.PrimFunc, args) -> relax.Expr | None:
         z = args[0]
         z64 = relax.op.astype(z, "int64")
         if not rq.per_axis:
-            return _saturate(_rshift_round(z64, rq.m, rq.e, [1]), rq.bits)
+            return _saturate(_rshift_round(z64, rq.m, rq.e, [1]), rq.bits, rq.unsigned)
         m, e = _const(args[1]), _const(args[2])
         if m is None or e is None:
             return None
         shape = _channel_shape(len(z.ty.shape.values), rq.axis)
-        return _saturate(_rshift_round(z64, m, e, shape), rq.bits)
+        return _saturate(_rshift_round(z64, m, e, shape), rq.bits, rq.unsigned)
     add = AddInt.from_func(func)
     if add is not None:
         a, b = (relax.op.astype(t, "int64") for t in args)

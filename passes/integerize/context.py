@@ -24,7 +24,7 @@ from shiftc.reference.constant_add import constant_room
 from shiftc.reference.quant import bias_codes, pow2_up
 
 from .scales import SATURATING_RATIO, bits_for, requant_params
-from .value import IntOptions, IntReport, Q, dtype, int_dtype, shape
+from .value import ACT_BITS, WIDE_BITS, IntOptions, IntReport, Q, dtype, int_dtype, shape
 
 
 class Uncovered(NamedTuple):
@@ -47,6 +47,7 @@ class Context:
     unsupported: list = field(default_factory=list)  # Uncovered: every op left without an integer form
     nominal: bool = False  # a coverage check on nominal scales (driver.coverage): no width search
     nodes: dict = field(default_factory=dict, init=False)  # value name -> OnnxNode (shiftc.core.provenance)
+    _readers: dict | None = field(default=None, init=False)  # value name -> ops reading it (``readers``)
 
     def __post_init__(self):
         table = nodes_of(self.mod)
@@ -91,36 +92,66 @@ class Context:
         full = list(new_args) + list(call.args[len(new_args):])
         return self.bb.emit(relax.Call(call.op, full, call.attrs, call.ty_args))
 
-    def act_scale(self, name: str, bits: int) -> float:
-        """The calibrated per-tensor scale of value ``name`` at ``bits`` bits."""
+    def act_scale(self, name: str, bits: int, unsigned: bool = False) -> float:
+        """The calibrated per-tensor scale of value ``name`` at ``bits`` bits (signed or unsigned);
+        a value mixed precision widened (``IntOptions.wide``) takes its full range at int16."""
         if name not in self.calib.thresholds:
             raise UnsupportedModelError(f"integerize: value {name!r} has no calibration statistics")
-        s = self.calib.scale(name, bits)
+        s = self.calib.scale(name, bits, unsigned, full_range=bits > ACT_BITS and name in self.opts.wide)
         return pow2_up(s) if self.pow2 else s
 
-    def requant(self, q: Q, s_out: float, bits: int) -> Q:
+    def operand_bits(self, name: str) -> int:
+        """The width of value ``name`` as a matmul / conv operand: int16 where mixed precision chose
+        it (``IntOptions.wide``), else int8."""
+        return WIDE_BITS if name in self.opts.wide else ACT_BITS
+
+    def readers(self, name: str) -> list[str]:
+        """The ops (Relax op names; "" for other expressions) of every binding that reads value ``name``."""
+        if self._readers is None:
+            self._readers = {}
+            for block in self.mod["main"].body.blocks:
+                for b in block.bindings:
+                    op = b.value.op.name if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) else ""
+                    for v in relax.analysis.free_vars(b.value):
+                        self._readers.setdefault(v.name, []).append(op)
+            for v in relax.analysis.free_vars(self.mod["main"].body.body):
+                self._readers.setdefault(v.name, []).append("")
+        return self._readers.get(name, [])
+
+    def unsigned_ok(self, name: str) -> bool:
+        """Whether value ``name`` may take unsigned codes: calibration saw it non-negative on every
+        sample (not with ``--requant pow2``, whose accelerator stores signed values)."""
+        return name in self.calib.nonnegative and not self.pow2
+
+    def requant(self, q: Q, s_out: float, bits: int, unsigned: bool = False) -> Q:
         """``q`` -> per-tensor ``bits``-bit integers at ``s_out`` (a ratio so large that every
-        nonzero input saturates is clamped to one that does the same: ``requant_params``)."""
+        nonzero input saturates is clamped to one that does the same: ``requant_params``);
+        ``unsigned``: saturated to ``[0, 2**bits - 1]``."""
         ratio = np.asarray(q.scale, np.float64) / s_out
         if np.any(ratio > SATURATING_RATIO):
             self.report.notes.append(f"{int(np.sum(ratio > SATURATING_RATIO))} channel(s) requantised at ratio > 2^29 "
                                      "(input range far below one output step): nonzero inputs saturate")
         m, e = requant_params(ratio, self.pow2, out_bits=bits)
         if q.per_axis:  # the attributes let a target recognise the op (targets/vta)
-            attrs = Requantize(bits=int(bits), axis=int(q.axis)).to_attrs()
+            attrs = Requantize(bits=int(bits), axis=int(q.axis), unsigned=unsigned).to_attrs()
             mc, ec = relax.const(np.asarray(m, np.int64)), relax.const(np.asarray(e, np.int32))
-            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis", attrs=attrs)
+            out = self.emit_te(K.requantize_per_axis, q.expr, mc, ec, q.axis, bits, name="requant_axis", attrs=attrs,
+                               unsigned=unsigned)
         else:
-            attrs = Requantize(bits=int(bits), m=int(m), e=int(e)).to_attrs()
-            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant", attrs=attrs)
-        return Q(out, s_out, bits)
+            attrs = Requantize(bits=int(bits), m=int(m), e=int(e), unsigned=unsigned).to_attrs()
+            out = self.emit_te(K.requantize, q.expr, int(m), int(e), bits, name="requant", attrs=attrs, unsigned=unsigned)
+        return Q(out, s_out, bits, unsigned=unsigned)
 
-    def as_int(self, name: str, q: Q, bits: int) -> Q:
+    def as_int(self, name: str, q: Q, bits: int, unsigned_ok: bool = False) -> Q:
         """``q`` as per-tensor integers of at most ``bits`` bits (requantised to ``name``'s
-        calibrated scale when it is wider or per axis)."""
-        if not q.per_axis and q.bits <= bits:
+        calibrated scale when it is wider or per axis). ``unsigned_ok``: the consumer takes
+        unsigned codes, and a value proved non-negative (``unsigned_ok(name)``) gets them."""
+        if not q.per_axis and q.bits <= bits and not q.unsigned:
             return q
-        return self.requant(q, self.act_scale(name, bits), bits)
+        unsigned = unsigned_ok and self.unsigned_ok(name)
+        if q.unsigned and q.bits <= bits and unsigned:
+            return q
+        return self.requant(q, self.act_scale(name, bits, unsigned), bits, unsigned)
 
     def fitting_input(self, name: str, q: Q, ok, **widths) -> Q | None:
         """``q`` as per-tensor integers at the widest width (``bits_for``) whose calibrated scale
@@ -138,7 +169,7 @@ class Context:
         return x
 
     def as_dtype(self, q: Q, bits: int) -> relax.Expr:
-        dt = int_dtype(bits)
+        dt = int_dtype(bits, q.unsigned)
         return q.expr if dtype(q.expr) == dt else self.bb.emit(relax.op.astype(q.expr, dt))
 
     def narrow(self, q: Q, r: int, name: str, why: str) -> Q:

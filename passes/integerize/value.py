@@ -22,7 +22,10 @@ class Q:
     ``bound``: a proven ``max |expr|`` (int, or int64 per ``axis``) where the rule that made the
     value knows a tighter one than its width's ``2**(bits-1)`` (accumulators; NUMERICS.md §2.8).
 
-    ``sign``: the integers are a ``Sign`` output in {-1, 0, 1} at scale 1 (a matmul with it is add-only)."""
+    ``sign``: the integers are a ``Sign`` output in {-1, 0, 1} at scale 1 (a matmul with it is add-only).
+
+    ``unsigned``: codes in ``[0, 2**bits - 1]`` (uint8: a value calibration proved non-negative,
+    made only as the input of a u8 x s8 conv / matmul)."""
 
     expr: relax.Expr
     scale: float | np.ndarray
@@ -30,6 +33,7 @@ class Q:
     axis: int | None = None
     bound: int | np.ndarray | None = None
     sign: bool = False
+    unsigned: bool = False
 
     @property
     def per_axis(self) -> bool:
@@ -40,7 +44,13 @@ class Q:
         """The largest ``|integer|`` this value can hold: its proven bound, else its width's."""
         if self.bound is not None:
             return int(np.max(self.bound))
-        return 1 << (int(self.bits) - 1)
+        return (1 << int(self.bits)) - 1 if self.unsigned else 1 << (int(self.bits) - 1)
+
+    @property
+    def code_bits(self) -> int:
+        """The signed width whose ``2**(bits-1)`` bounds ``|code|`` (accumulator proofs): one more
+        for unsigned codes (``2**bits - 1 < 2**bits``)."""
+        return int(self.bits) + 1 if self.unsigned else int(self.bits)
 
     def scales_like(self, like) -> np.ndarray:
         """The scale as an array that broadcasts against ``like`` (per axis: along its axis)."""
@@ -57,6 +67,7 @@ class IntOptions:
     requant: str = "dyadic"  # dyadic | pow2
     float_fallback: bool = False
     lambdas: dict = field(default_factory=dict)  # gelu input name -> lambda terms
+    wide: frozenset = frozenset()  # values carried at int16 into their matmul / conv (mixed precision)
 
 
 @dataclass
@@ -74,9 +85,9 @@ def dtype(expr) -> str:
     return str(expr.ty.dtype)
 
 
-def int_dtype(bits: int) -> str:
-    """The narrowest signed integer dtype for ``bits``-bit values."""
-    return str(np.dtype(out_dtype(bits)))
+def int_dtype(bits: int, unsigned: bool = False) -> str:
+    """The narrowest integer dtype for ``bits``-bit signed (or unsigned) values."""
+    return str(np.dtype(out_dtype(bits, unsigned)))
 
 
 def along(values: np.ndarray, axis: int, like) -> np.ndarray:

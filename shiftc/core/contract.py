@@ -100,12 +100,14 @@ class ShiftKernel:
 @dataclass(frozen=True)
 class Requantize:
     """``y = saturate_bits(round_half_up(z * m / 2**e))``: per tensor (``m``, ``e`` recorded), or
-    per ``axis`` (``m``, ``e`` are the kernel's tensor arguments)."""
+    per ``axis`` (``m``, ``e`` are the kernel's tensor arguments); ``unsigned``: saturated to
+    ``[0, 2**bits - 1]`` (a u8 operand of a u8 x s8 conv / matmul)."""
 
     bits: int
     m: int | None = None
     e: int | None = None
     axis: int | None = None
+    unsigned: bool = False
 
     KEY: ClassVar[str] = PREFIX + "requant"
 
@@ -114,9 +116,10 @@ class Requantize:
         return self.axis is not None
 
     def to_attrs(self) -> dict:
+        sign = {PREFIX + "unsigned": 1} if self.unsigned else {}
         if self.per_axis:
-            return {self.KEY: "per_axis", PREFIX + "axis": int(self.axis), PREFIX + "bits": int(self.bits)}
-        return {self.KEY: "per_tensor", PREFIX + "m": int(self.m), PREFIX + "e": int(self.e), PREFIX + "bits": int(self.bits)}
+            return {self.KEY: "per_axis", PREFIX + "axis": int(self.axis), PREFIX + "bits": int(self.bits), **sign}
+        return {self.KEY: "per_tensor", PREFIX + "m": int(self.m), PREFIX + "e": int(self.e), PREFIX + "bits": int(self.bits), **sign}
 
     @classmethod
     def from_func(cls, func) -> "Requantize | None":
@@ -124,9 +127,10 @@ class Requantize:
         mode = _get(at, cls.KEY)
         if mode is None:
             return None
+        unsigned = _get(at, PREFIX + "unsigned") is not None
         if str(mode) == "per_axis":
-            return cls(bits=int(at[PREFIX + "bits"]), axis=int(at[PREFIX + "axis"]))
-        return cls(bits=int(at[PREFIX + "bits"]), m=int(at[PREFIX + "m"]), e=int(at[PREFIX + "e"]))
+            return cls(bits=int(at[PREFIX + "bits"]), axis=int(at[PREFIX + "axis"]), unsigned=unsigned)
+        return cls(bits=int(at[PREFIX + "bits"]), m=int(at[PREFIX + "m"]), e=int(at[PREFIX + "e"]), unsigned=unsigned)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from tvm import te
 from tvm import tirx as tir
 
+from shiftc.reference.rounding import code_range
 from shiftc.reference.nonlinear import GELU_SHIFTS, ISQRT_STEPS, SIG_BITS, LambdaGeluParams
 
 __all__ = [
@@ -53,13 +54,13 @@ def _i64(x):
     return x if x.dtype == "int64" else x.astype("int64")
 
 
-def _out_dtype(bits):
-    return "int8" if bits <= 8 else "int16" if bits <= 16 else "int32"
+def _out_dtype(bits, unsigned=False):
+    return ("u" if unsigned else "") + ("int8" if bits <= 8 else "int16" if bits <= 16 else "int32")
 
 
-def _sat(v64, bits):
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return tir.max(tir.min(v64, _c(hi, "int64")), _c(lo, "int64")).astype(_out_dtype(bits))
+def _sat(v64, bits, unsigned=False):
+    lo, hi = code_range(bits, unsigned)
+    return tir.max(tir.min(v64, _c(hi, "int64")), _c(lo, "int64")).astype(_out_dtype(bits, unsigned))
 
 
 def _rshift_round_const(v64, e: int):
@@ -91,24 +92,25 @@ def _check_m(m):
 
 
 # =========================================================================== requantisation
-def requantize(z: te.Tensor, m: int, e: int, bits: int = 8, name: str = "requant") -> te.Tensor:
-    """Per-tensor ``saturate(rshift_round(int64(z) * m, e), bits)`` (reference ``requantize``)."""
+def requantize(z: te.Tensor, m: int, e: int, bits: int = 8, name: str = "requant", unsigned: bool = False) -> te.Tensor:
+    """Per-tensor ``saturate(rshift_round(int64(z) * m, e), bits)`` (reference ``requantize``);
+    ``unsigned``: saturated to ``[0, 2**bits - 1]`` as uint8/uint16."""
     _check_bits(bits)
     _check_m(m)
     return te.compute(
-        z.shape, lambda *i: _sat(_rshift_round_const(_i64(z[i]) * _c(m, "int64"), e), bits), name=name
+        z.shape, lambda *i: _sat(_rshift_round_const(_i64(z[i]) * _c(m, "int64"), e), bits, unsigned), name=name
     )
 
 
 def requantize_per_axis(
-    z: te.Tensor, m: te.Tensor, e: te.Tensor, axis: int, bits: int = 8, name: str = "requant_axis"
+    z: te.Tensor, m: te.Tensor, e: te.Tensor, axis: int, bits: int = 8, name: str = "requant_axis", unsigned: bool = False
 ) -> te.Tensor:
     """Per-axis requantisation: ``m``, ``e`` are int tensors of length ``z.shape[axis]``."""
     _check_bits(bits)
     ax = axis % len(z.shape)
     return te.compute(
         z.shape,
-        lambda *i: _sat(_rshift_round_var(_i64(z[i]) * _i64(m[i[ax]]), e[i[ax]]), bits),
+        lambda *i: _sat(_rshift_round_var(_i64(z[i]) * _i64(m[i[ax]]), e[i[ax]]), bits, unsigned),
         name=name,
     )
 
@@ -165,19 +167,20 @@ def _row_reduce(t: te.Tensor, fn, dtype_cast, name):
     return te.compute(t.shape[:-1], lambda *i: fn(dtype_cast(t[i + (k,)]), axis=k), name=name)
 
 
-def shiftmax(x: te.Tensor, x0: int, n: int = 15, name: str = "shiftmax", f_bits: int = 31) -> te.Tensor:
-    """Shiftmax over the last axis -> int8 at scale 2**-7 (reference ``shiftmax_int``); ``f_bits``
-    is the reciprocal's width (31, or up to 62 for long rows)."""
+def shiftmax(x: te.Tensor, x0: int, n: int = 15, name: str = "shiftmax", f_bits: int = 31, unsigned: bool = False) -> te.Tensor:
+    """Shiftmax over the last axis -> int8 at scale 2**-7, or uint8 at 2**-8 with ``unsigned``
+    (reference ``shiftmax_int``); ``f_bits`` is the reciprocal's width (31, or up to 62 for long rows)."""
     if not 8 <= f_bits <= 62:
         raise ValueError(f"f_bits {f_bits} outside [8, 62]")
     top = _c((1 << f_bits) - 1, "int64")
+    out = 8 if unsigned else 7  # the output's fraction bits
     mx = _row_reduce(x, te.max, _i32, name + "_max")
     d = te.compute(x.shape, lambda *i: _i32(x[i]) - mx[i[:-1]], name=name + "_d")
     e = int_exp(d, x0, n, name=name + "_exp")
     s = _row_reduce(e, te.sum, _i64, name + "_sum")
     f = te.compute(s.shape, lambda *i: tir.floordiv(top, tir.min(s[i], top)), name=name + "_f")
     return te.compute(
-        x.shape, lambda *i: _sat(_rshift_round_const(_i64(e[i]) * f[i[:-1]], f_bits - 7), 8), name=name
+        x.shape, lambda *i: _sat(_rshift_round_const(_i64(e[i]) * f[i[:-1]], f_bits - out), 8, unsigned), name=name
     )
 
 

@@ -6,7 +6,8 @@ One rounding mode, everywhere an integer is scaled down: **round half up**::
     rshift_round(z, 0) = z
 
 i.e. ``floor(z / 2**e + 1/2)``: ``2.5 -> 3``, ``-2.5 -> -2``.  Saturation clamps to
-``[-2**(b-1), 2**(b-1) - 1]`` after rounding.
+``[-2**(b-1), 2**(b-1) - 1]`` after rounding, or to ``[0, 2**b - 1]`` for an unsigned value (one
+that calibration proved non-negative: u8 operands of u8 x s8 -> int32 convs and matmuls).
 
 Dyadic scale ``scale ~= m * 2**-e`` (``dyadic``)::
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rshift_round", "saturate", "dyadic", "requantize", "out_dtype", "INT32_MIN", "INT32_MAX"]
+__all__ = ["rshift_round", "saturate", "code_range", "dyadic", "requantize", "out_dtype", "INT32_MIN", "INT32_MAX"]
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -62,16 +63,24 @@ def rshift_round(z, e):
     return np.right_shift(z64 + half, e64)
 
 
-def saturate(z, bits: int):
-    """Clamp to ``[-2**(bits-1), 2**(bits-1) - 1]`` (int64 result)."""
-    if not 2 <= bits <= 32:
-        raise ValueError(f"bits must be in [2, 32], got {bits}")
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+def code_range(bits: int, unsigned: bool = False) -> tuple[int, int]:
+    """The codes of a ``bits``-bit value: ``[-2**(bits-1), 2**(bits-1) - 1]``, or ``[0, 2**bits - 1]``
+    unsigned (a value calibration proved non-negative, e.g. after ReLU: one more bit of resolution)."""
+    if not 2 <= bits <= (31 if unsigned else 32):
+        raise ValueError(f"bits must be in [2, {31 if unsigned else 32}], got {bits}")
+    return (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def saturate(z, bits: int, unsigned: bool = False):
+    """Clamp to ``code_range(bits, unsigned)`` (int64 result)."""
+    lo, hi = code_range(bits, unsigned)
     return np.clip(np.asarray(z).astype(np.int64), lo, hi)
 
 
-def out_dtype(bits: int):
-    """Smallest NumPy integer type holding ``bits``-bit signed values."""
+def out_dtype(bits: int, unsigned: bool = False):
+    """Smallest NumPy integer type holding ``bits``-bit signed (or unsigned) values."""
+    if unsigned:
+        return np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
     return np.int8 if bits <= 8 else np.int16 if bits <= 16 else np.int32
 
 
@@ -114,8 +123,9 @@ def _axis_view(v, ndim: int, axis):
     return v.reshape(shape)
 
 
-def requantize(z, m, e, bits: int = 8, axis=None):
-    """``saturate(rshift_round(z * m, e), bits)`` (int64 product), as the smallest int dtype.
+def requantize(z, m, e, bits: int = 8, axis=None, unsigned: bool = False):
+    """``saturate(rshift_round(z * m, e), bits)`` (int64 product), as the smallest int dtype
+    (``unsigned``: clamped to ``[0, 2**bits - 1]``, as uint8/uint16).
 
     Per-tensor: scalar ``m``, ``e``.  Per-axis: 1-D ``m``, ``e`` of length ``z.shape[axis]``.
     ``z`` must be an integer array with ``|z| <= 2**31``; ``0 <= m <= 2**31 - 1``.
@@ -130,5 +140,5 @@ def requantize(z, m, e, bits: int = 8, axis=None):
     z64 = z.astype(np.int64)
     if z64.size and (z64.min() < INT32_MIN or z64.max() > -INT32_MIN):
         raise OverflowError("requantize input must satisfy |z| <= 2**31")
-    y = saturate(rshift_round(z64 * mm, ee), bits)
-    return y.astype(out_dtype(bits))
+    y = saturate(rshift_round(z64 * mm, ee), bits, unsigned)
+    return y.astype(out_dtype(bits, unsigned))

@@ -231,6 +231,8 @@ class _Finder:
         if rq is None:
             return None, None, ""
         bits = rq.bits
+        if rq.unsigned:
+            return None, None, "unsigned output (VTA stores signed results)"
         if bits not in (8, 16):
             return None, None, f"{bits}-bit output (VTA stores 8- or 16-bit results here)"
         if not rq.per_axis:
