@@ -3,8 +3,8 @@
 ``fuse`` is the one lowering that both tuning and building use, so that the PrimFuncs MetaSchedule
 tunes are structurally the very ones a later build looks up in a database:
 
-    DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, conv2d to
-    NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, ConvTranspose
+    as phase convs (``conv_transpose``), conv2d to NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
     -> FuseOps -> FuseTIR -> DeadCodeElimination
 
 Which of the bracketed steps run is the target's choice, handed over as a ``Lowering`` (each target
@@ -91,6 +91,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
     from tvm import relax
     from tvm.relax import pipeline as relax_pipeline
 
+    from .conv_transpose import ConvTransposeToPhases
     from .int8_gemm import UseInt8DotIntrinsic
     from .int_relax import LowerIntElementwise
     from .shift_dot import LowerShiftToDot
@@ -101,7 +102,8 @@ def fuse(mod, target, lowering: Lowering | None = None):
     if lowering.cpu:
         if lowering.shift_as_dot:
             seq.append(LowerShiftToDot())
-        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
+        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
+                relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
         if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [
