@@ -4,6 +4,6 @@
 ``lower.prepare``); ``Lowering`` is what a target asks of it.
 """
 
-from .lower import Lowering, ScheduleReport, fuse, is_cpu, lowering_pipeline, plain_lowering, prepare
+from .lower import FLOAT_FORM_NOTES, Lowering, ScheduleReport, fuse, is_cpu, lowering_pipeline, plain_lowering, prepare
 
-__all__ = ["Lowering", "ScheduleReport", "fuse", "is_cpu", "lowering_pipeline", "plain_lowering", "prepare"]
+__all__ = ["FLOAT_FORM_NOTES", "Lowering", "ScheduleReport", "fuse", "is_cpu", "lowering_pipeline", "plain_lowering", "prepare"]

@@ -114,12 +114,11 @@ def _schedule_reduction(sch, block, lanes: int) -> None:
     for consumer in sch.get_consumers(block):
         sch.reverse_compute_at(consumer, par)
         c_loops = sch.get_loops(consumer)[1:]
-        if c_loops:
-            c_inner = sch.fuse(*c_loops)
-            ext = _extent(sch, c_inner) or 1
+        if c_loops:  # vectorised along the vector tile only: a fused row x column tile gathers
+            ext = _extent(sch, c_loops[-1]) or 1
             v = _largest_divisor(ext, (2 * lanes, lanes, lanes // 2))
             if v >= _MIN_VECTOR:
-                sch.vectorize(sch.split(c_inner, [None, v])[1])
+                sch.vectorize(sch.split(c_loops[-1], [None, v])[1])
 
     # vectorise/unroll while the block still has its init (a complete reduction block), then split
     # the init out; its copy of the tile loops is vectorised on its own
@@ -172,6 +171,7 @@ def schedule_in_place(sch, lanes: int, target=None) -> str:
 
     With an x86 ``target``, an int8 GEMM kernel (``int8_gemm``) gets its tensorized schedule."""
     from . import int8_gemm
+    from .cpu_padding import pad_to_tiles
 
     if target is not None and int8_gemm.schedule_in_place(sch, target):
         return "tensorized"
@@ -181,15 +181,22 @@ def schedule_in_place(sch, lanes: int, target=None) -> str:
     if len(reductions) > 1:
         raise ValueError(f"{len(reductions)} reduction blocks")
     if reductions:
-        main = reductions[0]
+        name = sch.get(reductions[0]).name_hint
+        kept = pad_to_tiles(sch, reductions[0], _iter_kinds(sch, reductions[0]), lanes)
+        kept_names = {sch.get(b).name_hint for b in kept or ()}
+        blocks = sch.get_child_blocks(root)
+        main = sch.get_sblock(name)
         for b in blocks:
-            if not sch.get(b).same_as(sch.get(main)):
+            if not sch.get(b).same_as(sch.get(main)) and sch.get(b).name_hint not in kept_names:
                 try:
                     sch.compute_inline(b)
                 except Exception:  # noqa: BLE001 - an epilogue; folded below
                     pass
+        for b in kept_names:
+            _schedule_injective(sch, sch.get_sblock(b), lanes)
         # chain epilogues: fold later elementwise blocks into the first consumer
-        rest = [b for b in sch.get_child_blocks(root) if not sch.get(b).same_as(sch.get(main))]
+        rest = [b for b in sch.get_child_blocks(root)
+                if not sch.get(b).same_as(sch.get(main)) and sch.get(b).name_hint not in kept_names]
         for b in reversed(rest[1:]):
             sch.reverse_compute_inline(b)
         _schedule_reduction(sch, main, lanes)

@@ -3,8 +3,8 @@
 ``fuse`` is the one lowering that both tuning and building use, so that the PrimFuncs MetaSchedule
 tunes are structurally the very ones a later build looks up in a database:
 
-    DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, conv2d to
-    NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, ConvTranspose
+    as phase convs (``conv_transpose``), conv2d to NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
     -> FuseOps -> FuseTIR -> DeadCodeElimination
 
 Which of the bracketed steps run is the target's choice, handed over as a ``Lowering`` (each target
@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 # inherit NHWC from a conv before it and reach the VM unlowered.
 CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
 
+# The compile report's statement of which form float shift layers run in.
+FLOAT_FORM_NOTES = {
+    "dot": "float shift kernels run as FP32 conv/matmul over their power-of-two weights, decoded once while "
+           "compiling (the form measured faster here; the artifact holds the decoded FP32 weights)",
+    "shift": "float shift kernels run as shift-add kernels over the packed codes, decoded on every call",
+}
+
 
 @dataclass
 class ScheduleReport:
@@ -57,21 +64,30 @@ class Lowering:
     seeds them too). ``shift_form``: ``"dot"`` runs integer shift kernels as their equal int dot
     product, ``"shift"`` as shift-add kernels (with ``cpu``). ``int8_dot``: int8 pointwise convs /
     matmuls go to the x86 dot-product intrinsic's GEMM (with ``cpu``; the pass itself asks LLVM
-    whether the target's CPU has such an instruction).
+    whether the target's CPU has such an instruction). ``float_shift_form``: ``"dot"`` runs float
+    shift kernels as FP32 conv/matmul over their codes decoded while compiling (``shift_float_dot``),
+    ``"shift"`` as shift-add kernels that decode on every call (with ``cpu``).
     """
 
     cpu: bool = True
     shift_form: str = "shift"
     int8_dot: bool = False
+    float_shift_form: str = "shift"
 
     def __post_init__(self):
-        if self.shift_form not in ("dot", "shift"):
-            raise ValueError(f"shift_form must be 'dot' or 'shift', got {self.shift_form!r}")
+        for name in ("shift_form", "float_shift_form"):
+            if getattr(self, name) not in ("dot", "shift"):
+                raise ValueError(f"{name} must be 'dot' or 'shift', got {getattr(self, name)!r}")
 
     @property
     def shift_as_dot(self) -> bool:
         """Whether integer shift kernels run as their int dot product."""
         return self.cpu and self.shift_form == "dot"
+
+    @property
+    def float_shift_as_dot(self) -> bool:
+        """Whether float shift kernels run as FP32 conv/matmul over weights decoded at compile time."""
+        return self.cpu and self.float_shift_form == "dot"
 
 
 def is_cpu(target) -> bool:
@@ -91,9 +107,11 @@ def fuse(mod, target, lowering: Lowering | None = None):
     from tvm import relax
     from tvm.relax import pipeline as relax_pipeline
 
+    from .conv_transpose import ConvTransposeToPhases
     from .int8_gemm import UseInt8DotIntrinsic
     from .int_relax import LowerIntElementwise
     from .shift_dot import LowerShiftToDot
+    from .shift_float_dot import LowerShiftFloatToDot
     from .shift_schedule import ScheduleShiftKernels
 
     lowering = lowering or plain_lowering(target)
@@ -101,7 +119,10 @@ def fuse(mod, target, lowering: Lowering | None = None):
     if lowering.cpu:
         if lowering.shift_as_dot:
             seq.append(LowerShiftToDot())
-        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
+        if lowering.float_shift_as_dot:
+            seq.append(LowerShiftFloatToDot())
+        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
+                relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
         if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [
@@ -139,11 +160,14 @@ def prepare(mod, target, db=None, report: ScheduleReport | None = None, lowering
     ``lowering.cpu``. Returns the prepared module."""
     from . import cpu
     from .shift_dot import has_shift_int
+    from .shift_float_dot import has_shift_float
 
     report = report if report is not None else ScheduleReport()
     lowering = lowering or plain_lowering(target)
     if lowering.shift_as_dot and has_shift_int(mod):
         report.notes.append("integer shift kernels run as their equal int dot product (the form measured faster here)")
+    if has_shift_float(mod):
+        report.notes.append(FLOAT_FORM_NOTES[lowering.float_shift_form if lowering.cpu else "shift"])
     mod = fuse(mod, target, lowering)
     mod = _apply_databases(mod, target, db, report)
     if lowering.cpu:

@@ -60,7 +60,8 @@ class X86(Target):
 
     def lowering(self) -> Lowering:
         """CPU lowerings and schedules, int8 GEMMs on the x86 dot-product intrinsic."""
-        return Lowering(cpu=True, shift_form=self.integer_form(), int8_dot=True)
+        return Lowering(cpu=True, shift_form=self.integer_form(), int8_dot=True,
+                        float_shift_form=shift_form.float_kernel_form("x86"))
 
     def build(self, executable, out_dir: Path) -> list[str]:
         # -s: no debug info or local symbols in the shipped library (it is ~15% of an untuned model's size)
