@@ -32,7 +32,8 @@ class PassOptions:
 
     # integerize (passes/integerize_stage.py)
     integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
-    calibration_method: str = option("minmax", "Activation range observer for --integer-only.", choices=["minmax", "percentile", "mse"])
+    calibration_method: str = option("auto", "Activation range observer for --integer-only; 'auto': percentile for convolutional nets, minmax for models with attention or normalisation (transformers).", choices=["auto", "minmax", "percentile", "mse"])
+    int_bias_correction: bool = option(True, "With --integer-only: correct each conv/matmul bias by the mean output error its integer codes (weights and input) cause on the calibration data.", cli="--int-bias-correction/--no-int-bias-correction")
     calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
     gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
     upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", choices=["keep", "nearest"])
