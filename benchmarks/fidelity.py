@@ -16,7 +16,7 @@ s8 asymmetric and s8 symmetric activations), NNCF ``nncf.quantize`` (ONNX backen
 transformer model type for MiniLM; run in onnxruntime), shiftc ``--integer-only`` with each
 ``--calibration-method`` (minmax, percentile, mse).
 
-    python benchmarks/fidelity.py [--quick] [--models mobilenetv2,minilm,ppocr-cls] [--only shiftc]
+    python benchmarks/fidelity.py [--quick] [--models mobilenetv2,minilm,ppocr-cls]
                                   [--json benchmarks/results/fidelity.json] [--md PATH]
 """
 
@@ -185,11 +185,9 @@ def score(model: dict, ref: np.ndarray, got: np.ndarray) -> dict:
     return classifier_scores(ref, got, probabilities=model["kind"] == "probabilities")
 
 
-def run_model(key: str, quick: bool, tmp: Path, models: list, emit, only: str = "") -> None:
+def run_model(key: str, quick: bool, tmp: Path, models: list, emit) -> None:
     """Append the model's entry to ``models`` and fill its rows, calling ``emit()`` after each one
-    (so that a run stopped part way keeps what it measured). ``only``: run just the variants whose
-    label starts with it; an entry of ``models`` for the same model keeps its other rows (each
-    row records when and at which revision it was measured)."""
+    (so that a run stopped part way keeps what it measured)."""
     make, n, n_cal, n_quick = MODELS[key]
     model = {**make(n_quick if quick else n, n_cal, tmp), "tmp": tmp}
     ref = ort_runner(model["path"])(model["feeds"])
@@ -197,15 +195,8 @@ def run_model(key: str, quick: bool, tmp: Path, models: list, emit, only: str = 
     if model["kind"] != "embedding":
         p = ref if model["kind"] == "probabilities" else softmax(ref)
         entry.update(confident_threshold=CONFIDENT, confident_inputs=int((p.max(-1) >= CONFIDENT).sum()))
-    old = next((m for m in models if m["model"] == key), None)
-    if old is not None:  # --only: the other variants' rows stay as measured before
-        entry["rows"] = [r for r in old["rows"] if not r["variant"].startswith(only)]
-        models[models.index(old)] = entry
-    else:
-        models.append(entry)
+    models.append(entry)
     for label, build in variants(model, quick):
-        if not label.startswith(only):
-            continue
         t0 = time.perf_counter()
         try:
             run = build()
@@ -214,7 +205,6 @@ def run_model(key: str, quick: bool, tmp: Path, models: list, emit, only: str = 
             traceback.print_exc()
             row = {"variant": label, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
         row["seconds"] = round(time.perf_counter() - t0, 1)
-        row["measured"] = {k: v for k, v in provenance().items() if k in ("git_revision", "git_dirty", "date_utc")}
         print(key, json.dumps(row), flush=True)
         entry["rows"].append(row)
         emit()
@@ -276,8 +266,6 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
     ap.add_argument("--md", type=Path, help="also write the markdown table here")
     ap.add_argument("--merge", type=Path, nargs="+", help="combine these JSON files (runs of other --models) into --json")
-    ap.add_argument("--only", default="", help="run only the variants whose label starts with this (e.g. 'shiftc'), "
-                                               "replacing those rows of the models in the existing --json")
     args = ap.parse_args(argv)
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -285,13 +273,9 @@ def main(argv=None):
         print(_write(result, args.json, args.md))
         return
     result = {**provenance(), "quick": args.quick, "reference": "onnxruntime FP32 on the original model", "models": []}
-    if args.only and args.json.exists():
-        prev = json.loads(args.json.read_text())
-        result["models"] = prev["models"]
-        result["previous_run"] = {k: prev.get(k) for k in ("git_revision", "date_utc")}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
-            run_model(key, args.quick, Path(tmp), result["models"], lambda: _write(result, args.json, args.md), args.only)
+            run_model(key, args.quick, Path(tmp), result["models"], lambda: _write(result, args.json, args.md))
     print(markdown(result))
 
 

@@ -18,7 +18,9 @@ bias (``round(b / s_c)`` into the int32 accumulator), so the kernels stay bit-ex
 Means of a linear op are exact from per-tap means: for a conv, ``M[c, kh, kw]`` is the mean of the
 zero-padded input under kernel tap ``(kh, kw)`` over every output position and sample, and the
 output mean of channel ``o`` is ``sum W[o, c, kh, kw] * M[c, kh, kw]`` (within its group); for a
-matmul, the mean input row times ``W``. Every layer is measured on its FP32 input, so one run of
+matmul, the mean input row times ``W``. A layer whose channel means come from fewer than
+``MIN_POSITIONS`` outputs (a classifier on a few samples) is left alone: its measured mean is
+mostly the samples' own noise. Every layer is measured on its FP32 input, so one run of
 the FP32 model (on every sample) corrects all layers at once: each removes its own error, not that
 of the layers before it.
 """
@@ -36,6 +38,8 @@ from shiftc.reference.rounding import code_range
 
 from .graph import Graph, const_like, rewrite_main
 from .integerize.scales import weight_codes
+
+MIN_POSITIONS = 256  # fewer output positions per channel (samples x pixels / rows): the mean is mostly noise
 
 
 def _layer(g: Graph, var, value):
@@ -127,7 +131,14 @@ def measure(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False) 
             d = output_means(kind, wd, _means(kind, fake_quant(x, xn, calib, pow2), w, call), groups) \
                 - output_means(kind, w.astype(np.float64), _means(kind, x, w, call), groups)
             sums[add.name] = sums.get(add.name, 0.0) + d
-    return {k: v / len(samples) for k, v in sums.items()}
+    enough = {add.name for (kind, _w, add, _a), call, _x in layers if len(samples) * _positions(kind, call) >= MIN_POSITIONS}
+    return {k: v / len(samples) for k, v in sums.items() if k in enough}
+
+
+def _positions(kind: str, call) -> int:
+    """Outputs per channel per sample: rows of a matmul, pixels of a conv."""
+    dims = [int(d) for d in call.ty.shape.values]
+    return int(np.prod(dims[:-1] if kind == "matmul" else [dims[0], *dims[2:]]))
 
 
 def correct(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False) -> tuple[tvm.IRModule, dict]:
