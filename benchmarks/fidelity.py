@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,9 @@ def variants(model: dict, quick: bool):
     for method in SHIFTC_METHODS[:2] if quick else SHIFTC_METHODS:
         out.append((f"shiftc --integer-only ({method})",
                     lambda m=method: shiftc_int(path, calib, model.get("pins"), calibration_method=m, **model.get("shiftc", {}))))
+    for label, opts in model.get("shiftc_extra", {}).items():  # fidelity methods beyond the observer
+        out.append((f"shiftc --integer-only ({label})",
+                    lambda o=opts: shiftc_int(path, calib, model.get("pins"), **model.get("shiftc", {}), **o)))
     return out
 
 
@@ -161,6 +165,9 @@ def minilm(n: int, n_cal: int, tmp: Path) -> dict:
     sents = ml.sentences()
     return {"path": path, "feeds": ml.feeds(sents[n_cal:n_cal + n]), "calib": ml.feeds(sents[:n_cal]), "kind": "embedding",
             "shiftc": {"gelu": "lambda", "l2norm": "remove"},  # cosine is scale-free; the README's MiniLM setting
+            # SmoothQuant into Q/K/V and FFN1; int16 operands of the attention output and FFN2 matmuls
+            "shiftc_extra": {"mse, SmoothQuant 0.5, int16 attention-output/FFN2 inputs": {
+                "calibration_method": "mse", "smooth_quant": 0.5, "int16_layers": r"output/dense|output_dense"}},
             "inputs": f"{n} GPL-3 sentences (seq 128); {n_cal} other sentences for calibration"}
 
 
@@ -185,7 +192,7 @@ def score(model: dict, ref: np.ndarray, got: np.ndarray) -> dict:
     return classifier_scores(ref, got, probabilities=model["kind"] == "probabilities")
 
 
-def run_model(key: str, quick: bool, tmp: Path, models: list, emit) -> None:
+def run_model(key: str, quick: bool, tmp: Path, models: list, emit, only: str = "") -> None:
     """Append the model's entry to ``models`` and fill its rows, calling ``emit()`` after each one
     (so that a run stopped part way keeps what it measured)."""
     make, n, n_cal, n_quick = MODELS[key]
@@ -197,6 +204,8 @@ def run_model(key: str, quick: bool, tmp: Path, models: list, emit) -> None:
         entry.update(confident_threshold=CONFIDENT, confident_inputs=int((p.max(-1) >= CONFIDENT).sum()))
     models.append(entry)
     for label, build in variants(model, quick):
+        if only and not re.search(only, label):
+            continue
         t0 = time.perf_counter()
         try:
             run = build()
@@ -265,6 +274,9 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma list of {sorted(MODELS)}")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json")
     ap.add_argument("--md", type=Path, help="also write the markdown table here")
+    ap.add_argument("--variants", default="", help="only the variants whose label matches this regex")
+    ap.add_argument("--into", type=Path, help="add the rows measured here to this JSON's entries of the same models "
+                    "(replacing rows of the same label; each added row records its own run)")
     ap.add_argument("--merge", type=Path, nargs="+", help="combine these JSON files (runs of other --models) into --json")
     args = ap.parse_args(argv)
     if args.merge:
@@ -275,8 +287,25 @@ def main(argv=None):
     result = {**provenance(), "quick": args.quick, "reference": "onnxruntime FP32 on the original model", "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
-            run_model(key, args.quick, Path(tmp), result["models"], lambda: _write(result, args.json, args.md))
+            def emit():
+                _write(result, args.json, args.md)
+                if args.into:  # after every row, as --json
+                    _into(args.into, result)
+
+            run_model(key, args.quick, Path(tmp), result["models"], emit, args.variants)
     print(markdown(result))
+
+
+def _into(path: Path, result: dict) -> None:
+    """Put the rows of ``result`` into the same models' entries of the JSON at ``path``, each
+    with this run's revision and date (the other rows keep their own run's)."""
+    old = json.loads(path.read_text())
+    run = {k: result[k] for k in ("git_revision", "git_dirty", "date_utc", "quick")}
+    for m in result["models"]:
+        entry = next(e for e in old["models"] if e["model"] == m["model"])
+        for row in m["rows"]:
+            entry["rows"] = [r for r in entry["rows"] if r["variant"] != row["variant"]] + [{**row, "run": run}]
+    _write(old, path, None)
 
 
 if __name__ == "__main__":

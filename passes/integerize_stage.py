@@ -11,15 +11,18 @@ op left in float goes into the stage report; the pipeline measures the model's o
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from tvm import relax
 
-from shiftc import calibrate, reference
-from shiftc.core.errors import InputError
+from shiftc import calibrate, evaluate, reference
+from shiftc.core.errors import CheckFailedError, InputError
+from shiftc.core.provenance import nodes_of
 from shiftc.core.stage import Stage
 
 from . import int_bias
+from . import integerize_precision as P
 from .graph import unique_value_names
 from .integerize import ACT_BITS, WIDE_BITS, IntOptions, coverage, integerize, unsupported_error
 
@@ -80,6 +83,7 @@ def apply(mod, ctx):
     if o.gelu == "lambda":
         opts.lambdas = calibrate_lambdas(mod, ctx.samples, o.calibration_samples)
     lambdas = opts.lambdas
+    opts.wide = mixed_precision(mod, calib, opts, ctx)
     new, rep = integerize(mod, calib, opts)
     sr = ctx.report
     sr.summary.update({
@@ -103,6 +107,53 @@ def apply(mod, ctx):
         sr.notes.append(bias_note)
     sr.notes.extend(rep.notes)
     return new
+
+
+def mixed_precision(mod, calib, opts: IntOptions, ctx) -> frozenset:
+    """The operands carried at int16 (``integerize_precision``): ``--int16-layers`` by name, plus
+    the most sensitive ones that ``--accuracy-budget`` needs; recorded in the stage report."""
+    o, sr = ctx.options, ctx.report
+    layers = P.operands(mod)
+    wide = P.by_pattern(layers, o.int16_layers, nodes_of(mod))
+    if o.int16_layers and not wide:
+        raise InputError(f"--int16-layers {o.int16_layers!r} matches no matmul / conv")
+    if o.accuracy_budget is not None:
+        wide = wide | _budgeted(mod, calib, opts, ctx, layers, wide)
+    if wide:
+        chosen = sorted(k for k, names in layers.items() if set(names) & wide)
+        sr.summary["int16_operands"] = {"count": len(wide), "layers": chosen}
+        sr.notes.append(f"mixed precision: {len(chosen)} layer(s) read int16 operands: {', '.join(chosen[:12])}"
+                        + (" ..." if len(chosen) > 12 else ""))
+    return wide
+
+
+def _budgeted(mod, calib, opts: IntOptions, ctx, layers, fixed: frozenset) -> frozenset:
+    """The fewest most-sensitive operands to widen for ``--accuracy-budget`` (on held-back samples)."""
+    o = ctx.options
+    samples = list(ctx.samples)[: o.calibration_samples] if o.calibration_samples else list(ctx.samples)
+    if len(samples) < 2:
+        raise InputError(f"--accuracy-budget needs at least 2 calibration samples (half are held back to check); got {len(samples)}")
+    held = samples[len(samples) - len(samples) // 2:]
+    names = sorted({n for ns in layers.values() for n in ns} - fixed)
+    obs = calibrate.collect(mod, samples, names, "percentile")
+    order = P.ranked(P.sensitivity({n: ob.values() for n, ob in obs.items()}, calib.thresholds))
+    reference = evaluate.relax_outputs(mod, ctx.loaded.inputs, held)
+
+    def error_of(extra):
+        new, _ = integerize(mod, calib, dataclasses.replace(opts, wide=fixed | extra))
+        got = evaluate.relax_outputs(new, ctx.loaded.inputs, held)
+        return P.output_error(reference, [g[: len(r)] for g, r in zip(got, reference)], opts.l2norm == "remove")
+
+    wide, trials, met = P.choose(order, o.accuracy_budget, error_of)
+    ctx.report.summary["budget"] = {"budget": o.accuracy_budget, "held_back_samples": len(held), "tries": trials, "met": met,
+                                    "measured_against": "the float model" + (" (rows L2-normalised: --l2norm remove)" if opts.l2norm == "remove" else "")}
+    if not met:
+        msg = (f"--accuracy-budget {o.accuracy_budget:g} not met with every matmul / conv operand at int16: "
+               f"rel-L2 {trials[-1]['rel_l2']:.4g} on {len(held)} held-back calibration sample(s)")
+        if not o.budget_best_effort:
+            raise CheckFailedError(msg + "; give a larger budget or --budget-best-effort to keep this build")
+        ctx.report.notes.append(msg + " (--budget-best-effort: the build is kept)")
+    return wide
 
 
 STAGE = Stage("integerize", lambda o: o.integer_only, apply, lossy=True)

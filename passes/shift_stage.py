@@ -273,4 +273,5 @@ def apply(mod, ctx):
     return S.RewriteShiftLayers(plan, encoded, bias)(mod)
 
 
-STAGE = Stage("shift", lambda o: o.shift_bits is not None or o.accuracy_budget is not None, apply, lossy=True)
+# with --integer-only (and no --shift-bits) the budget chooses int16 layers instead (integerize_stage)
+STAGE = Stage("shift", lambda o: o.shift_bits is not None or (o.accuracy_budget is not None and not o.integer_only), apply, lossy=True)

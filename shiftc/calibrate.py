@@ -256,17 +256,20 @@ class Calibration:
     samples: int
     thresholds: dict[str, float] = field(default_factory=dict)
     nonnegative: frozenset = frozenset()
+    absmax: dict[str, float] = field(default_factory=dict)  # max |x| seen (the observer's, unclipped)
 
-    def scale(self, name: str, bits: int = 8, unsigned: bool = False) -> float:
-        """``T / (2**(bits-1) - 1)``, or ``T / (2**bits - 1)`` for unsigned codes."""
-        t = self.thresholds[name]
+    def scale(self, name: str, bits: int = 8, unsigned: bool = False, full_range: bool = False) -> float:
+        """``T / (2**(bits-1) - 1)``, or ``T / (2**bits - 1)`` for unsigned codes; ``full_range``:
+        ``T = max |x|`` (an int16 value needs no clipping: percentile and MSE clip for int8)."""
+        t = self.absmax.get(name, self.thresholds[name]) if full_range else self.thresholds[name]
         return (t if t > 0 else 1.0) / ((1 << bits) - 1 if unsigned else qmax(bits))
 
     @classmethod
     def from_observers(cls, observers: dict[str, Observer], samples: int) -> "Calibration":
         method = next(iter(observers.values())).method if observers else ""
         nonneg = frozenset(n for n, o in observers.items() if o.count and o.minimum >= 0)
-        return cls(method, samples, {n: o.threshold() for n, o in observers.items()}, nonneg)
+        return cls(method, samples, {n: o.threshold() for n, o in observers.items()}, nonneg,
+                   {n: o.absmax for n, o in observers.items()})
 
 
 def calibrate(mod, samples, method: str = "minmax", max_samples: int | None = None, which=None) -> Calibration:
@@ -274,3 +277,25 @@ def calibrate(mod, samples, method: str = "minmax", max_samples: int | None = No
     samples = list(samples)
     used = len(samples) if max_samples is None else min(max_samples, len(samples))
     return Calibration.from_observers(collect(mod, samples, which, method, max_samples), used)
+
+
+def channel_absmax(mod, samples, names: Sequence[str], max_samples: int | None = None, func_name: str = "main") -> dict[str, np.ndarray]:
+    """``max |x|`` per channel (the last axis) of each named float value over the samples (masking
+    sentinels ``|x| >= 1e30`` skipped): the per-channel statistics of SmoothQuant."""
+    import tvm
+
+    from .core.host import flatten_outputs, host_vm
+
+    samples = list(samples)[:max_samples] if max_samples is not None else list(samples)
+    if not samples:
+        raise InputError("calibration needs at least one sample")
+    vm = host_vm(probe_module(mod, names, func_name))
+    params = [p.name for p in mod[func_name].params]
+    out: dict[str, np.ndarray] = {}
+    for s in samples:
+        args = [tvm.runtime.tensor(np.ascontiguousarray(s[p]), tvm.cpu()) for p in params]
+        for n, v in zip(names, flatten_outputs(vm[func_name](*args))):
+            a = np.abs(v.reshape(-1, v.shape[-1]).astype(np.float32))
+            m = np.where(a < SENTINEL, a, 0).max(axis=0)
+            out[n] = m if n not in out else np.maximum(out[n], m)
+    return out

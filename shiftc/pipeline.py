@@ -18,12 +18,12 @@ from typing import Callable
 from .core.options import PassOptions
 from .core.report import Report
 from .core.stage import Stage, StageContext
-from .passes import canonicalize, fold_norm, integerize_stage, ln_to_l1, shift_stage
+from .passes import canonicalize, fold_norm, integerize_stage, ln_to_l1, shift_stage, smooth_quant
 
 __all__ = ["PassOptions", "STAGES", "Stage", "StageContext", "Prepared", "build", "prepare", "run"]
 
 # In data-flow order.
-STAGES: list[Stage] = [canonicalize.STAGE, fold_norm.STAGE, ln_to_l1.STAGE, shift_stage.STAGE, integerize_stage.STAGE]
+STAGES: list[Stage] = [canonicalize.STAGE, fold_norm.STAGE, ln_to_l1.STAGE, smooth_quant.STAGE, shift_stage.STAGE, integerize_stage.STAGE]
 
 log = logging.getLogger(__name__)
 

@@ -149,6 +149,23 @@ def test_shiftmax(x):
     assert np.array_equal(_sm_run()(x), R.shiftmax(x, SM_S, 15))
 
 
+def _sm_u8_run():
+    def make():
+        x = ph((4, 33), "int16")
+        return (x,), K.shiftmax(x, SM_X0, 12, unsigned=True)
+
+    return build("shiftmax_u8", make)
+
+
+@EX
+@given(extreme_rows((4, 33)))
+def test_shiftmax_unsigned(x):
+    """uint8 probabilities at 2**-8 (the u8 operand of attention's P V), bit-exact."""
+    got = _sm_u8_run()(x.astype(np.int16))
+    want = R.shiftmax(x.astype(np.int16), SM_S, 12, unsigned=True)
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
 @EX
 @given(hnp.arrays(np.int32, (64,), elements=st.integers(-(2**30), 2**20)), st.sampled_from([(0.01, 15), (0.3, 23), (0.05, 23)]))
 def test_int_exp(x, sn):

@@ -22,13 +22,14 @@ from .value import ACT_BITS, WIDE_BITS, Q, along, dtype, shape
 
 
 def quantize_input(ctx: Context, param, new_param):
-    """A float32 graph input -> int8 at its calibrated scale (other inputs stay as they are)."""
+    """A float32 graph input -> int8 (int16 where mixed precision chose it) at its calibrated scale (other inputs stay as they are)."""
     if dtype(param) != "float32":
         return new_param  # integer / bool inputs (token ids, masks) are used as they are
-    s = ctx.act_scale(param.name, ACT_BITS)
-    out = ctx.emit_te(KQ.quantize, new_param, s, ACT_BITS, name="quantize", attrs=Boundary("quantize").to_attrs())
-    ctx.report.rows.append({"op": "quantize", "value": param.name, "scale": s})
-    return Q(out, s, ACT_BITS)
+    bits = ctx.operand_bits(param.name)  # int16 where mixed precision chose it
+    s = ctx.act_scale(param.name, bits)
+    out = ctx.emit_te(KQ.quantize, new_param, s, bits, name="quantize", attrs=Boundary("quantize").to_attrs())
+    ctx.report.rows.append({"op": "quantize", "value": param.name, "scale": s, **({"bits": bits} if bits != ACT_BITS else {})})
+    return Q(out, s, bits)
 
 
 def dequantize(ctx: Context, q: Q, like, kind: str) -> relax.Var:

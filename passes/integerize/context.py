@@ -24,7 +24,7 @@ from shiftc.reference.constant_add import constant_room
 from shiftc.reference.quant import bias_codes, pow2_up
 
 from .scales import SATURATING_RATIO, bits_for, requant_params
-from .value import IntOptions, IntReport, Q, dtype, int_dtype, shape
+from .value import ACT_BITS, WIDE_BITS, IntOptions, IntReport, Q, dtype, int_dtype, shape
 
 
 class Uncovered(NamedTuple):
@@ -47,6 +47,7 @@ class Context:
     unsupported: list = field(default_factory=list)  # Uncovered: every op left without an integer form
     nominal: bool = False  # a coverage check on nominal scales (driver.coverage): no width search
     nodes: dict = field(default_factory=dict, init=False)  # value name -> OnnxNode (shiftc.core.provenance)
+    _readers: dict | None = field(default=None, init=False)  # value name -> ops reading it (``readers``)
 
     def __post_init__(self):
         table = nodes_of(self.mod)
@@ -92,11 +93,30 @@ class Context:
         return self.bb.emit(relax.Call(call.op, full, call.attrs, call.ty_args))
 
     def act_scale(self, name: str, bits: int, unsigned: bool = False) -> float:
-        """The calibrated per-tensor scale of value ``name`` at ``bits`` bits (signed or unsigned)."""
+        """The calibrated per-tensor scale of value ``name`` at ``bits`` bits (signed or unsigned);
+        a value mixed precision widened (``IntOptions.wide``) takes its full range at int16."""
         if name not in self.calib.thresholds:
             raise UnsupportedModelError(f"integerize: value {name!r} has no calibration statistics")
-        s = self.calib.scale(name, bits, unsigned)
+        s = self.calib.scale(name, bits, unsigned, full_range=bits > ACT_BITS and name in self.opts.wide)
         return pow2_up(s) if self.pow2 else s
+
+    def operand_bits(self, name: str) -> int:
+        """The width of value ``name`` as a matmul / conv operand: int16 where mixed precision chose
+        it (``IntOptions.wide``), else int8."""
+        return WIDE_BITS if name in self.opts.wide else ACT_BITS
+
+    def readers(self, name: str) -> list[str]:
+        """The ops (Relax op names; "" for other expressions) of every binding that reads value ``name``."""
+        if self._readers is None:
+            self._readers = {}
+            for block in self.mod["main"].body.blocks:
+                for b in block.bindings:
+                    op = b.value.op.name if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op) else ""
+                    for v in relax.analysis.free_vars(b.value):
+                        self._readers.setdefault(v.name, []).append(op)
+            for v in relax.analysis.free_vars(self.mod["main"].body.body):
+                self._readers.setdefault(v.name, []).append("")
+        return self._readers.get(name, [])
 
     def unsigned_ok(self, name: str) -> bool:
         """Whether value ``name`` may take unsigned codes: calibration saw it non-negative on every

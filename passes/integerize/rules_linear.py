@@ -6,6 +6,7 @@ kernels as integer shift-accumulate kernels.
     conv2d(x, W_const) [+ b]   ->  conv2d(x_i8, W_i8, out=int32) [+ b_i32]    scale s_x * s_w[c]
     conv2d_transpose(x, W)     ->  the same on int8 x int8 -> int32             scale s_x * s_w[c]
     matmul(a, b)               ->  matmul(a_i8, b_i8, out=int32)              scale s_a * s_b
+    (a Shiftmax output is u8 at 2**-8; mixed precision (IntOptions.wide) makes chosen operands int16)
     shift kernel (shift pass)  ->  shift_matmul_int / shift_conv2d_int on x_i8 scale s_x * alpha_c * 2**-P
 """
 
@@ -32,9 +33,9 @@ from .value import ACT_BITS, Q, along, shape
 def matmul(ctx, var, call, args):
     a, b = args
     if isinstance(a, Q) and isinstance(b, np.ndarray) and b.ndim == 2:
-        x = ctx.as_int(call.args[0].name, a, ACT_BITS, unsigned_ok=True)
+        x = ctx.as_int(call.args[0].name, a, ctx.operand_bits(call.args[0].name), unsigned_ok=True)
         wq, sw = weight_codes(b, axis=1, pow2=ctx.pow2)
-        xe = ctx.as_dtype(x, 8)
+        xe = ctx.as_dtype(x, x.bits)
 
         def chunk(k0, k1):
             w = relax.const(wq if k0 is None else np.ascontiguousarray(wq[k0:k1]))
@@ -56,20 +57,22 @@ def _sign(x: Q) -> str:
 
 
 def _act_matmul(ctx, var, call, a: Q, b: Q):
-    """Activation x activation: bound ``K * 2**(a-1) * 2**(b-1)``, split along K above int32."""
-    x = ctx.as_int(call.args[0].name, a, ACT_BITS)
-    y = ctx.as_int(call.args[1].name, b, ACT_BITS)
-    xe, ye = ctx.as_dtype(x, 8), ctx.as_dtype(y, 8)
+    """Activation x activation: bound ``K * 2**(a-1) * 2**(b-1)`` (one more bit for an unsigned
+    operand: Shiftmax's u8 probabilities), split along K above int32. Each operand is int8, or
+    int16 where mixed precision chose it (``IntOptions.wide``)."""
+    x = ctx.as_int(call.args[0].name, a, ctx.operand_bits(call.args[0].name), unsigned_ok=True)
+    y = ctx.as_int(call.args[1].name, b, ctx.operand_bits(call.args[1].name), unsigned_ok=True)
+    xe, ye = ctx.as_dtype(x, x.bits), ctx.as_dtype(y, y.bits)
     if len(shape(ye)) < 2:
-        safe = f"K <= {INT32_MAX // (ref.code_max(x.bits) * ref.code_max(y.bits)):,} at int{x.bits} x int{y.bits}"
-        refuse_unless_fits(var, ref.act_dot_bound(shape(xe)[-1], x.bits, y.bits), "a vector matmul", safe)
+        safe = f"K <= {INT32_MAX // (ref.code_max(x.code_bits) * ref.code_max(y.code_bits)):,} at {_sign(x)} x {_sign(y)}"
+        refuse_unless_fits(var, ref.act_dot_bound(shape(xe)[-1], x.code_bits, y.code_bits), "a vector matmul", safe)
 
     def chunk(k0, k1):
         return ctx.emit(relax.op.matmul(sliced(ctx, xe, -1, k0, k1), sliced(ctx, ye, -2, k0, k1), out_dtype="int32"))
 
-    row = {"op": "matmul", "value": var.name, "weights": "activation x activation"}
-    unit = np.full((shape(xe)[-1], 1), ref.code_max(y.bits), np.int64)  # every |b| <= 2**(b-1)
-    q = reduce_int32(ctx, var, chunk, unit, x.bits, x.scale * y.scale, None, row)
+    row = {"op": "matmul", "value": var.name, "weights": "activation x activation", "input": f"{_sign(x)} x {_sign(y)}"}
+    unit = np.full((shape(xe)[-1], 1), ref.code_max(y.code_bits), np.int64)  # every |b| <= 2**(b-1)
+    q = reduce_int32(ctx, var, chunk, unit, x.code_bits, x.scale * y.scale, None, row)
     ctx.report.rows.append(row)
     return q
 
@@ -80,9 +83,9 @@ def conv2d(ctx, var, call, args):
     at = call.attrs
     if not (isinstance(a, Q) and isinstance(w, np.ndarray)) or at.data_layout != "NCHW" or at.kernel_layout != "OIHW":
         return None
-    x = ctx.as_int(call.args[0].name, a, ACT_BITS, unsigned_ok=True)
+    x = ctx.as_int(call.args[0].name, a, ctx.operand_bits(call.args[0].name), unsigned_ok=True)
     wq, sw = weight_codes(w, axis=0, pow2=ctx.pow2)
-    xe = ctx.as_dtype(x, 8)
+    xe = ctx.as_dtype(x, x.bits)
     unit = np.abs(wq.astype(np.int64)).sum(axis=(2, 3)).T  # (input channel, output channel)
     if int(at.groups) != 1:
         refuse_unless_fits(var, ref.dot_bound(wq, 0, x.code_bits), "a grouped conv2d", weight_safe(x.code_bits))

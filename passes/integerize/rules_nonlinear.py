@@ -1,6 +1,7 @@
 """Integer rules of non-linear ops (I-ViT style).
 
-    softmax(x, axis)     ->  Shiftmax(x, n=12) (axis moved last and back)   int8 at 2**-7
+    softmax(x, axis)     ->  Shiftmax(x, n=12) (axis moved last and back)   int8 at 2**-7, or
+                             uint8 at 2**-8 when only matmuls read it (attention's P V)
     gelu, gelu_tanh      ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
     layer_norm(x, g, b)  ->  I-LayerNorm, then sign(g) * requantize_per_axis(|g| sqrt(C) 2**-30
                              / s_out) + round(b / s_out), saturated to int8
@@ -24,7 +25,7 @@ from shiftc.reference.rounding import INT32_MAX
 from .accumulate import summable_input
 from .registry import int_rule
 from .scales import bits_for, requant_params
-from .value import ACT_BITS, WIDE_BITS, Q, shape
+from .value import ACT_BITS, WIDE_BITS, Q, int_dtype, shape
 
 # Shiftmax: n = 12 exponent bits (I-ViT: 15). The output is int8 at 2**-7, so exponents below
 # 2**-12 of the row max are invisible anyway; a smaller n keeps the row sum S small, and the
@@ -64,12 +65,21 @@ def softmax(ctx, var, call, args):
     x0 = ref.exp_x0(s_in, n)
     order = [d for d in range(nd) if d != axis] + [axis]
     moved = x.expr if axis == nd - 1 else ctx.emit(relax.op.permute_dims(x.expr, order))
-    out = ctx.emit_te(K.shiftmax, moved, x0, n, name="shiftmax", f_bits=f_bits)
+    unsigned = _unsigned_probabilities(ctx, var.name)
+    out = ctx.emit_te(K.shiftmax, moved, x0, n, name="shiftmax", f_bits=f_bits, unsigned=unsigned)
     if axis != nd - 1:
         out = ctx.emit(relax.op.permute_dims(out, [int(i) for i in np.argsort(order)]))
     ctx.report.rows.append({"op": "shiftmax", "value": var.name, "in_bits": x.bits, "in_scale": s_in, "x0": x0, "n": n,
-                            "f_bits": f_bits, "axis": axis})
-    return Q(out, 2.0**-7, 8)
+                            "f_bits": f_bits, "axis": axis, "out": "u8 at 2^-8" if unsigned else "s8 at 2^-7"})
+    return Q(out, 2.0 ** (-8 if unsigned else -7), 8, unsigned=unsigned)
+
+
+def _unsigned_probabilities(ctx, name: str) -> bool:
+    """Shiftmax writes uint8 at ``2**-8`` (twice the resolution of int8 at ``2**-7``) when every
+    reader is a matmul (u8 x s8: attention's ``P V``) and calibration saw the value non-negative;
+    not with ``--requant pow2`` (its accelerator stores signed values)."""
+    readers = ctx.readers(name)
+    return bool(readers) and all(r == "relax.matmul" for r in readers) and ctx.unsigned_ok(name)
 
 
 def _shiftmax_plan(ctx, name: str, a: Q, row: int):
@@ -160,7 +170,8 @@ def layer_norm(ctx, var, call, args):
     C = shape(var)[-1]
     x = summable_input(ctx, var, call.args[0].name, a, C, C // 2, "LayerNorm row sum")
     ln = ctx.emit_te(K.i_layernorm, x.expr, name="i_layernorm")  # |ln| <= 2**30 (§3.6)
-    s_out = ctx.act_scale(var.name, ACT_BITS)
+    bits = ctx.operand_bits(var.name)  # int16 where mixed precision chose it
+    s_out = ctx.act_scale(var.name, bits)
     g = np.broadcast_to(gamma.astype(np.float64).reshape(-1), (C,))
     ratio = np.abs(g) * math.sqrt(C) * 2.0**-30 / s_out
     if ctx.pow2:
@@ -174,7 +185,7 @@ def layer_norm(ctx, var, call, args):
     if math.ceil(2.0**30 * float(np.max(ratio))) + 1 + int(np.abs(bq.astype(np.int64)).max(initial=0)) > INT32_MAX:
         raise ValueError("LayerNorm output + beta may leave int32 (output scale far below gamma)")
     y = ctx.emit(relax.op.add(y, relax.const(bq)))
-    y = ctx.emit(relax.op.clip(y, relax.prim_value(-qmax(ACT_BITS) - 1), relax.prim_value(qmax(ACT_BITS))))
-    y = ctx.emit(relax.op.astype(y, "int8"))
-    ctx.report.rows.append({"op": "i_layernorm", "value": var.name, "C": C})
-    return Q(y, s_out, ACT_BITS)
+    y = ctx.emit(relax.op.clip(y, relax.prim_value(-qmax(bits) - 1), relax.prim_value(qmax(bits))))
+    y = ctx.emit(relax.op.astype(y, int_dtype(bits)))
+    ctx.report.rows.append({"op": "i_layernorm", "value": var.name, "C": C, "out_bits": bits})
+    return Q(y, s_out, bits)

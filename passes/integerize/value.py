@@ -63,6 +63,7 @@ class IntOptions:
     requant: str = "dyadic"  # dyadic | pow2
     float_fallback: bool = False
     lambdas: dict = field(default_factory=dict)  # gelu input name -> lambda terms
+    wide: frozenset = frozenset()  # values carried at int16 into their matmul / conv (mixed precision)
 
 
 @dataclass

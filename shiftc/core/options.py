@@ -26,7 +26,7 @@ class PassOptions:
     shift_zero: str = option("free", "Zero handling of shift codes: 'free' (DenseShift, no zero code) or 'with-zero' (DeepShift).")
     shift_terms: int = option(1, "Power-of-two terms per weight (1 = PoT, 2-3 = multi-term APoT/BCQ).", type=int)
     shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
-    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget, checked on held-back calibration samples; fails (exit 5) when not met.", type=float)
+    accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget, checked on held-back calibration samples; fails (exit 5) when not met. With --integer-only: chooses which layers read int16 operands.", type=float)
     budget_best_effort: bool = option(False, "With --accuracy-budget: when the budget is not met on the held-back samples, keep the build and say so in the report instead of failing.")
     shift_bias_correction: bool = option(True, "Correct each shifted layer's bias by its mean output error on the calibration data.", cli="--shift-bias-correction/--no-shift-bias-correction")
 
@@ -36,6 +36,8 @@ class PassOptions:
     int_bias_correction: bool = option(True, "With --integer-only: correct each conv/matmul bias by the mean output error its integer codes (weights and input) cause on the calibration data.", cli="--int-bias-correction/--no-int-bias-correction")
     calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
     gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
+    int16_layers: str = option("", "With --integer-only: matmul/conv layers (comma list of regexes of their names) that read int16 operands instead of int8 (mixed precision; --accuracy-budget adds the most sensitive ones it needs).")
+    smooth_quant: float | None = option(None, "With --integer-only: SmoothQuant scale migration of strength alpha in (0, 1) (e.g. 0.5) from LayerNorm outputs into the matmuls that read them (exact in float).", type=float)
     upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", choices=["keep", "nearest"])
     l2norm: str = option("keep", "With --integer-only: keep L2 normalisation (stays float), or 'remove' it (changes the model, reported).", choices=["keep", "remove"])
     requant: str = option("dyadic", "Requantiser scales: 'dyadic' (m * 2^-e) or 'pow2' (every scale a power of two: shift-only, for VTA).", choices=["dyadic", "pow2"])

@@ -167,19 +167,20 @@ def _row_reduce(t: te.Tensor, fn, dtype_cast, name):
     return te.compute(t.shape[:-1], lambda *i: fn(dtype_cast(t[i + (k,)]), axis=k), name=name)
 
 
-def shiftmax(x: te.Tensor, x0: int, n: int = 15, name: str = "shiftmax", f_bits: int = 31) -> te.Tensor:
-    """Shiftmax over the last axis -> int8 at scale 2**-7 (reference ``shiftmax_int``); ``f_bits``
-    is the reciprocal's width (31, or up to 62 for long rows)."""
+def shiftmax(x: te.Tensor, x0: int, n: int = 15, name: str = "shiftmax", f_bits: int = 31, unsigned: bool = False) -> te.Tensor:
+    """Shiftmax over the last axis -> int8 at scale 2**-7, or uint8 at 2**-8 with ``unsigned``
+    (reference ``shiftmax_int``); ``f_bits`` is the reciprocal's width (31, or up to 62 for long rows)."""
     if not 8 <= f_bits <= 62:
         raise ValueError(f"f_bits {f_bits} outside [8, 62]")
     top = _c((1 << f_bits) - 1, "int64")
+    out = 8 if unsigned else 7  # the output's fraction bits
     mx = _row_reduce(x, te.max, _i32, name + "_max")
     d = te.compute(x.shape, lambda *i: _i32(x[i]) - mx[i[:-1]], name=name + "_d")
     e = int_exp(d, x0, n, name=name + "_exp")
     s = _row_reduce(e, te.sum, _i64, name + "_sum")
     f = te.compute(s.shape, lambda *i: tir.floordiv(top, tir.min(s[i], top)), name=name + "_f")
     return te.compute(
-        x.shape, lambda *i: _sat(_rshift_round_const(_i64(e[i]) * f[i[:-1]], f_bits - 7), 8), name=name
+        x.shape, lambda *i: _sat(_rshift_round_const(_i64(e[i]) * f[i[:-1]], f_bits - out), 8, unsigned), name=name
     )
 
 

@@ -140,8 +140,8 @@ def int_exp_shift(x, s: float, n: int):
 
 
 # =========================================================================== shiftmax
-def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1, f_bits: int = 31):
-    """Shiftmax with precomputed ``x0``: int8 at scale ``2**-7``.
+def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1, f_bits: int = 31, unsigned: bool = False):
+    """Shiftmax with precomputed ``x0``: int8 at scale ``2**-7``, or with ``unsigned`` uint8 at ``2**-8``.
 
     ::
 
@@ -150,7 +150,7 @@ def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1, f_bits: int = 31):
         F   = 2**f_bits - 1                       # 2**31 - 1 (the default), up to 2**62 - 1
         S   = min(sum(e, axis), F)                # int64 sum, clamped
         f   = F // S                              # floor reciprocal
-        out = saturate(rshift_round(e * f, f_bits - 7), 8)
+        out = saturate(rshift_round(e * f, f_bits - 7), 8)      # unsigned: f_bits - 8, to [0, 255]
 
     ``e * f <= S * f <= F`` when ``S`` was not clamped, and ``e * f = e < 2**31`` when it was
     (``f = 1``), so the product fits int32 for ``f_bits = 31`` and int64 up to 62. The wide
@@ -158,6 +158,10 @@ def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1, f_bits: int = 31):
     to keep its precision. **Deviation from the published plain ``>> 24``:** shiftc rounds half up
     here too (CONTRACTS.md: one rounding mode), which can produce 128 for a single dominant
     element; it saturates to 127.
+
+    ``unsigned`` (shiftc): probabilities are never negative, so the sign bit of int8 is wasted;
+    uint8 codes at ``2**-8`` (``rshift_round(e * f, f_bits - 8)``, saturated to 255) halve the
+    step, for the u8 x s8 matmul that reads them (attention's ``P V``).
     """
     if not 8 <= f_bits <= 62:
         raise ValueError(f"f_bits {f_bits} outside [8, 62]")
@@ -170,12 +174,15 @@ def shiftmax_int(x, x0: int, n: int = 15, axis: int = -1, f_bits: int = 31):
     prod = e * f
     if f_bits <= 31:
         _fits_i32(prod, "shiftmax e*f")
+    if unsigned:
+        return saturate(rshift_round(prod, f_bits - 8), 8, unsigned=True).astype(np.uint8)
     return saturate(rshift_round(prod, f_bits - 7), 8).astype(np.int8)
 
 
-def shiftmax(x_int, s: float, n: int = 15, axis: int = -1, f_bits: int = 31):
-    """Integer softmax of ``x_int * s`` along ``axis``: int8 at scale ``2**-7`` (see :func:`shiftmax_int`)."""
-    return shiftmax_int(x_int, exp_x0(s, n), n, axis, f_bits)
+def shiftmax(x_int, s: float, n: int = 15, axis: int = -1, f_bits: int = 31, unsigned: bool = False):
+    """Integer softmax of ``x_int * s`` along ``axis``: int8 at scale ``2**-7`` (uint8 at ``2**-8``
+    with ``unsigned``; see :func:`shiftmax_int`)."""
+    return shiftmax_int(x_int, exp_x0(s, n), n, axis, f_bits, unsigned)
 
 
 # =========================================================================== ShiftGELU (row max)
