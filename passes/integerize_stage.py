@@ -3,8 +3,8 @@
 Enabled by ``--integer-only``. Integer coverage is checked first (``integerize.coverage``, no
 calibration needed): without ``--float-fallback`` an op with no integer form fails the compile
 before calibration runs, naming every such op and its ONNX node. After calibration, linear
-layers' biases are corrected for the mean error of their integer codes (``int_bias``, on by
-default: ``--no-int-bias-correction``). Everything the rewrite chose (widths, exponent parameters, lambda
+layers' biases may be corrected for the mean error of their integer codes (``int_bias``,
+``--int-bias-correction``; off by default). Everything the rewrite chose (widths, exponent parameters, lambda
 of every lambda-ShiftGELU, model changes such as nearest upsampling or L2-norm removal) and every
 op left in float goes into the stage report; the pipeline measures the model's output error.
 """

@@ -55,8 +55,8 @@ def _mean_channel_error(cm, model, samples) -> float:
 
 def test_bias_correction_removes_the_mean_channel_error(compiled):
     model, samples = _biased_net()
-    before = compiled(model, integer_only=True, calibration=samples, int_bias_correction=False)
-    after = compiled(model, integer_only=True, calibration=samples)
+    before = compiled(model, integer_only=True, calibration=samples)
+    after = compiled(model, integer_only=True, calibration=samples, int_bias_correction=True)
     e0, e1 = _mean_channel_error(before, model, samples), _mean_channel_error(after, model, samples)
     assert e1 < 0.5 * e0, (e0, e1)
     notes = [n for s in after.report.stages if s.name == "integerize" for n in s.notes]
