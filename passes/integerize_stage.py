@@ -2,7 +2,9 @@
 
 Enabled by ``--integer-only``. Integer coverage is checked first (``integerize.coverage``, no
 calibration needed): without ``--float-fallback`` an op with no integer form fails the compile
-before calibration runs, naming every such op and its ONNX node. Everything the rewrite chose (widths, exponent parameters, lambda
+before calibration runs, naming every such op and its ONNX node. After calibration, linear
+layers' biases may be corrected for the mean error of their integer codes (``int_bias``,
+``--int-bias-correction``; off by default). Everything the rewrite chose (widths, exponent parameters, lambda
 of every lambda-ShiftGELU, model changes such as nearest upsampling or L2-norm removal) and every
 op left in float goes into the stage report; the pipeline measures the model's output error.
 """
@@ -12,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+from tvm import relax
+
 from shiftc import calibrate, evaluate, reference
 from shiftc.core.errors import CheckFailedError, InputError
 from shiftc.core.provenance import nodes_of
 from shiftc.core.stage import Stage
 
+from . import int_bias
 from . import integerize_precision as P
 from .graph import unique_value_names
 from .integerize import ACT_BITS, WIDE_BITS, IntOptions, coverage, integerize, unsupported_error
@@ -31,6 +36,21 @@ def gelu_inputs(mod, func_name: str = "main") -> list[str]:
             if getattr(getattr(v, "op", None), "name", "") in ("relax.nn.gelu", "relax.nn.gelu_tanh"):
                 names.append(v.args[0].name)
     return names
+
+
+CNN_OBSERVER = "percentile"  # measured on MobileNetV2 (benchmarks/fidelity.py): clipping the rare large ReLU outputs pays
+TRANSFORMER_OPS = ("relax.nn.softmax", "relax.nn.layer_norm", "relax.nn.gelu", "relax.nn.gelu_tanh")
+
+
+def default_observer(mod, func_name: str = "main") -> str:
+    """``--calibration-method auto``: minmax for a model with attention or normalisation ops (their
+    few large activations carry the signal: percentile clipping loses MiniLM cosine), percentile
+    for a convolutional net, minmax otherwise."""
+    ops = {getattr(getattr(b.value, "op", None), "name", "") for blk in mod[func_name].body.blocks for b in blk.bindings}
+    if ops & set(TRANSFORMER_OPS) or any(isinstance(getattr(b.value, "op", None), relax.GlobalVar)
+                                         for blk in mod[func_name].body.blocks for b in blk.bindings):
+        return "minmax"
+    return CNN_OBSERVER if "relax.nn.conv2d" in ops else "minmax"
 
 
 def calibrate_lambdas(mod, samples, max_samples=None) -> dict:
@@ -52,7 +72,14 @@ def apply(mod, ctx):
     uncovered = coverage(mod, opts)  # fail before calibration, which can take minutes
     if uncovered and not o.float_fallback:
         raise unsupported_error(uncovered)
-    calib = calibrate.calibrate(mod, ctx.samples, o.calibration_method, o.calibration_samples)
+    method = default_observer(mod) if o.calibration_method == "auto" else o.calibration_method
+    calib = calibrate.calibrate(mod, ctx.samples, method, o.calibration_samples)
+    bias_note = None
+    if o.int_bias_correction:
+        used = ctx.samples if o.calibration_samples is None else list(ctx.samples)[:o.calibration_samples]
+        mod, done = int_bias.correct(mod, used, calib, pow2=o.requant == "pow2")
+        bias_note = (f"bias correction: {done['layers']} conv/matmul bias(es) corrected by the mean error of their "
+                     f"integer codes on the calibration data (mean |delta| {done['mean_abs_delta']:.3g})")
     if o.gelu == "lambda":
         opts.lambdas = calibrate_lambdas(mod, ctx.samples, o.calibration_samples)
     lambdas = opts.lambdas
@@ -60,7 +87,7 @@ def apply(mod, ctx):
     new, rep = integerize(mod, calib, opts)
     sr = ctx.report
     sr.summary.update({
-        "calibration": f"{calib.method} on {calib.samples} sample(s)",
+        "calibration": f"{calib.method} on {calib.samples} sample(s)" + (" (auto)" if o.calibration_method == "auto" else ""),
         "integer_ops": dict(Counter(r["op"] for r in rep.rows)),
         "float_ops": len(rep.float_ops),
         "requant": o.requant,
@@ -76,6 +103,8 @@ def apply(mod, ctx):
         sr.notes.append("model changed: bilinear resize replaced by nearest upsampling (--upsample nearest)")
     if any(r["op"] == "l2_normalize removed" for r in rep.rows):
         sr.notes.append("model changed: L2 normalisation removed (--l2norm remove)")
+    if bias_note:
+        sr.notes.append(bias_note)
     sr.notes.extend(rep.notes)
     return new
 

@@ -6,7 +6,7 @@ Observers (onnxruntime-style) see float activations and return a symmetric clipp
 - ``MinMax``: ``T = max |x|``.
 - ``Percentile(p)``: ``T`` = the ``p``-th percentile of ``|x|`` (default 99.99).
 - ``MSE``: ``T`` minimising the mean squared error of int8 fake quantisation of ``x``
-  (grid search over ``max|x| * k / 128``, ``k = 16 .. 128``).
+  (grid search over ``max|x| * k / 128``, ``k = 16 .. 128``; uint8 codes for a value never negative).
 
 ``collect(mod, samples, which)`` records the statistics of Relax dataflow values by a probe: a copy
 of ``main`` that returns the chosen intermediate values as its outputs, built for the host and run
@@ -131,7 +131,7 @@ class MSE(_Sampled):
         v = self.values().astype(np.float64)
         if not v.size or self.absmax == 0:
             return 0.0
-        q = qmax(self.bits)
+        q = (1 << self.bits) - 1 if self.minimum >= 0 else qmax(self.bits)  # unsigned codes when never negative
         best_t, best_err = self.absmax, np.inf
         for t in np.linspace(self.absmax / 8, self.absmax, self.steps):
             s = t / q

@@ -111,3 +111,35 @@ def test_cli_integer_only_unsupported_op_exit_code(rng, tmp_path):
     assert res.exit_code == 3, res.output
     assert "cos" in res.output and "--float-fallback" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_auto_observer_is_percentile_for_a_cnn_and_minmax_with_attention():
+    from shiftc.passes.integerize_stage import default_observer
+
+    def module(with_softmax: bool):
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 3, 8, 8), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((4, 3, 3, 3), np.float32))))
+                if with_softmax:
+                    y = bb.emit(relax.op.nn.softmax(y))
+                out = bb.emit_output(y)
+            bb.emit_func_output(out)
+        return bb.get()
+
+    assert default_observer(module(False)) == "percentile"
+    assert default_observer(module(True)) == "minmax"
+
+
+def test_observers_record_non_negative_values():
+    obs = calibrate.make_observer("percentile")
+    obs.update(np.array([0.0, 1.0, 5.0], np.float32))
+    neg = calibrate.make_observer("minmax")
+    neg.update(np.array([-0.5, 3.0], np.float32))
+    cal = calibrate.Calibration.from_observers({"relu": obs, "any": neg}, 1)
+    assert cal.nonnegative == {"relu"}
+    # MSE searches unsigned codes for a never-negative value: a finer grid, a threshold of its own
+    mse = calibrate.make_observer("mse")
+    mse.update(np.abs(np.random.default_rng(0).standard_normal(10_000)).astype(np.float32))
+    assert mse.minimum >= 0 and 0 < mse.threshold() <= mse.absmax

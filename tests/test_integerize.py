@@ -99,8 +99,8 @@ class Compiled:
         s = self.s(name, bits)
         return np.clip(x, -(2 ** (bits - 1)) * s, (2 ** (bits - 1) - 1) * s).astype(np.float32)
 
-    def s(self, name, bits=8):
-        return self.calib.scale(name, bits)
+    def s(self, name, bits=8, unsigned=False):
+        return self.calib.scale(name, bits, unsigned)
 
     def row(self, op):
         return next(r for r in self.report.rows if r["op"] == op)
@@ -175,12 +175,13 @@ def test_matmul_relu_matmul_per_channel_requant(rng):
     samples = [{"x": rand(rng, (4, 16))} for _ in range(4)]
     c = Compiled(mod, samples)
     x = rand(rng, (4, 16), 1.3)  # beyond the calibrated range: saturation is exercised too
-    sx, sr = c.s("x"), c.s("r")
+    assert "r" in c.calib.nonnegative  # after ReLU: uint8 codes [0, 255] at T / 255 into the second matmul
+    sx, sr = c.s("x"), c.s("r", unsigned=True)
     w1, sw1 = iq.weight_codes(W1, axis=1)
     w2, sw2 = iq.weight_codes(W2, axis=1)
     acc1 = rq.quantize(x, sx, 8).astype(np.int64) @ w1 + rq.bias_codes(b1, sx * sw1)
     m, e = ref.dyadic(sx * sw1 / sr)
-    r8 = ref.requantize(np.maximum(acc1, 0), m, e, 8, axis=-1)
+    r8 = ref.requantize(np.maximum(acc1, 0), m, e, 8, axis=-1, unsigned=True)
     acc2 = r8.astype(np.int64) @ w2 + rq.bias_codes(b2, sr * sw2)
     (got,) = c.run(x)
     np.testing.assert_array_equal(got, deq(acc2, sr * sw2))

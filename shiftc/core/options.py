@@ -33,7 +33,8 @@ class PassOptions:
 
     # integerize (passes/integerize_stage.py)
     integer_only: bool = option(False, "Integer-only graph: int8 calibrated arithmetic between an input quantiser and an output dequantiser (lossy, error reported).", cli="--integer-only/--no-integer-only")
-    calibration_method: str = option("minmax", "Activation range observer for --integer-only.", choices=["minmax", "percentile", "mse"])
+    calibration_method: str = option("auto", "Activation range observer for --integer-only; 'auto': percentile for convolutional nets, minmax for models with attention or normalisation (transformers).", choices=["auto", "minmax", "percentile", "mse"])
+    int_bias_correction: bool = option(False, "With --integer-only: correct each conv/matmul bias by the mean output error its integer codes (weights and input) cause on the calibration data (off by default: on MobileNetV2 it did not help).", cli="--int-bias-correction/--no-int-bias-correction")
     calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
     gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
     int16_layers: str = option("", "With --integer-only: matmul/conv layers (comma list of regexes of their names) that read int16 operands instead of int8 (mixed precision; --accuracy-budget adds the most sensitive ones it needs).")
