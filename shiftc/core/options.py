@@ -35,7 +35,7 @@ class PassOptions:
     calibration_method: str = option("minmax", "Activation range observer for --integer-only.", choices=["minmax", "percentile", "mse"])
     calibration_samples: int | None = option(None, "Use only the first N calibration samples (1 = one-sample PTQ); default all.", type=int)
     gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
-    upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", choices=["keep", "nearest"])
+    upsample: str = option("keep", "With --integer-only: keep bilinear resize (integer bilinear, Q0.15 weights, nearly exact), or replace it by integer 'nearest' upsampling where the factors are integers (changes the model, reported).", choices=["keep", "nearest"])
     l2norm: str = option("keep", "With --integer-only: keep L2 normalisation (stays float), or 'remove' it (changes the model, reported).", choices=["keep", "remove"])
     requant: str = option("dyadic", "Requantiser scales: 'dyadic' (m * 2^-e) or 'pow2' (every scale a power of two: shift-only, for VTA).", choices=["dyadic", "pow2"])
     float_fallback: bool = option(False, "With --integer-only, keep ops that have no integer form in float (each one reported) instead of failing.", cli="--float-fallback/--no-float-fallback")
