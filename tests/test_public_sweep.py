@@ -14,57 +14,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from public_metrics import FP32_RTOL, FP32_TASK_BOUND, INTEGER_BOUNDS, ctc_greedy, meets, task_score
 from public_models import BY_KEY, MODELS, PublicModel
 
 pytestmark = pytest.mark.slow
 N_EVAL, N_CAL = 4, 4
-FP32_RTOL = 1e-4
-FP32_TASK_BOUND = {"top1": 1.0, "ctc": 1.0, "cosine": 0.99999}
-# Integer-only task-metric bounds vs onnxruntime FP32, for the models whose --integer-only build
-# compiles today (docs/public-models.md lists the others, why they fail, and onnxruntime's own
-# static int8 on the same metric). Measured on x86 with the 4 calibration samples:
-INTEGER_BOUNDS: dict[str, float] = {
-    "doc-orientation": 1.0,  # measured 4/4 top-1 (onnxruntime QDQ int8: 4/4)
-    # ppocr-cls: tests/test_paddle_integer.py checks its integer build on 32 crops (>= 27/32 top-1)
-    "minilm-l3": 0.92,  # measured mean cosine 0.9355, per sentence 0.928..0.951 (onnxruntime QDQ int8: 0.663)
-    "ppocr-rec": 1.0,  # measured 4/4 CTC texts identical (onnxruntime QDQ int8: 1/4)
-    "yolox-det": 0.85,  # measured max |diff| 0.788 on the raw head (|ref| <= 2.46; onnxruntime QDQ int8: 0.635)
-}
-
-
-def ctc_greedy(probs: np.ndarray) -> list[tuple[int, ...]]:
-    """PaddleOCR's CTC decode: argmax per time step, repeats merged, blank (class 0) dropped."""
-    out = []
-    for seq in probs.argmax(-1):
-        keep = np.ones(len(seq), bool)
-        keep[1:] = seq[1:] != seq[:-1]
-        out.append(tuple(int(c) for c in seq[keep] if c != 0))
-    return out
-
-
-def task_score(metric: str, got: list[dict], ref: list[dict], names: list[str]) -> float:
-    """The task metric over the evaluation samples: top-1 / CTC-text agreement (fraction), mean
-    cosine of one output, or the largest absolute difference of the first output."""
-    if metric.startswith("cosine:"):
-        out = metric.split(":", 1)[1]
-        a = np.concatenate([g[out].reshape(1, -1) for g in got]).astype(np.float64)
-        b = np.concatenate([r[out].reshape(1, -1) for r in ref]).astype(np.float64)
-        return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
-    first = names[0]
-    if metric == "maxabs":
-        return max(float(np.abs(g[first].astype(np.float64) - r[first]).max()) for g, r in zip(got, ref))
-    if metric == "top1":
-        same = [np.array_equal(g[first].argmax(-1), r[first].argmax(-1)) for g, r in zip(got, ref)]
-    elif metric == "ctc":
-        same = [ctc_greedy(g[first]) == ctc_greedy(r[first]) for g, r in zip(got, ref)]
-    else:
-        raise ValueError(f"unknown metric {metric!r}")
-    return float(np.mean(same))
-
-
-def meets(metric: str, score: float, bound: float) -> bool:
-    """Whether ``score`` is within ``bound``: at most it for a difference, at least it otherwise."""
-    return score <= bound if metric == "maxabs" else score >= bound
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +84,16 @@ def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
     other = np.eye(6, dtype=np.float32)[[0, 5, 0, 0, 5, 3, 3, 0]][None]
     assert task_score("ctc", [{"p": other}], [{"p": probs}], ["p"]) == 1.0  # same text, other alignment
     assert task_score("ctc", [{"p": np.eye(6, dtype=np.float32)[[5, 3]][None]}], [{"p": probs}], ["p"]) == 0.0
+
+
+def test_readme_sweep_table_is_rendered_from_the_json_it_cites():
+    from pathlib import Path
+
+    from benchmarks import public_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    cited, body = public_sweep.readme_block((root / "README.md").read_text())
+    assert cited == public_sweep.JSON_NAME
+    doc = public_sweep.load(root / cited)
+    assert body == public_sweep.markdown(doc)
+    assert {(r["model"], r["variant"]) for r in doc["records"]} <= {(m.key, v) for m in MODELS for v in public_sweep.VARIANTS}

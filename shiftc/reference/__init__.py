@@ -7,18 +7,20 @@
 * :mod:`.nonlinear` int exp, Shiftmax, ShiftGELU, lambda-ShiftGELU, isqrt, I-LayerNorm,
   integer L1 norm, mean / avg pool, nearest upsample
 * :mod:`.activation` lookup tables (sigmoid, tanh, erf), leaky ReLU / PReLU
+* :mod:`.resize`    integer bilinear resize (Q0.15 weights) and its float yardstick
 * :mod:`.overflow`  static int32 accumulator bounds, K-split planning and its int64 truth
 * :mod:`.accelerator` the accelerator's int8 dense / conv2d with shift-only requantisation
 
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import accelerator, activation, nonlinear, overflow, quant, requant, rounding, shift  # noqa: F401
+from . import accelerator, activation, nonlinear, overflow, quant, requant, resize, rounding, shift  # noqa: F401
 from .accelerator import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .nonlinear import *  # noqa: F401,F403
 from .overflow import *  # noqa: F401,F403
 from .quant import *  # noqa: F401,F403
 from .requant import *  # noqa: F401,F403
+from .resize import *  # noqa: F401,F403
 from .rounding import *  # noqa: F401,F403
 from .shift import *  # noqa: F401,F403
