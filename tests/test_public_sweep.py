@@ -3,9 +3,11 @@ compiled as shipped -- no folding by hand, only ``--input-shape`` pins -- and ch
 onnxruntime FP32 on real inputs (photos, scanned text, sentences) with the task's own metric.
 
 FP32: every float output within 1e-4 * max(1, |ref|) of onnxruntime, integer outputs equal, and the
-task metric unchanged (same top-1 class, same CTC-decoded text, embedding cosine >= 0.99999).
-Integer-only (``--integer-only``, real calibration samples disjoint from the evaluation samples):
-the models in INTEGER_BOUNDS, each within its stated bound of onnxruntime FP32.
+task metric unchanged (same top-1 class, same CTC-decoded text, embedding cosine, heat-map Pearson r
+>= 0.99999, text-mask IoU >= 0.999). Integer-only (``--integer-only``, real calibration samples
+disjoint from the evaluation samples): the models in INTEGER_BOUNDS (tests/public_metrics.py),
+each within its stated bound of onnxruntime FP32. benchmarks/public_sweep.py measures the same
+builds (and ``--float-fallback``) for the README's table.
 """
 
 from __future__ import annotations
@@ -97,3 +99,16 @@ def test_readme_sweep_table_is_rendered_from_the_json_it_cites():
     doc = public_sweep.load(root / cited)
     assert body == public_sweep.markdown(doc)
     assert {(r["model"], r["variant"]) for r in doc["records"]} <= {(m.key, v) for m in MODELS for v in public_sweep.VARIANTS}
+
+
+def test_heat_map_pearson_and_text_mask_iou():
+    ref = [{"m": np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 1, 3, 4)}]
+    assert task_score("pearson", [{"m": 2 * ref[0]["m"] + 1}], ref, ["m"]) == pytest.approx(1.0)
+    assert task_score("pearson", [{"m": -ref[0]["m"]}], ref, ["m"]) == pytest.approx(-1.0)
+    # text pixels are p > 0.3: the reference has 8 of them (4/11 .. 1); lowering 4 of those below
+    # the threshold leaves an intersection of 4 in a union of 8
+    got = ref[0]["m"].copy().reshape(-1)
+    got[4:8] = 0.1
+    assert task_score("iou", [{"m": got.reshape(1, 1, 3, 4)}], ref, ["m"]) == pytest.approx(0.5)
+    empty = [{"m": np.zeros((1, 1, 3, 4), np.float32)}]
+    assert task_score("iou", empty, empty, ["m"]) == 1.0  # no text in either: the same answer
