@@ -76,7 +76,7 @@ def save(doc: dict, rec: dict, path: Path = JSON) -> None:
 
 def _cell(rec: dict | None, fp32: bool = False) -> str:
     if rec is None:
-        return "not run"
+        return "not measured yet"
     if not rec["ok"]:
         return ("**internal error**: " if rec["internal"] else "refused: ") + "`" + rec["error"].replace("|", "\\|")[:160] + "`"
     score = f"{rec['score']:.4g}" if rec["metric"] != "maxabs" else f"max \\|diff\\| {rec['score']:.3g}"
@@ -88,7 +88,7 @@ def _cell(rec: dict | None, fp32: bool = False) -> str:
 
 def markdown(doc: dict) -> str:
     """The sweep table: one row per model, the task metric of each variant against onnxruntime FP32."""
-    from public_metrics import INTEGER_BOUNDS
+    from public_metrics import INTEGER_BOUNDS, INTEGER_CHECKED_ELSEWHERE
     from public_models import MODELS
 
     by = {(r["model"], r["variant"]): r for r in doc["records"]}
@@ -96,7 +96,7 @@ def markdown(doc: dict) -> str:
             "|---|---|---|---|---|---|"]
     for m in MODELS:
         bound = INTEGER_BOUNDS.get(m.key)
-        bound_text = "—" if bound is None else (f"≤ {bound}" if m.metric == "maxabs" else f"≥ {bound}")
+        bound_text = INTEGER_CHECKED_ELSEWHERE.get(m.key, "—") if bound is None else (f"≤ {bound}" if m.metric == "maxabs" else f"≥ {bound}")
         rows.append(f"| {m.key} | {METRIC_TEXT.get(m.metric.split(':')[0], m.metric)} | {_cell(by.get((m.key, 'fp32')), True)} | "
                     f"{_cell(by.get((m.key, 'integer')))} | {bound_text} | {_cell(by.get((m.key, 'fallback')))} |")
     return "\n".join(rows) + "\n"
