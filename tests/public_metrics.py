@@ -18,6 +18,7 @@ INTEGER_BOUNDS: dict[str, float] = {
     "ppocr-rec": 1.0,  # CTC texts identical
     "yolox-det": 0.85,  # max |diff| of the raw head (|ref| <= 2.46)
     "vit-focus": 0.95,  # mean Pearson r of the heat map (bilinear Resize on the integers)
+    "ppocr-det": 0.9,  # mean IoU of DBNet's text masks (probability > 0.3)
 }
 INTEGER_CHECKED_ELSEWHERE = {"ppocr-cls": "≥ 27/32 top-1 on 32 crops (tests/test_paddle_integer.py)"}
 
