@@ -81,7 +81,8 @@ def _cell(rec: dict | None, fp32: bool = False) -> str:
         return ("**internal error**: " if rec["internal"] else "refused: ") + "`" + rec["error"].replace("|", "\\|")[:160] + "`"
     score = f"{rec['score']:.4g}" if rec["metric"] != "maxabs" else f"max \\|diff\\| {rec['score']:.3g}"
     if fp32:
-        return f"{score}; max \\|diff\\| {rec['max_abs']:.2g} (relative {rec['max_rel']:.1e})"
+        rel = f"relative {rec['max_rel']:.1e}"
+        return f"max \\|diff\\| {rec['max_abs']:.2g} ({rel})" if rec["metric"] == "maxabs" else f"{score}; max \\|diff\\| {rec['max_abs']:.2g} ({rel})"
     islands = rec.get("float_ops")
     return score + ("" if not islands else f" ({islands} float island(s))")
 
