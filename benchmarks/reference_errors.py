@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from shiftc.reference import nonlinear as N
+from shiftc.reference import resize as RZ
 from shiftc.reference import shift as S
 
 
@@ -140,6 +141,25 @@ def pot_weight_error(seed=0):
     return res
 
 
+def bilinear_error(seed=0):
+    """What integer bilinear resize (Q0.15 weights, one rounding) adds to float64 bilinear of the
+    same integers: max and RMS in output steps, and the max relative to the width's range
+    ``2**(bits-1)``, over 8 channels of uniform codes (the largest tap differences), per coordinate
+    mode and width, for a 128 -> 224 resize (the ViT saliency decoder's) and an 8 -> 56 one (x7,
+    the Segmenter's)."""
+    rng = np.random.default_rng(seed)
+    res = {}
+    for h, H in ((128, 224), (8, 56)):
+        for bits in (8, 16, 32):
+            lim = 1 << (bits - 1)
+            x = rng.integers(-lim, lim, size=(1, 8, h, h), dtype=np.int64)
+            for mode in RZ.RESIZE_MODES:
+                err = RZ.bilinear_resize_int(x, (H, H), mode) - RZ.bilinear_resize_float(x, (H, H), mode)
+                mx = float(np.abs(err).max())
+                res[(f"{h}->{H}", f"int{bits}", mode)] = (mx, float(np.sqrt(np.mean(err**2))), mx / lim)
+    return res
+
+
 def main():
     print("== 2**-t approximations, continuous, max relative error on [0, 1]")
     for k, v in exp_poly_continuous().items():
@@ -155,6 +175,9 @@ def main():
         print(f"  {k}: {v}")
     ln, l1 = layernorm_error()
     print(f"== i_layernorm max abs err (std units, int8 rows std 8..60, C=192): {ln:.4f}; i_l1_norm: {l1:.4f}")
+    print("== integer bilinear resize vs float64 bilinear of the same integers: max, RMS (steps), max / 2**(bits-1)")
+    for k, (mx, rms, rel) in bilinear_error().items():
+        print(f"  {k}: {mx:.4g}, {rms:.4g}, {rel:.2e}")
     print("== PoT weight relative L2 error (N(0,1), 64x576)")
     for k, v in pot_weight_error().items():
         print(f"  {k}: {v:.4f}")

@@ -99,7 +99,7 @@ def apply(mod, ctx):
         sr.notes.append(f"stays float (--float-fallback): {f['op']} at {where}: no integer form in shiftc")
     for n, t in lambdas.items():
         sr.notes.append(f"lambda-ShiftGELU at {n}: lambda = {reference.lam_value(t)} = {t}")
-    if any(r["op"] == "nearest_upsample" for r in rep.rows):
+    if any(r["op"] == "nearest_upsample" and r.get("replaces") for r in rep.rows):
         sr.notes.append("model changed: bilinear resize replaced by nearest upsampling (--upsample nearest)")
     if any(r["op"] == "l2_normalize removed" for r in rep.rows):
         sr.notes.append("model changed: L2 normalisation removed (--l2norm remove)")

@@ -351,7 +351,11 @@ def _naming_importer():
             return self.from_onnx(graph, opset)
 
         def _convert_operator(self, op_name, inputs, attrs, opset):
-            sym = super()._convert_operator(op_name, inputs, attrs, opset)
+            sym = _relax_pad(inputs, attrs, opset, [self._nodes, self._params]) if op_name == "Pad" else None
+            if sym is not None:
+                sym = self.bb.normalize(sym)
+            else:
+                sym = super()._convert_operator(op_name, inputs, attrs, opset)
             node = self.by_label.get(attrs["tvm_custom"]["name"])
             return sym if node is None else self._bound(sym, OnnxNode(*node))
 
@@ -367,6 +371,34 @@ def _naming_importer():
             return sym
 
     return NamingImporter
+
+
+PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
+
+
+def _relax_pad(inputs, attrs, opset: int, params):
+    """ONNX ``Pad`` on a float tensor as one ``relax.nn.pad`` (whose attributes the passes read;
+    the stock converter emits an opaque kernel), for constant / reflect / edge modes with constant,
+    non-negative pads; None leaves the node to the stock converter. Same TOPI kernels once legalised."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as OF
+
+    mode = attrs.get("mode", b"constant").decode()
+    ty = inputs[0].ty
+    if mode not in PAD_MODES or not isinstance(ty, relax.TensorType) or not str(ty.dtype).startswith("float"):
+        return None
+    if opset < 11:
+        pads, value = list(attrs.get("pads", ())), attrs.get("value", 0.0)
+        before, after = pads[: len(pads) // 2], pads[len(pads) // 2:]
+    else:
+        try:
+            before, after, value = OF.Pad._parse_pads_and_axes(inputs, params)
+        except ValueError:  # dynamic pads or axes: the stock converter says so
+            return None
+    if min(list(before) + list(after), default=0) < 0:  # a negative pad crops
+        return None
+    width = [int(p) for pair in zip(before, after) for p in pair]
+    return relax.op.nn.pad(inputs[0], width, PAD_MODES[mode], float(value))
 
 
 def _labelled(graph: onnx.GraphProto, by_label: dict) -> onnx.GraphProto:

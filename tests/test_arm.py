@@ -305,6 +305,43 @@ def mobilenetv2(mbv2_onnx, mbv2_x86_artifact):
     return mbv2_onnx, x, x86_logits, ort_run(onnx.load(str(mbv2_onnx)), {"input": x})[0]
 
 
+def resize_pad_model():
+    """Conv -> reflect Pad -> bilinear Resize by 5x7 -> 8x11 (half-pixel, sizes) -> constant Pad:
+    the integer resize and pad kernels between an integer conv and the output."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Pad", ["c", "p1"], ["r"], mode="reflect"),
+        helper.make_node("Resize", ["r", "", "", "sizes"], ["z"], mode="linear"),
+        helper.make_node("Pad", ["z", "p2", "v"], ["y"], mode="constant"),
+    ]
+    return make_model(
+        nodes, [("x", [1, 3, 5, 7])], [("y", [1, 4, 10, 12])],
+        {"w": (rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "p1": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64),
+         "sizes": np.array([1, 4, 8, 11], np.int64), "p2": np.array([0, 0, 1, 0, 0, 0, 1, 1], np.int64), "v": np.float32(0.25)},
+    )
+
+
+@pytest.mark.timeout(600)  # two integer-only compiles (calibration included) and a qemu run
+@needs_cross
+def test_integer_resize_and_pad_on_arm_match_x86_bit_for_bit(tmp_path):
+    """--integer-only: the same integers on aarch64 (qemu) as on x86, so the same dequantised
+    floats, bit for bit; and both near onnxruntime FP32."""
+    model = resize_pad_model()
+    rng = np.random.default_rng(4)
+    cal = [{"x": rng.standard_normal((1, 3, 5, 7)).astype(np.float32)} for _ in range(3)]
+    opts = dict(integer_only=True, calibration=cal)
+    x86 = api.compile(model, "x86", **opts)
+    on_arm = api.compile(model, "arm", cpu="cortex-a72", output=tmp_path / "arm", **opts)
+    ops = [r["op"] for s in x86.report.stages if s.name == "integerize" for r in s.rows]
+    assert "bilinear_resize" in ops
+    x = {"x": rng.standard_normal((1, 3, 5, 7)).astype(np.float32)}
+    got, want = on_arm.run(x)["y"], x86.run(x)["y"]
+    np.testing.assert_array_equal(got, want)
+    (ref,) = ort_run(model, x)
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()  # int8 input, weights and conv output
+
+
 @needs_cross
 def test_arm_build_is_deterministic(arm_model, model, tmp_path):
     again = api.compile(model, "arm", cpu=arm_model.meta["target"]["options"]["cpu"], output=tmp_path / "again")

@@ -66,6 +66,15 @@ CASES = {
         [node("Resize", ["x", "", "scales"], ["y"], mode="linear")],
         [("x", [1, 2, 4, 4])], [("y", [1, 2, 8, 8])], {"scales": np.array([1, 1, 2, 2], np.float32)},
     ),
+    "resize_linear_sizes_align_corners": (
+        [node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="align_corners")],
+        [("x", [1, 2, 4, 5])], [("y", [1, 2, 7, 3])], {"sizes": np.array([1, 2, 7, 3], np.int64)},
+    ),
+    **{f"pad_{mode}": (  # imported as one relax.nn.pad (shiftc.frontend), legalised to TOPI's kernels
+        [node("Pad", ["x", "pads", "value"], ["y"], mode=mode)],
+        [("x", [1, 3, 6, 7])], [("y", [1, 3, 9, 11])],
+        {"pads": np.array([0, 0, 1, 3, 0, 0, 2, 1], np.int64), "value": np.float32(0.5)},
+    ) for mode in ("constant", "reflect", "edge")},
     "resize_nearest": (
         [node("Resize", ["x", "", "scales"], ["y"], mode="nearest")],
         [("x", [1, 2, 4, 4])], [("y", [1, 2, 8, 8])], {"scales": np.array([1, 1, 2, 2], np.float32)},

@@ -13,6 +13,8 @@ from tvm import te
 from helpers import int_shift_te as SK
 from shiftc import reference as R
 from shiftc.kernels import integer as K
+from shiftc.kernels import resize as KR
+from shiftc.reference import resize as RR
 
 TARGET = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu"})
 DEV = tvm.cpu()
@@ -283,6 +285,42 @@ def test_int_mean_pool_upsample(x):
     assert np.array_equal(build("up", mk_up)(x), R.nearest_upsample(x, (2, 3)))
 
 
+RESIZES = [(5, 7, 8, 11), (4, 4, 1, 1), (1, 3, 4, 2), (6, 9, 3, 4), (3, 3, 3, 3)]  # h, w -> H, W
+
+
+@pytest.mark.parametrize("mode", RR.RESIZE_MODES)
+@pytest.mark.parametrize("dt", ["int8", "int16", "int32"])
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_bilinear_resize(mode, dt, data):
+    """Every coordinate mode, up- and down-sizing (to 1 x 1, from 1 row), int8 to int32 with the
+    extreme values the int64 sum must hold: bit for bit the reference."""
+    h, w, H, W = data.draw(st.sampled_from(RESIZES))
+    info = np.iinfo(dt)
+    ends = st.sampled_from([info.min, info.max, 0])
+    x = data.draw(hnp.arrays(dt, (1, 2, h, w), elements=st.one_of(st.integers(info.min, info.max), ends)))
+
+    def make():
+        t = ph((1, 2, h, w), dt)
+        return (t,), KR.bilinear_resize(t, (H, W), mode)
+
+    got = build(("bilinear", mode, dt, h, w, H, W), make)(x)
+    want = RR.bilinear_resize_int(x, (H, W), mode)
+    assert got.dtype == np.dtype(dt) and np.array_equal(got, want)
+
+
+def test_bilinear_weights_are_the_rounded_rational_coordinates():
+    """The taps of a 128 -> 224 half-pixel axis (the ViT saliency decoder's): source (8i - 3) / 14,
+    the upper weight round_half_up(2**15 * frac) with frac in sevenths, the first output clamped."""
+    lo, hi, wt = RR.bilinear_taps(128, 224, "half_pixel")
+    pos = (8 * np.arange(224) - 3) / 14
+    assert (lo[0], hi[0]) == (0, 0) and np.array_equal(lo[1:], np.floor(pos[1:]).astype(np.int64))
+    frac = pos - np.floor(pos)
+    assert np.array_equal(wt, np.floor(frac * 2**15 + 0.5).astype(np.int64))
+    with pytest.raises(ValueError, match="tf_crop_and_resize"):
+        RR.bilinear_coords(4, 8, "tf_crop_and_resize")
+
+
 # ------------------------------------------------------------------ shift matmul
 MM_P = 9
 
@@ -366,10 +404,11 @@ def test_no_float_dtype_in_any_kernel():
         "mean": lambda: (lambda t: ((t,), K.int_mean(t, (2, 3))))(ph((1, 2, 3, 3), "int8")),
         "pool": lambda: (lambda t: ((t,), K.int_avgpool2d(t, 2)))(ph((1, 2, 4, 4), "int8")),
         "up": lambda: (lambda t: ((t,), K.nearest_upsample(t, 2)))(ph((1, 2, 2, 2), "int8")),
+        "bil": lambda: (lambda t: ((t,), KR.bilinear_resize(t, (5, 3), "half_pixel")))(ph((1, 2, 2, 4), "int16")),
         "smm": lambda: (lambda a, c: ((a, c), SK.shift_matmul_int(a, c, 5)))(ph((2, 8), "int8"), ph((3, 8), "int8", "c")),
         "conv": lambda: (lambda a, c: ((a, c), SK.shift_conv2d_int(a, c, 5, 1, 1, 1, 2)))(ph((1, 4, 5, 5), "int8"), ph((4, 2, 3, 3), "int8", "c")),
     }
-    assert set(makers) >= {"rq", "rqa", "add", "exp", "sm", "sg", "lg", "isqrt", "ln", "l1", "mean", "pool", "up", "smm"}
+    assert set(makers) >= {"rq", "rqa", "add", "exp", "sm", "sg", "lg", "isqrt", "ln", "l1", "mean", "pool", "up", "bil", "smm"}
     for name, make in makers.items():
         ins, out = make()
         f = te.create_prim_func(list(ins) + [out])

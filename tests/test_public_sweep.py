@@ -3,9 +3,11 @@ compiled as shipped -- no folding by hand, only ``--input-shape`` pins -- and ch
 onnxruntime FP32 on real inputs (photos, scanned text, sentences) with the task's own metric.
 
 FP32: every float output within 1e-4 * max(1, |ref|) of onnxruntime, integer outputs equal, and the
-task metric unchanged (same top-1 class, same CTC-decoded text, embedding cosine >= 0.99999).
-Integer-only (``--integer-only``, real calibration samples disjoint from the evaluation samples):
-the models in INTEGER_BOUNDS, each within its stated bound of onnxruntime FP32.
+task metric unchanged (same top-1 class, same CTC-decoded text, embedding cosine, heat-map Pearson r
+>= 0.99999, text-mask IoU >= 0.999). Integer-only (``--integer-only``, real calibration samples
+disjoint from the evaluation samples): the models in INTEGER_BOUNDS (tests/public_metrics.py),
+each within its stated bound of onnxruntime FP32. benchmarks/public_sweep.py measures the same
+builds (and ``--float-fallback``) for the README's table.
 """
 
 from __future__ import annotations
@@ -16,57 +18,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from public_metrics import FP32_RTOL, FP32_TASK_BOUND, INTEGER_BOUNDS, ctc_greedy, meets, task_score
 from public_models import BY_KEY, MODELS, PublicModel
 
 pytestmark = pytest.mark.slow
 N_EVAL, N_CAL = 4, 4
-FP32_RTOL = 1e-4
-FP32_TASK_BOUND = {"top1": 1.0, "ctc": 1.0, "cosine": 0.99999}
-# Integer-only task-metric bounds vs onnxruntime FP32, for the models whose --integer-only build
-# compiles today (docs/public-models.md lists the others, why they fail, and onnxruntime's own
-# static int8 on the same metric). Measured on x86 with the 4 calibration samples:
-INTEGER_BOUNDS: dict[str, float] = {
-    "doc-orientation": 1.0,  # measured 4/4 top-1 (onnxruntime QDQ int8: 4/4)
-    # ppocr-cls: tests/test_paddle_integer.py checks its integer build on 32 crops (>= 27/32 top-1)
-    "minilm-l3": 0.92,  # measured mean cosine 0.9355, per sentence 0.928..0.951 (onnxruntime QDQ int8: 0.663)
-    "ppocr-rec": 1.0,  # measured 4/4 CTC texts identical (onnxruntime QDQ int8: 1/4)
-    "yolox-det": 0.85,  # measured max |diff| 0.788 on the raw head (|ref| <= 2.46; onnxruntime QDQ int8: 0.635)
-}
-
-
-def ctc_greedy(probs: np.ndarray) -> list[tuple[int, ...]]:
-    """PaddleOCR's CTC decode: argmax per time step, repeats merged, blank (class 0) dropped."""
-    out = []
-    for seq in probs.argmax(-1):
-        keep = np.ones(len(seq), bool)
-        keep[1:] = seq[1:] != seq[:-1]
-        out.append(tuple(int(c) for c in seq[keep] if c != 0))
-    return out
-
-
-def task_score(metric: str, got: list[dict], ref: list[dict], names: list[str]) -> float:
-    """The task metric over the evaluation samples: top-1 / CTC-text agreement (fraction), mean
-    cosine of one output, or the largest absolute difference of the first output."""
-    if metric.startswith("cosine:"):
-        out = metric.split(":", 1)[1]
-        a = np.concatenate([g[out].reshape(1, -1) for g in got]).astype(np.float64)
-        b = np.concatenate([r[out].reshape(1, -1) for r in ref]).astype(np.float64)
-        return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
-    first = names[0]
-    if metric == "maxabs":
-        return max(float(np.abs(g[first].astype(np.float64) - r[first]).max()) for g, r in zip(got, ref))
-    if metric == "top1":
-        same = [np.array_equal(g[first].argmax(-1), r[first].argmax(-1)) for g, r in zip(got, ref)]
-    elif metric == "ctc":
-        same = [ctc_greedy(g[first]) == ctc_greedy(r[first]) for g, r in zip(got, ref)]
-    else:
-        raise ValueError(f"unknown metric {metric!r}")
-    return float(np.mean(same))
-
-
-def meets(metric: str, score: float, bound: float) -> bool:
-    """Whether ``score`` is within ``bound``: at most it for a difference, at least it otherwise."""
-    return score <= bound if metric == "maxabs" else score >= bound
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +92,29 @@ def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
     other = np.eye(6, dtype=np.float32)[[0, 5, 0, 0, 5, 3, 3, 0]][None]
     assert task_score("ctc", [{"p": other}], [{"p": probs}], ["p"]) == 1.0  # same text, other alignment
     assert task_score("ctc", [{"p": np.eye(6, dtype=np.float32)[[5, 3]][None]}], [{"p": probs}], ["p"]) == 0.0
+
+
+def test_readme_sweep_table_is_rendered_from_the_json_it_cites():
+    from pathlib import Path
+
+    from benchmarks import public_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    cited, body = public_sweep.readme_block((root / "README.md").read_text())
+    assert cited == public_sweep.JSON_NAME
+    doc = public_sweep.load(root / cited)
+    assert body == public_sweep.markdown(doc)
+    assert {(r["model"], r["variant"]) for r in doc["records"]} <= {(m.key, v) for m in MODELS for v in public_sweep.VARIANTS}
+
+
+def test_heat_map_pearson_and_text_mask_iou():
+    ref = [{"m": np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 1, 3, 4)}]
+    assert task_score("pearson", [{"m": 2 * ref[0]["m"] + 1}], ref, ["m"]) == pytest.approx(1.0)
+    assert task_score("pearson", [{"m": -ref[0]["m"]}], ref, ["m"]) == pytest.approx(-1.0)
+    # text pixels are p > 0.3: the reference has 8 of them (4/11 .. 1); lowering 4 of those below
+    # the threshold leaves an intersection of 4 in a union of 8
+    got = ref[0]["m"].copy().reshape(-1)
+    got[4:8] = 0.1
+    assert task_score("iou", [{"m": got.reshape(1, 1, 3, 4)}], ref, ["m"]) == pytest.approx(0.5)
+    empty = [{"m": np.zeros((1, 1, 3, 4), np.float32)}]
+    assert task_score("iou", empty, empty, ["m"]) == 1.0  # no text in either: the same answer

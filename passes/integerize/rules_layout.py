@@ -4,6 +4,8 @@ requantised to per tensor first, since its axis may move; a sign value stays one
     reshape, permute_dims, squeeze, expand_dims, flatten, strided_slice, broadcast_to  ->  same op
     concat   ->  every part requantised to the result's calibrated int16 scale (constants quantised)
     split    ->  same op, one value per part
+    pad      ->  same op (reflect / edge / zero pads keep a per-axis scale); a constant pad value
+                 is quantised to the input's scale and width (round half up, saturated)
     shape_of ->  the static shape (a constant)
 """
 
@@ -69,3 +71,22 @@ def concat(ctx, var, call, args):
             exprs.append(ctx.as_dtype(r, WIDE_BITS))
     out = ctx.emit(relax.op.concat(relax.Tuple(exprs), call.attrs.axis))
     return Q(out, s_out, WIDE_BITS)
+
+
+@int_rule("relax.nn.pad")
+def pad(ctx, var, call, args):
+    """ONNX Pad on the integers at the input's scale: reflect and edge copy integers, a constant is
+    quantised like an input (``quantize``: round half up, saturated to the width, so -inf pads the
+    width's minimum); only a non-zero constant needs one scale for every channel."""
+    a, at = args[0], call.attrs
+    if not isinstance(a, Q):
+        return None
+    value = float(at.pad_value)
+    if str(at.pad_mode) != "constant" or value == 0.0:
+        return Q(ctx.same_op(call, [a.expr]), a.scale, a.bits, a.axis, a.bound)
+    a = _per_tensor(ctx, call, a)
+    reach = float(a.scale) * (1 << a.bits)  # beyond it the code saturates anyway (no float overflow)
+    code = int(quantize(np.float32(np.clip(value, -reach, reach)), float(a.scale), a.bits))
+    out = ctx.emit(relax.op.nn.pad(a.expr, [int(p) for p in at.pad_width], "constant", float(code)))
+    bound = None if a.bound is None else max(int(a.bound), abs(code))
+    return Q(out, a.scale, a.bits, bound=bound)

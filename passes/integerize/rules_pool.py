@@ -4,7 +4,8 @@
     sum                ->  int32 sum
     max_pool2d, max, min ->  the same op on the integers (same scale)
     resize2d nearest   ->  nearest_upsample (integer factors; exact)
-    resize2d linear    ->  nearest_upsample (upsample="nearest"; changes the model)
+    resize2d linear    ->  bilinear_resize (Q0.15 weights, round half up; same scale), or
+                           nearest_upsample with upsample="nearest" (changes the model)
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import numpy as np
 from tvm import relax
 
 from shiftc.kernels import integer as K
+from shiftc.kernels import resize as KR
+from shiftc.reference.resize import RESIZE_MODES
 
 from .accumulate import summable_input
 from .registry import int_rule
@@ -92,19 +95,39 @@ def _nearest_is_floor(at) -> bool:
                                                      or (mode == "asymmetric" and rounding == "floor"))
 
 
+def _channels_on_axis_1(ctx, call, a: Q) -> Q:
+    """A resize works per channel (axis 1): a per-axis scale on another axis goes per tensor."""
+    return ctx.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis and a.axis != 1 else a
+
+
 @int_rule("relax.image.resize2d")
 def resize2d(ctx, var, call, args):
-    """Nearest resize by integer factors (exact), or bilinear replaced by it with
-    ``upsample="nearest"`` (changes the model, reported)."""
-    a = args[0]
-    exact = _nearest_is_floor(call.attrs)
-    if not isinstance(a, Q) or (ctx.opts.upsample != "nearest" and not exact) or call.attrs.layout != "NCHW":
+    """Bilinear resize on the integers (any sizes; same scale), nearest resize by integer factors
+    (exact), or bilinear replaced by nearest with ``upsample="nearest"`` where the factors are
+    integers (changes the model, reported)."""
+    a, at = args[0], call.attrs
+    if not isinstance(a, Q) or at.layout != "NCHW":
         return None
     (_, _, h, w), (_, _, H, W) = shape(call.args[0]), shape(var)
-    if H % h or W % w:
+    factors = not (H % h or W % w)
+    if str(at.method) == "linear" and (ctx.opts.upsample != "nearest" or not factors):
+        return _bilinear(ctx, var, call, a)  # upsample="nearest" needs integer factors
+    exact = _nearest_is_floor(at)
+    if (ctx.opts.upsample != "nearest" and not exact) or not factors:
         return None
-    if a.per_axis and a.axis != 1:
-        a = ctx.as_int(call.args[0].name, a, WIDE_BITS)
+    a = _channels_on_axis_1(ctx, call, a)
     out = ctx.emit_te(K.nearest_upsample, a.expr, (H // h, W // w), name="nearest_upsample")
-    ctx.report.rows.append({"op": "nearest_upsample", "value": var.name, "replaces": None if exact else str(call.attrs.method)})
+    ctx.report.rows.append({"op": "nearest_upsample", "value": var.name, "replaces": None if exact else str(at.method)})
+    return Q(out, a.scale, a.bits, a.axis, a.bound)
+
+
+def _bilinear(ctx, var, call, a: Q):
+    """``bilinear_resize`` for the coordinate modes with rational source coordinates (none with
+    a region of interest): a convex combination per channel, so scale, width and bound stay."""
+    mode = str(call.attrs.coordinate_transformation_mode)
+    if mode not in RESIZE_MODES:
+        return None
+    a = _channels_on_axis_1(ctx, call, a)
+    out = ctx.emit_te(KR.bilinear_resize, a.expr, shape(var)[2:], mode, name="bilinear_resize")
+    ctx.report.rows.append({"op": "bilinear_resize", "value": var.name, "mode": mode})
     return Q(out, a.scale, a.bits, a.axis, a.bound)

@@ -39,7 +39,7 @@ class PassOptions:
     gelu: str = option("shift", "Integer GELU: 'shift' (I-ViT ShiftGELU, row max) or 'lambda' (shiftc's elementwise lambda-ShiftGELU).", choices=["shift", "lambda"])
     int16_layers: str = option("", "With --integer-only: matmul/conv layers (comma list of regexes of their names) that read int16 operands instead of int8 (mixed precision; --accuracy-budget adds the most sensitive ones it needs).")
     smooth_quant: float | None = option(None, "With --integer-only: SmoothQuant scale migration of strength alpha in (0, 1) (e.g. 0.5) from LayerNorm outputs into the matmuls that read them (exact in float).", type=float)
-    upsample: str = option("keep", "With --integer-only: keep bilinear resize (stays float), or replace it by integer 'nearest' upsampling (changes the model, reported).", choices=["keep", "nearest"])
+    upsample: str = option("keep", "With --integer-only: keep bilinear resize (integer bilinear, Q0.15 weights, nearly exact), or replace it by integer 'nearest' upsampling where the factors are integers (changes the model, reported).", choices=["keep", "nearest"])
     l2norm: str = option("keep", "With --integer-only: keep L2 normalisation (stays float), or 'remove' it (changes the model, reported).", choices=["keep", "remove"])
     requant: str = option("dyadic", "Requantiser scales: 'dyadic' (m * 2^-e) or 'pow2' (every scale a power of two: shift-only, for VTA).", choices=["dyadic", "pow2"])
     float_fallback: bool = option(False, "With --integer-only, keep ops that have no integer form in float (each one reported) instead of failing.", cli="--float-fallback/--no-float-fallback")

@@ -8,6 +8,7 @@
   integer L1 norm, mean / avg pool, nearest upsample
 * :mod:`.activation` lookup tables (sigmoid, tanh, erf), leaky ReLU / PReLU
 * :mod:`.linear`    int8 / uint8 x int8 matmul and conv2d, exact
+* :mod:`.resize`    integer bilinear resize (Q0.15 weights) and its float yardstick
 * :mod:`.overflow`  static int32 accumulator bounds, K-split planning and its int64 truth
 * :mod:`.accelerator` the accelerator's int8 dense / conv2d with shift-only requantisation
 * :mod:`.sign_attention` add-only attention: sign and the select-and-add matmul of a sign tensor
@@ -15,7 +16,7 @@
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import accelerator, activation, linear, nonlinear, overflow, quant, requant, rounding, shift, sign_attention  # noqa: F401
+from . import accelerator, activation, linear, nonlinear, overflow, quant, requant, resize, rounding, shift, sign_attention  # noqa: F401
 from .accelerator import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
@@ -23,6 +24,7 @@ from .nonlinear import *  # noqa: F401,F403
 from .overflow import *  # noqa: F401,F403
 from .quant import *  # noqa: F401,F403
 from .requant import *  # noqa: F401,F403
+from .resize import *  # noqa: F401,F403
 from .rounding import *  # noqa: F401,F403
 from .shift import *  # noqa: F401,F403
 from .sign_attention import *  # noqa: F401,F403
