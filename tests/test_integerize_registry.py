@@ -26,7 +26,7 @@ RULED = {
     "relax.nn.gelu_tanh", "relax.nn.layer_norm", "relax.nn.leakyrelu", "relax.nn.max_pool2d", "relax.nn.prelu",
     "relax.nn.relu", "relax.nn.softmax", "relax.permute_dims", "relax.reshape", "relax.sigmoid", "relax.split",
     "relax.squeeze", "relax.strided_slice", "relax.subtract", "relax.sum", "relax.take", "relax.tanh",
-    "relax.nn.conv2d_transpose", "relax.max", "relax.min", "relax.shape_of", "relax.nn.pad",
+    "relax.nn.conv2d_transpose", "relax.max", "relax.min", "relax.shape_of", "relax.nn.pad", "relax.sign",
 }
 
 
