@@ -35,7 +35,7 @@ CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpo
 # The compile report's statement of which form float shift layers run in.
 FLOAT_FORM_NOTES = {
     "dot": "float shift kernels run as FP32 conv/matmul over their power-of-two weights, decoded once while "
-           "compiling (the form measured faster here; the artifact holds the decoded FP32 weights)",
+           "compiling (the artifact holds the decoded FP32 weights; target option float_shift_form)",
     "shift": "float shift kernels run as shift-add kernels over the packed codes, decoded on every call",
 }
 

@@ -18,6 +18,10 @@ from .base import Target, TargetOption, Tool
 CPU = TargetOption("cpu", str, "LLVM CPU name (default: this host's; x86-64-v3 is generic AVX2)")
 CORES = TargetOption("cores", int, "cores of the machine the model runs on, recorded as the LLVM target's "
                      "num-cores for tuning (default: the cores this build may use)")
+FLOAT_SHIFT_FORM = TargetOption("float_shift_form", str, "float shift layers: 'auto' (the form measured faster on x86), "
+                                "'shift' (shift-add kernels over the packed codes: the small artifact) or 'dot' (FP32 "
+                                "conv/matmul over the weights decoded while compiling: faster, FP32-sized weights)",
+                                choices=("auto", "shift", "dot"), default="auto")
 
 
 def host_cores() -> int:
@@ -30,13 +34,15 @@ def host_cores() -> int:
 @dataclass
 class X86(Target):
     """``cpu``: an LLVM CPU name; ``None`` means the host's (detected), ``x86-64-v3`` is generic AVX2.
-    ``cores``: the deployment machine's core count; ``None`` means the build host's (docs/targets.md)."""
+    ``cores``: the deployment machine's core count; ``None`` means the build host's (docs/targets.md).
+    ``float_shift_form``: which form float shift layers run in (``FLOAT_SHIFT_FORM``)."""
 
     cpu: str | None = None
     cores: int | None = None
+    float_shift_form: str = "auto"
     name = "x86"
     summary = "x86-64 Linux (LLVM), runs natively"
-    option_specs = (CPU, CORES)
+    option_specs = (CPU, CORES, FLOAT_SHIFT_FORM)
     loads_on_tvm_runtime = True  # VMSession: the Relax VM over model.so
     tools = (Tool("g++", "g++", "links the model library"),)
 
@@ -60,8 +66,8 @@ class X86(Target):
 
     def lowering(self) -> Lowering:
         """CPU lowerings and schedules, int8 GEMMs on the x86 dot-product intrinsic."""
-        return Lowering(cpu=True, shift_form=self.integer_form(), int8_dot=True,
-                        float_shift_form=shift_form.float_kernel_form("x86"))
+        form = shift_form.float_kernel_form("x86") if self.float_shift_form == "auto" else self.float_shift_form
+        return Lowering(cpu=True, shift_form=self.integer_form(), int8_dot=True, float_shift_form=form)
 
     def build(self, executable, out_dir: Path) -> list[str]:
         # -s: no debug info or local symbols in the shipped library (it is ~15% of an untuned model's size)

@@ -2,6 +2,8 @@
 codes decoded while compiling (schedules/shift_float_dot.py) give the model with decoded weights
 (onnxruntime) to FP32 round-off; the report says which form runs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
@@ -12,6 +14,8 @@ from tvm import relax
 from shiftc.passes import shift as S
 from shiftc.schedules import FLOAT_FORM_NOTES, Lowering, ScheduleReport, lowering_pipeline, prepare, shift_form
 from shiftc.targets.x86 import flatten_outputs
+
+CNN = Path(__file__).resolve().parent.parent / "examples" / "models" / "cnn.onnx"
 
 TARGET = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64-v3"})
 
@@ -47,3 +51,18 @@ def test_x86_float_form_follows_the_recorded_measurement():
     expect = "dot" if totals["float_mul_ms"] < totals["float_shift_ms"] else "shift"
     assert shift_form.float_kernel_form("x86") == expect
     assert shift_form.float_kernel_form("never-measured") == "shift"
+
+
+def test_x86_target_option_picks_the_form_and_the_report_names_it(tmp_path):
+    """``float_shift_form='shift'`` keeps the packed codes (the small artifact); 'dot' ships FP32 weights."""
+    import shiftc
+
+    sizes = {}
+    for form in ("shift", "dot"):
+        cm = shiftc.compile(CNN, target="x86", shift_bits=4, shift_bias_correction=False, float_shift_form=form,
+                            output=tmp_path / form)
+        assert cm.meta["target"]["options"]["float_shift_form"] == form
+        notes = [n for s in cm.meta["report"]["stages"] for n in s["notes"]]
+        assert FLOAT_FORM_NOTES[form] in notes
+        sizes[form] = sum(p.stat().st_size for p in (tmp_path / form).iterdir())
+    assert sizes["shift"] < sizes["dot"] / 2, sizes

@@ -155,7 +155,7 @@ def test_vta_options_reach_the_target_from_the_cli(small_path, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compile", "-t", "x86", "--arch", "sm_80"], "target 'x86' does not take --arch (its options: --cpu, --cores)"),
+    (["compile", "-t", "x86", "--arch", "sm_80"], "target 'x86' does not take --arch (its options: --cpu, --cores, --float-shift-form)"),
     (["compile", "-t", "vta", "--nbuf", "3"], "unknown vta nbuf 3; known: 1, 2"),
     (["compile", "-t", "vta", "--nbuf", "two"], "--nbuf takes a value of type int"),
     (["tune", "-t", "cuda", "--cpu", "znver5", "--trials", "1", "--db", "db"], "target 'cuda' does not take --cpu"),
