@@ -1,6 +1,6 @@
 """Fine-tune the Fashion-MNIST CNN to single-term 4-bit PoT shift codes and measure it.
 
-    python -m examples.finetune_fashion [--epochs 2] [--out DIR]
+    python -m examples.finetune_fashion [--epochs 2] [--minutes M] [--threads T] [--out DIR]
 
 Training: the 60k training images with their labels (distillation from the FP32 CNN + cross-
 entropy). Measured on the 10k test images: FP32 (onnxruntime), the fine-tuned ONNX (onnxruntime),
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import shiftc
 from examples import fashion_mnist as fm
@@ -30,8 +31,12 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--train", type=int, default=60000, help="first N training images (the machine's budget)")
+    ap.add_argument("--minutes", type=float, default=None, help="training time bound (lr schedule ends on time)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", default="/tmp/finetune-fashion")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels = fm.load("train")
@@ -46,6 +51,7 @@ def main(argv=None):
 
     res = shiftc.finetune(CNN, fm.preprocess(images), labels, out / "cnn_pot4.onnx", bits=4, terms=1,
                           epochs=args.epochs, batch_size=args.batch, lr=args.lr,
+                          max_seconds=args.minutes * 60 if args.minutes else None,
                           checkpoint=out / "cnn_pot4.ckpt", callback=progress)
     train_s = time.time() - t0
     fp32 = accuracy(onnx_predict(CNN, test_x), test_y)
@@ -56,7 +62,8 @@ def main(argv=None):
     result = {"fp32_top1": fp32, "finetuned_top1_onnxruntime": tuned, "compiled_shift4_top1": accuracy(got, test_y),
               "compiled_vs_finetuned_max_abs": float(np.abs(got - tuned_logits).max()),
               "train_seconds": round(train_s, 1), "steps": len(res.history.loss), "device": res.device,
-              "epochs": args.epochs, "train_images": len(images), "lr": args.lr, "batch": args.batch}
+              "epochs": args.epochs, "max_minutes": args.minutes, "threads": torch.get_num_threads(),
+              "train_images": len(images), "lr": args.lr, "batch": args.batch}
     print(json.dumps(result, indent=1))
     (out / "result.json").write_text(json.dumps(result, indent=1))
 
