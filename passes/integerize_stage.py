@@ -74,6 +74,8 @@ def apply(mod, ctx):
         raise unsupported_error(uncovered)
     method = default_observer(mod) if o.calibration_method == "auto" else o.calibration_method
     calib = calibrate.calibrate(mod, ctx.samples, method, o.calibration_samples)
+    if not o.unsigned_activations:  # every activation (Shiftmax output included) signed int8
+        calib = dataclasses.replace(calib, nonnegative=frozenset())
     bias_note = None
     if o.int_bias_correction:
         used = ctx.samples if o.calibration_samples is None else list(ctx.samples)[:o.calibration_samples]

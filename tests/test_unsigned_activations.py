@@ -132,6 +132,16 @@ def test_integer_only_feeds_u8_after_relu_and_s8_elsewhere(compiled):
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
 
+def test_no_unsigned_activations_feeds_s8_everywhere(compiled):
+    """``unsigned_activations=False`` (``--no-unsigned-activations``): the same net, every conv input signed."""
+    model, samples = _relu_net()
+    cm = compiled(model, integer_only=True, calibration=samples, unsigned_activations=False)
+    rows = [r for s in cm.report.stages if s.name == "integerize" for r in s.rows if r["op"] == "conv2d"]
+    assert [r["input"] for r in rows] == ["s8", "s8", "s8"]
+    ref = ort_run(model, samples[0])[0]
+    assert np.abs(cm.run(samples[0])["y"] - ref).max() <= 0.05 * np.abs(ref).max()
+
+
 @pytest.mark.skipif(not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()),
                     reason="needs g++-aarch64-linux-gnu and qemu-user (scripts/install-toolchains.sh)")
 def test_u8_integer_graph_is_bit_equal_on_arm(compiled, tmp_path):
