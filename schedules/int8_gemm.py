@@ -6,12 +6,14 @@ target runs a kernel, after the model-level passes have fixed what the model com
 
     conv2d(x_i8, W_i8) [NHWC, HWIO, 1x1, stride 1, int32 out]   (also matmul(x_i8, W_i8))
         ->  int8_dot_gemm(u8(x + 128), pack(W, 4)) - 128 * colsum(W)
+    conv2d(x_u8, W_i8) / matmul(x_u8, W_i8)      (unsigned activations)
+        ->  int8_dot_gemm(x, pack(W, 4))
     conv2d(x_i16, W_i16) / matmul(x_i16, W_i16)
         ->  int16_dot_gemm(x, pack(W, 2))
 
 ``vpmaddubsw`` / ``vpdpbusd`` multiply unsigned by signed bytes, so a signed int8 activation is
 offset to uint8 and the offset removed with a per-output-channel constant: ``sum_k x*w = sum_k
-(x+128)*w - 128 * sum_k w``, exact in int32. int16 operands (the shift dot form's ``+-2^q`` weights
+(x+128)*w - 128 * sum_k w``, exact in int32; an activation already uint8 goes in as it is. int16 operands (the shift dot form's ``+-2^q`` weights
 with ``q = 7``, see ``shift_dot``) use ``vpmaddwd`` / ``vpdpwssd`` on signed pairs directly. ``W``
 is packed to the intrinsic's tile ``[N/L, K/g, L, g]`` (``x86_int8.pack_weights``). The GEMM is an
 out-elementwise-fusable TE kernel, so the correction, bias, clamps and requantiser after it fuse
@@ -88,7 +90,8 @@ class _GemmRule:
         else:
             return None
         types = (_dtype(call.args[0]), str(w.dtype))
-        name = {("int8", "int8"): "int8_dot_gemm", ("int16", "int16"): "int16_dot_gemm"}.get(types)
+        name = {("int8", "int8"): "int8_dot_gemm", ("uint8", "int8"): "int8_dot_gemm",
+                ("int16", "int16"): "int16_dot_gemm"}.get(types)
         if name is None:
             return None
         n, k = w.shape
@@ -105,12 +108,13 @@ class _GemmRule:
         name, w = found
         group, lanes = FORMS[name][0], self.lanes[name]
         x = call.args[0]
-        if name == "int8_dot_gemm":
+        offset = name == "int8_dot_gemm" and _dtype(x) == "int8"  # uint8 activations go in as they are
+        if offset:
             x = bb.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
         packed = relax.const(x86_int8.pack_weights(w, lanes, group), str(w.dtype))
         y = bb.call_te(gemm_te, x, packed, lanes=lanes, group=group, name=name, primfunc_name_hint=name,
                          primfunc_attrs={"op_pattern": OUT_EWISE_FUSABLE})
-        if name == "int16_dot_gemm":
+        if not offset:
             return y  # the binding's own value (an alias of an emitted var would not fuse)
         return relax.op.subtract(bb.emit(y), relax.const(128 * w.astype(np.int32).sum(axis=1), "int32"))
 

@@ -150,10 +150,12 @@ def test_fashion_cnn_integer_shift_model_is_bit_exact_in_both_forms(monkeypatch,
             np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
 @pytest.mark.parametrize("cpu,limit", [("znver5", 127), ("x86-64-v3", 64)])
-def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limit):
+def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limit, dtype):
     """int8 1x1 conv (NHWC after the CPU layout) and matmul -> the tensorized u8 x s8 GEMM with the
-    +128 offset correction, int16 matmul -> the int16 pair GEMM: equal to the NumPy result. VNNI
+    +128 offset correction (uint8 activations: none), int16 matmul -> the int16 pair GEMM: equal to
+    the NumPy result. VNNI
     (znver5) takes full-range int8 weights; AVX2 (x86-64-v3) only |w| <= 64, wider weights keep
     the default schedule."""
     from shiftc.schedules import lower
@@ -178,7 +180,7 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
         m3 = bb.emit(relax.op.matmul(relax.op.astype(v, "int16"), relax.const(w16.T.copy()), out_dtype="int32"))
         return relax.Tuple([y, m, m2, m3])
 
-    mod = _module(build, ((1, 16, 6, 8), "int8"), ((5, 16), "int8"))
+    mod = _module(build, ((1, 16, 6, 8), dtype), ((5, 16), dtype))
     report = lower.ScheduleReport()
     prepared = lower.prepare(mod, target, None, report)
     # kernels: conv, one int8 GEMM shared by both matmuls (same structure) or, on AVX2, the wide
@@ -188,9 +190,10 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
     with target, tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(prepared, target=target, relax_pipeline=lower.lowering_pipeline(target))
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    x = rng.integers(-128, 128, (1, 16, 6, 8)).astype(np.int8)
-    v = rng.integers(-128, 128, (5, 16)).astype(np.int8)
-    v[0] = -128  # the extreme int16 pair: (-128) * (-32768) twice (w16[0, :2] below)
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    x = rng.integers(lo, hi + 1, (1, 16, 6, 8)).astype(dtype)
+    v = rng.integers(lo, hi + 1, (5, 16)).astype(dtype)
+    v[0] = lo if lo else hi  # the extreme int16 pair: (-128 or 255) * (-32768) twice (w16[0, :2] below)
     y, m, m2, m3 = flatten_outputs(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(v)))
     conv = np.einsum("nchw,oc->nohw", x.astype(np.int32), wc[:, :, 0, 0].astype(np.int32))
     np.testing.assert_array_equal(y, np.maximum(conv, -5000))
