@@ -389,10 +389,7 @@ def test_layernorm_gamma_beta_folded(rng):
 
 
 def test_avgpool_nearest_upsample(rng):
-    def make(x):
-        return relax.op.image.resize2d(relax.op.nn.avg_pool2d(x, (2, 2), (2, 2)), (8, 8), method="linear")
-
-    mod = graph(lambda bb, x: emit(bb, make_named(bb, x), "y"), x=(1, 2, 8, 8))
+    mod = graph(lambda bb, x: emit(bb, make_named(bb, x, "linear"), "y"), x=(1, 2, 8, 8))
     c = Compiled(mod, [{"x": rand(rng, (1, 2, 8, 8))} for _ in range(2)], upsample="nearest")
     x = rand(rng, (1, 2, 8, 8))
     sx = c.s("x")
@@ -410,12 +407,13 @@ def test_avgpool_nearest_upsample(rng):
     near_fp32(got, fp32(graph(nearest, x=(1, 2, 8, 8)), c.saturated(x))[0], 0.03)
 
 
-def make_named(bb, x):
+def make_named(bb, x, method="cubic"):
     p = emit(bb, relax.op.nn.avg_pool2d(x, (2, 2), (2, 2)), "p")
-    return relax.op.image.resize2d(p, (8, 8), method="linear")
+    return relax.op.image.resize2d(p, (8, 8), method=method)
 
 
-def test_bilinear_kept_is_unsupported_unless_fallback(rng):
+def test_cubic_resize_is_unsupported_unless_fallback(rng):
+    """Cubic resize has no integer form (bilinear and nearest do): refused, or a float island."""
     mod = graph(lambda bb, x: emit(bb, make_named(bb, x), "y"), x=(1, 2, 8, 8))
     samples = [{"x": rand(rng, (1, 2, 8, 8))}]
     calib = calibrate.calibrate(mod, samples)
