@@ -126,11 +126,11 @@ def test_u8_shiftmax_and_int16_operands_match_on_arm_under_qemu(rng, tmp_path):
     matmuls) cross-compiled for aarch64 and run under qemu gives x86's outputs exactly."""
     import pytest
 
+    from helpers.toolchains import ARM_MISSING, has_arm
     from shiftc import api
-    from shiftc.targets import arm
 
-    if not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()):
-        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    if not has_arm():
+        pytest.skip(ARM_MISSING)
     model = _attention_block(rng)
     calib = [{"x": rand(rng, (1, 8, 16))} for _ in range(3)]
     opts = dict(calibration=calib, integer_only=True, int16_layers="MatMul")

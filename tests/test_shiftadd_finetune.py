@@ -18,7 +18,7 @@ from examples import fashion_mnist as fm
 from examples.models import FashionViT
 from shiftc import api
 from shiftc.core.errors import InputError
-from shiftc.targets import arm
+from helpers.toolchains import needs_arm
 from shiftc.targets.x86 import flatten_outputs
 
 from conftest import ort_run
@@ -77,8 +77,7 @@ def test_integer_only_build_lowers_attention_to_add_only_kernels(finetuned, x86_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()),
-                    reason="needs g++-aarch64-linux-gnu and qemu-user (scripts/install-toolchains.sh)")
+@needs_arm
 def test_integer_only_attention_is_bit_exact_on_aarch64(finetuned, x86_integer, tmp_path):
     res, x = finetuned
     cal = [{"input": v[None]} for v in x[:16]]

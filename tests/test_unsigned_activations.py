@@ -17,7 +17,7 @@ import shiftc
 from shiftc import reference as R
 from shiftc.calibrate import Calibration, calibrate
 from shiftc.kernels import integer as K
-from shiftc.targets import arm
+from helpers.toolchains import needs_arm
 from shiftc.schedules.int_relax import LowerIntElementwise
 
 from conftest import make_model, ort_run
@@ -142,8 +142,7 @@ def test_no_unsigned_activations_feeds_s8_everywhere(compiled):
     assert np.abs(cm.run(samples[0])["y"] - ref).max() <= 0.05 * np.abs(ref).max()
 
 
-@pytest.mark.skipif(not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()),
-                    reason="needs g++-aarch64-linux-gnu and qemu-user (scripts/install-toolchains.sh)")
+@needs_arm
 def test_u8_integer_graph_is_bit_equal_on_arm(compiled, tmp_path):
     """The same integer-only graph under qemu-aarch64: every output bit equal to x86's."""
     model, samples = _relu_net()
