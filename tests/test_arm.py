@@ -19,14 +19,11 @@ from shiftc.core.errors import InputError, ToolchainError
 from shiftc.targets import aarch64_runtime, arm
 
 from conftest import make_model, ort_run
+from helpers.toolchains import ARM_MISSING, has_arm, needs_arm
 
 SHIFTC = str(Path(sys.executable).with_name("shiftc"))
 AARCH64 = 183  # ELF e_machine of EM_AARCH64
 
-needs_cross = pytest.mark.skipif(
-    not arm.Arm().tools[0].path() or not arm.Arm().tools[1].path(),
-    reason="needs g++-aarch64-linux-gnu and qemu-user (scripts/install-toolchains.sh)",
-)
 
 
 def mixed_dtype_model():
@@ -84,13 +81,13 @@ def x86_outputs(model):
 
 @pytest.fixture(scope="module", params=["cortex-a53", "cortex-a72"])
 def arm_model(request, model, tmp_path_factory):
-    if not (arm.Arm().tools[0].path() and arm.Arm().tools[1].path()):
-        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    if not has_arm():
+        pytest.skip(ARM_MISSING)
     out = tmp_path_factory.mktemp(request.param) / "artifact"
     return api.compile(model, "arm", cpu=request.param, output=out)
 
 
-@needs_cross
+@needs_arm
 def test_arm_matches_x86_and_onnxruntime(arm_model, model, x86_outputs):
     feeds = mixed_inputs()
     got = arm_model.run(feeds)
@@ -106,7 +103,7 @@ def test_arm_matches_x86_and_onnxruntime(arm_model, model, x86_outputs):
     assert got["z"][0] >= 1 << 40
 
 
-@needs_cross
+@needs_arm
 def test_artifact_is_self_contained_for_a_board(arm_model):
     folder = arm_model.path
     files = set(arm_model.meta["files"])
@@ -124,7 +121,7 @@ def test_artifact_is_self_contained_for_a_board(arm_model):
     assert target["tvm"]["mtriple"] == "aarch64-linux-gnu" and target["tvm"]["mcpu"] == target["options"]["cpu"]
 
 
-@needs_cross
+@needs_arm
 def test_runner_rejects_a_bad_input_file(arm_model, tmp_path):
     bad = tmp_path / "bad.npy"
     bad.write_text("not numpy")
@@ -135,7 +132,7 @@ def test_runner_rejects_a_bad_input_file(arm_model, tmp_path):
     assert proc.returncode == 2 and "is not a .npy file" in proc.stderr
 
 
-@needs_cross
+@needs_arm
 def test_cli_run_on_arm_artifact(arm_model, tmp_path):
     feeds = mixed_inputs()
     np.savez(tmp_path / "in.npz", **feeds)
@@ -181,7 +178,7 @@ def test_missing_cross_compiler_is_a_toolchain_error(model, tmp_path, monkeypatc
     assert "g++-aarch64-linux-gnu" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@needs_cross
+@needs_arm
 def test_missing_qemu_is_a_toolchain_error_at_load(arm_model, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", _path_without("qemu-aarch64", tmp_path))
     with pytest.raises(ToolchainError, match="apt-get install qemu-user"):
@@ -262,7 +259,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mobilenetv2.py"
 
 
 @pytest.mark.slow
-@needs_cross
+@needs_arm
 @pytest.mark.parametrize("cpu", ["cortex-a53", "cortex-a72"])
 def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
     path, x, x86_logits, ort_logits = mobilenetv2
@@ -276,7 +273,7 @@ def test_mobilenetv2_fp32_under_qemu_matches_x86(cpu, mobilenetv2, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # ~120 s on a loaded 2-core machine: two MobileNetV2 compiles and a qemu run
-@needs_cross
+@needs_arm
 def test_mobilenetv2_4bit_shift_under_qemu_matches_x86(mobilenetv2, tmp_path):
     """The float shift-add kernels (exponent arithmetic) give the same logits on aarch64."""
     path, x, _, _ = mobilenetv2
@@ -323,7 +320,7 @@ def resize_pad_model():
 
 
 @pytest.mark.timeout(600)  # two integer-only compiles (calibration included) and a qemu run
-@needs_cross
+@needs_arm
 def test_integer_resize_and_pad_on_arm_match_x86_bit_for_bit(tmp_path):
     """--integer-only: the same integers on aarch64 (qemu) as on x86, so the same dequantised
     floats, bit for bit; and both near onnxruntime FP32."""
@@ -342,7 +339,7 @@ def test_integer_resize_and_pad_on_arm_match_x86_bit_for_bit(tmp_path):
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()  # int8 input, weights and conv output
 
 
-@needs_cross
+@needs_arm
 def test_arm_build_is_deterministic(arm_model, model, tmp_path):
     again = api.compile(model, "arm", cpu=arm_model.meta["target"]["options"]["cpu"], output=tmp_path / "again")
     assert again.meta["files"] == arm_model.meta["files"]

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from shiftc import matrix
-from shiftc.targets import arm, cuda
+from shiftc.targets import cuda
 
 from conftest import make_model
 from helpers import json_schema
+from helpers.toolchains import ARM_MISSING, has_arm
 
 SHIFTC = str(Path(sys.executable).with_name("shiftc"))
-HAVE_CROSS = bool(arm.Arm().tools[0].path() and arm.Arm().tools[1].path())
+HAVE_CROSS = has_arm()
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_missing_toolchain_fails_unless_allowed_to_skip(model_path, tmp_path, mo
 def test_uncached_arm_runtime_offline_fails_unless_allowed_to_skip(model_path, tmp_path, monkeypatch):
     """The aarch64 runtime cannot be fetched (SHIFTC_OFFLINE, empty cache): a build that cannot happen here."""
     if not HAVE_CROSS:
-        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+        pytest.skip(ARM_MISSING)
     monkeypatch.setenv("SHIFTC_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("SHIFTC_OFFLINE", "1")
     (row,) = matrix.run_matrix(model_path, ["arm"])
