@@ -77,6 +77,7 @@ def run_rounds(variants: list[Variant], *, threads: int, rounds: int, calls: int
     step = progress or (lambda s: None)
     per_round: list[list[dict]] = [[] for _ in variants]
     errors: list[str | None] = [None] * len(variants)
+    load_before = os.getloadavg()[0]  # other jobs on the machine: recorded with every row
     with tempfile.TemporaryDirectory(prefix="shiftc-bench-") as tmp:
         work = Path(tmp)
         for r in range(rounds):
@@ -93,7 +94,9 @@ def run_rounds(variants: list[Variant], *, threads: int, rounds: int, calls: int
                 else:
                     per_round[i].append(result)
         diffs = _output_diffs(work, len(variants))
-    return [_aggregate(v, per_round[i], errors[i], diffs[i], threads, busy) for i, v in enumerate(variants)]
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return [{**_aggregate(v, per_round[i], errors[i], diffs[i], threads, busy), "load_1min_before_after": load}
+            for i, v in enumerate(variants)]
 
 
 def _output_diffs(work: Path, n: int) -> list[float | None]:
