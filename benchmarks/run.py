@@ -127,12 +127,18 @@ def model_for_batch(spec: ModelSpec, batch: int):
 def nncf_int8(fp32: Path, samples: list[dict], out: Path) -> tuple[Path, str]:
     """NNCF post-training int8 quantisation of the ONNX model read by OpenVINO, saved as IR."""
     import nncf
+    import onnx
     import openvino as ov
 
+    # NNCF's documented setting for transformers (attention): without it MiniLM fails in NNCF's graph matching
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    transformer = any(n.op_type == "Softmax" for n in graph.node)
     model = ov.Core().read_model(str(fp32))
-    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                              model_type=nncf.ModelType.TRANSFORMER if transformer else None)
     ov.save_model(quantized, str(out))
-    return out, f"NNCF post-training quantisation, {len(samples)} calibration samples"
+    kind = ", model_type=TRANSFORMER" if transformer else ""
+    return out, f"NNCF post-training quantisation{kind}, {len(samples)} calibration samples"
 
 
 def compile_shiftc(path: Path, shapes: dict, options: dict, samples, out: Path, db) -> tuple[Path, str]:
