@@ -195,7 +195,7 @@ def _apply_databases(mod, target, db, report: ScheduleReport):
         return mod
     from .intrinsics import import_tensor_intrinsics
 
-    import_tensor_intrinsics()  # records may replay tensorize steps
+    import_tensor_intrinsics(target)  # records may replay tensorize steps
     before = scheduled_names(mod)
     for src in sources:
         done = scheduled_names(mod)

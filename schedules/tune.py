@@ -219,7 +219,7 @@ def tune(
     if trials < 1:
         raise InputError(f"--trials must be at least 1, got {trials}")
     db_dir = Path(db_dir)
-    import_tensor_intrinsics()
+    import_tensor_intrinsics(target)
     _quiet_meta_schedule_logger()
     lowering = lowering or plain_lowering(target)
     extracted = extract_tasks(mod, target, lowering)

@@ -282,3 +282,21 @@ def test_tuning_seeds_row_reductions_with_their_default_schedule(tmp_path):
     rows = [t for t in result.tasks if "softmax" in t.name or "layer_norm" in t.name]
     assert rows, [t.name for t in result.tasks]
     assert all(t.default_ms is not None and t.best_ms <= t.default_ms for t in rows), [t.__dict__ for t in rows]
+
+
+def test_x86_builds_import_only_the_x86_tensor_intrinsics():
+    """A fresh process that registers the intrinsics for an x86 target gets the VNNI ones and
+    never parses the CUDA family (the slow half of TVM's package); the ARM family stays importable."""
+    code = (
+        "import sys, tvm\n"
+        "from shiftc.schedules.intrinsics import import_tensor_intrinsics\n"
+        "from tvm.s_tir import TensorIntrin\n"
+        "import_tensor_intrinsics(tvm.target.Target({'kind': 'llvm', 'mcpu': 'skylake-avx512'}))\n"
+        "TensorIntrin.get('dot_16x4_vnni')\n"
+        "assert 'tvm.s_tir.tensor_intrin.cuda' not in sys.modules, 'cuda intrinsics were imported'\n"
+        "import_tensor_intrinsics(tvm.target.Target({'kind': 'llvm', 'mtriple': 'aarch64-linux-gnu'}))\n"
+        "TensorIntrin.get('dot_4x4_i8i8s32_sdot')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
