@@ -45,7 +45,6 @@ def _fashion(split, n, seed=0):
 def qat_model(tmp_path_factory):
     """A 4-bit shift CNN (one layer, the most sensitive, kept as an int8 multiplication) after 6
     integer-only QAT steps on 48 training images."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("qat") / "qat.onnx"
     x, y = _fashion("train", 48)
     res = shiftc.finetune(CNN, x, y, out, bits=4, steps=6, batch_size=16, lr=1e-3, keep_multiply=1,
@@ -76,6 +75,45 @@ def test_compile_reproduces_the_integer_fake_quant_bit_for_bit(qat_model, tmp_pa
     ops = stage["summary"]["integer_ops"]
     assert ops.get("shift_conv2d_int", 0) + ops.get("shift_matmul_int", 0) == 6, ops
     assert ops.get("conv2d", 0) + ops.get("matmul", 0) == 1, ops
+
+
+def _residual_model(path):
+    """Conv-ReLU, Conv, residual Add, Clip(0, 6), MaxPool, GlobalAveragePool, Flatten, Gemm."""
+    rng = np.random.default_rng(0)
+    arrays = {"w1": rng.normal(0, 0.4, (4, 1, 3, 3)), "b1": rng.normal(0, 0.1, 4), "w2": rng.normal(0, 0.3, (4, 4, 3, 3)),
+              "b2": rng.normal(0, 0.1, 4), "wg": rng.normal(0, 0.5, (3, 4)), "bg": rng.normal(0, 0.1, 3),
+              "lo": np.zeros(()), "hi": np.full((), 6.0)}
+    inits = [onnx.numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="residual"),
+             helper.make_node("Clip", ["s", "lo", "hi"], ["r2"], name="relu6"),
+             helper.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1, name="head")]
+    g = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.timeout(600)
+def test_residual_add_and_relu6_compile_bit_for_bit(tmp_path):
+    """Add (two activations, int16 add_int) and Clip-as-ReLU6 in the integer program too."""
+    rng = np.random.default_rng(2)
+    model = _residual_model(tmp_path / "res.onnx")
+    res = shiftc.finetune(model, rng.normal(0, 1, (32, 1, 8, 8)).astype(np.float32), None, tmp_path / "q.onnx", bits=4,
+                          steps=3, batch_size=8, lr=1e-3, integer_only=True)
+    xt = rng.normal(0, 1, (5, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = res.program(torch.from_numpy(xt)).numpy()
+    cm = shiftc.compile(res.path, target="x86", shift_bits=4, integer_only=True, output=tmp_path / "art")
+    got = np.concatenate([next(iter(cm.run(xt[i:i + 1]).values())) for i in range(len(xt))])
+    assert np.array_equal(got, want), np.abs(got - want).max()
+    stage = next(s for s in cm.meta["report"]["stages"] if s["name"] == "integerize")
+    assert stage["summary"]["integer_ops"].get("add_int") == 1 and stage["summary"]["float_ops"] == 0
 
 
 def test_simulated_shift_layer_is_the_reference():

@@ -31,7 +31,7 @@ from shiftc.core.errors import InputError
 from . import qat_ops as Q
 from .shift_param import codes_of
 
-SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "MaxPool", "GlobalAveragePool", "Flatten")
+SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "MaxPool", "GlobalAveragePool", "Flatten", "Add")
 CALIBRATION_SAMPLES = 1000  # at most this many training inputs calibrate (one observer update each)
 
 
@@ -93,8 +93,11 @@ class IntegerProgram(nn.Module):
 
     # ------------------------------------------------------------------ calibration
     def read_tensors(self) -> list[str]:
-        """The tensors whose thresholds the program may use: the input and every op's data input."""
-        return list(dict.fromkeys([self.input] + [n.input[0] for n in self.nodes]))
+        """The tensors whose thresholds the program may use: the input, every op's data input, and
+        both inputs and the output of an Add."""
+        names = [self.input] + [n.input[0] for n in self.nodes]
+        names += [t for n in self.nodes if n.op_type == "Add" for t in (n.input[1], n.output[0])]
+        return list(dict.fromkeys(names))
 
     @torch.no_grad()
     def calibrate(self, inputs: np.ndarray, method: str, max_samples: int = CALIBRATION_SAMPLES) -> calibrate.Calibration:
@@ -128,7 +131,7 @@ class IntegerProgram(nn.Module):
         env = {self.input: (ste(x, q) if integer else x, q)}
         for i, node in enumerate(self.nodes):
             f, q = env[node.input[0]]
-            f, q = self._op(i, node, f, q)
+            f, q = self._add(node, env) if node.op_type == "Add" else self._op(i, node, f, q)
             env[node.output[0]] = (ste(f, q) if q is not None else f, q)
         return env
 
@@ -162,6 +165,14 @@ class IntegerProgram(nn.Module):
             lead = int(np.prod(q.codes.shape[:axis]))
             q = Q.IntV(q.codes.reshape(lead, -1), q.scale, q.bits)
         return torch.flatten(f, axis) if axis > 0 else f.reshape(1, -1), q
+
+    def _add(self, node, env):
+        """The sum of two activations (a residual add; a constant operand is not simulated)."""
+        if any(t in self.consts for t in node.input[:2]):
+            raise InputError(f"--integer-only: Add {node.name!r} with a constant operand is not simulated")
+        (fa, qa), (fb, qb) = env[node.input[0]], env[node.input[1]]
+        q = None if qa is None else Q.add(qa, qb, self.calib, node.input[0], node.input[1], node.output[0])
+        return fa + fb, q
 
     def _clip_range(self, node, at) -> tuple[float | None, float | None]:
         if "min" in at or "max" in at:  # opset < 11

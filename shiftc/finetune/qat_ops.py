@@ -28,6 +28,7 @@ from shiftc.reference import shift as ref
 from shiftc.reference.constant_add import add_constant_int
 from shiftc.reference.nonlinear import int_mean
 from shiftc.reference.quant import quantize
+from shiftc.reference.requant import add_int_dyadic
 from shiftc.reference.rounding import requantize
 
 ACT_BITS, WIDE_BITS = 8, 16  # passes/integerize/value.py: conv / matmul operands, sums and non-linear inputs
@@ -104,6 +105,21 @@ def global_mean(q: IntV, calib: Calibration, name: str) -> IntV:
     n = int(np.prod(q.codes.shape[2:]))
     x = summable(q, calib, name, n)
     return IntV(int_mean(x.codes, axis=(2, 3), keepdims=True).astype(np.int64), x.scale, 32)
+
+
+MASK_RATIO = 2.0**20  # rules_elementwise.SATURATING_RATIO: an operand this coarse is taken as a mask
+
+
+def add(a: IntV, b: IntV, calib: Calibration, na: str, nb: str, name: str) -> IntV:
+    """``rules_elementwise._add_act``: both sides (int16 at most, per tensor) requantised inside
+    ``add_int`` to the sum's calibrated int16 scale, added, saturated (``reference.add_int_dyadic``)."""
+    s_out = calib.scale(name, WIDE_BITS)
+    x, y = as_int(a, calib, na, WIDE_BITS), as_int(b, calib, nb, WIDE_BITS)
+    if max(float(x.scale), float(y.scale)) / s_out >= MASK_RATIO:
+        raise InputError(f"integer-only QAT: Add {name!r} has an operand far coarser than its sum (a mask): not simulated")
+    (ma, ea), (mb, eb) = requant_params(float(x.scale) / s_out), requant_params(float(y.scale) / s_out)
+    xc, yc = np.broadcast_arrays(x.codes, y.codes)
+    return IntV(add_int_dyadic(xc, ma, ea, yc, mb, eb, WIDE_BITS).astype(np.int64), s_out, WIDE_BITS)
 
 
 def clamp(q: IntV, lo: float | None, hi: float | None) -> IntV:
