@@ -18,7 +18,7 @@ from tvm import relax
 
 from shiftc import calibrate, evaluate, reference
 from shiftc.core.errors import CheckFailedError, InputError
-from shiftc.core.provenance import nodes_of
+from shiftc.core.provenance import nodes_of, tensors_of
 from shiftc.core.stage import Stage
 
 from . import int_bias
@@ -72,8 +72,10 @@ def apply(mod, ctx):
     uncovered = coverage(mod, opts)  # fail before calibration, which can take minutes
     if uncovered and not o.float_fallback:
         raise unsupported_error(uncovered)
-    method = default_observer(mod) if o.calibration_method == "auto" else o.calibration_method
-    calib = calibrate.calibrate(mod, ctx.samples, method, o.calibration_samples)
+    calib = recorded_calibration(mod, ctx)
+    if calib is None:
+        method = default_observer(mod) if o.calibration_method == "auto" else o.calibration_method
+        calib = calibrate.calibrate(mod, ctx.samples, method, o.calibration_samples)
     if not o.unsigned_activations:  # every activation (Shiftmax output included) signed int8
         calib = dataclasses.replace(calib, nonnegative=frozenset())
     bias_note = None
@@ -89,7 +91,8 @@ def apply(mod, ctx):
     new, rep = integerize(mod, calib, opts)
     sr = ctx.report
     sr.summary.update({
-        "calibration": f"{calib.method} on {calib.samples} sample(s)" + (" (auto)" if o.calibration_method == "auto" else ""),
+        "calibration": (f"recorded in the model: {calib.method} on {calib.samples} sample(s)" if calib.recorded else
+                        f"{calib.method} on {calib.samples} sample(s)" + (" (auto)" if o.calibration_method == "auto" else "")),
         "integer_ops": dict(Counter(r["op"] for r in rep.rows)),
         "float_ops": len(rep.float_ops),
         "requant": o.requant,
@@ -109,6 +112,26 @@ def apply(mod, ctx):
         sr.notes.append(bias_note)
     sr.notes.extend(rep.notes)
     return new
+
+
+def recorded_calibration(mod, ctx) -> calibrate.Calibration | None:
+    """The activation thresholds the model records (``shiftc finetune --integer-only`` froze them
+    for its integer fake-quantisation; ``calibrate.read_record``), mapped from ONNX tensor names
+    to the Relax values holding those tensors (``core.provenance.tensors_of``); None without a
+    record. The compile's own samples then calibrate nothing (the stage report says so)."""
+    proto = ctx.loaded.proto
+    graph = proto.graph
+    known = {i.name for i in graph.input} | {o for n in graph.node for o in n.output}
+    rec = calibrate.read_record({p.key: p.value for p in proto.metadata_props}, known)
+    if rec is None:
+        return None
+    method, samples, thresholds, nonneg = rec
+    tensors = tensors_of(mod)
+    calib = calibrate.Calibration(method, samples, {v: thresholds[t] for v, t in tensors.items() if t in thresholds},
+                                  frozenset(v for v, t in tensors.items() if t in nonneg), recorded=True)
+    ctx.report.notes.append(f"activation thresholds: the {len(thresholds)} recorded in the model ({method} on {samples} "
+                            "sample(s), frozen by shiftc finetune --integer-only); the calibration data is not used for them")
+    return calib
 
 
 def mixed_precision(mod, calib, opts: IntOptions, ctx) -> frozenset:

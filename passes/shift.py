@@ -32,6 +32,7 @@ import tvm
 from tvm import relax
 
 from shiftc.core.contract import ShiftKernel
+from shiftc.core.provenance import tensors_of, with_tensors
 from shiftc.core.relax_rewrite import rewrite_bindings
 from shiftc.reference import shift as ref
 from shiftc.kernels import shift as K
@@ -221,11 +222,12 @@ class RewriteShiftLayers:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         layers = find_layers(mod)
         folded = [v for layer in layers if layer.name in self.plan for v in layer.epilogue.consumed]
-        seen = []
+        seen, alias = [], {}
 
         def rule(_var, value, bb):
             first = data_arg(value)
             if first is not None and any(first.same_as(v) for v in folded):
+                alias[_var.name] = first.name
                 return first  # this bias add / clamp is already done inside the shift kernel
             if candidate_kind(value) is None:
                 return None
@@ -239,7 +241,28 @@ class RewriteShiftLayers:
         out, _ = rewrite_bindings(mod, lambda _func: rule, ["main"])
         if len(seen) != len(layers):
             raise RuntimeError(f"shift pass visited {len(seen)} candidates, expected {len(layers)}")
-        return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(out))
+        out = relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(out))
+        return _moved_tensors(out, alias)
+
+
+def _moved_tensors(mod: tvm.IRModule, alias: dict[str, str]) -> tvm.IRModule:
+    """The ONNX-tensor table (``core.provenance``) after epilogue folding: a kernel's value holds
+    the tensor of the last folded op (a ReLU's output, not the conv's), under whichever of the
+    two names canonicalisation kept. ``alias``: folded value name -> the value it now equals."""
+    tensors = tensors_of(mod)
+    if not alias or not tensors:
+        return mod
+    present = {b.var.name for blk in mod["main"].body.blocks for b in blk.bindings}
+    for last in set(alias) - set(alias.values()):  # the end of each folded chain
+        chain = [last]
+        while chain[-1] in alias:
+            chain.append(alias[chain[-1]])
+        tensor = tensors.get(last)
+        for name in chain:
+            tensors.pop(name, None)
+        if tensor is not None:
+            tensors.update({name: tensor for name in (chain[-1], last) if name in present})
+    return with_tensors(mod, tensors)
 
 
 # --------------------------------------------------------------------------- selection

@@ -25,7 +25,9 @@ tensors and few samples, e.g. one-sample calibration); MinMax keeps the exact ma
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -257,6 +259,7 @@ class Calibration:
     thresholds: dict[str, float] = field(default_factory=dict)
     nonnegative: frozenset = frozenset()
     absmax: dict[str, float] = field(default_factory=dict)  # max |x| seen (the observer's, unclipped)
+    recorded: bool = False  # thresholds read from the model's record (``read_record``), not observed here
 
     def scale(self, name: str, bits: int = 8, unsigned: bool = False, full_range: bool = False) -> float:
         """``T / (2**(bits-1) - 1)``, or ``T / (2**bits - 1)`` for unsigned codes; ``full_range``:
@@ -299,3 +302,36 @@ def channel_absmax(mod, samples, names: Sequence[str], max_samples: int | None =
             m = np.where(a < SENTINEL, a, 0).max(axis=0)
             out[n] = m if n not in out else np.maximum(out[n], m)
     return out
+
+
+# ----------------------------------------------------------------------------- recorded thresholds
+RECORD_KEY = "shiftc.activation_thresholds"  # ONNX metadata_props key (written by ``shiftc finetune --integer-only``)
+
+
+def record_json(method: str, samples: int, thresholds: dict[str, float], nonnegative) -> str:
+    """The record of frozen activation thresholds, keyed by ONNX tensor name (JSON; floats
+    round-trip exactly)."""
+    return json.dumps({"method": method, "samples": int(samples), "thresholds": {k: float(v) for k, v in thresholds.items()},
+                       "nonnegative": sorted(nonnegative)}, sort_keys=True)
+
+
+def read_record(props: dict[str, str], tensors: set[str]) -> tuple[str, int, dict[str, float], frozenset] | None:
+    """``(method, samples, {tensor: threshold}, non-negative tensors)`` from a model's
+    ``metadata_props`` (None without a record); ``InputError`` (one line) when the record is
+    malformed or names a tensor that is not in the graph (``tensors``)."""
+    if RECORD_KEY not in props:
+        return None
+    bad = f"metadata_props[{RECORD_KEY!r}] is malformed"
+    try:
+        rec = json.loads(props[RECORD_KEY])
+        method, samples, th, nonneg = rec["method"], int(rec["samples"]), rec["thresholds"], rec["nonnegative"]
+        th = {str(k): float(v) for k, v in th.items()}
+        nonneg = frozenset(str(n) for n in nonneg)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"{bad}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if method not in OBSERVERS or not th or any(not (math.isfinite(t) and t >= 0) for t in th.values()):
+        raise InputError(f"{bad}: needs a known method ({sorted(OBSERVERS)}) and finite thresholds >= 0")
+    unknown = sorted((set(th) | nonneg) - set(tensors))
+    if unknown:
+        raise InputError(f"{bad}: it names tensor(s) not in the model: {', '.join(map(repr, unknown[:5]))}")
+    return method, samples, th, nonneg

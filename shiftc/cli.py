@@ -794,12 +794,15 @@ def report_cmd(artifact, output, matrix_file):
 @click.option("--keep-multiply", type=click.IntRange(0), default=0, show_default=True, help="Keep this many layers, the most sensitive (measured), as float multiplications.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint file [default: OUTPUT with .ckpt].")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint.")
+@click.option("--integer-only", is_flag=True, help="Integer-only QAT: train through the integer program of `shiftc compile --integer-only` "
+              "(activation thresholds frozen from the data and recorded in OUTPUT).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
 def finetune_cmd(model, output, data, labels, shift_bits, shift_terms, shift_zero, form, steps, epochs, max_minutes,
-                 batch_size, lr, loss, keep_multiply, checkpoint, resume, as_json):
+                 batch_size, lr, loss, keep_multiply, checkpoint, resume, integer_only, as_json):
     """Fine-tune MODEL (ONNX) to shift codes by distillation from itself; write OUTPUT ONNX whose
-    weights lie on the code grid (`shiftc compile --shift-bits` encodes them losslessly)."""
+    weights lie on the code grid (`shiftc compile --shift-bits` encodes them losslessly); with
+    --integer-only, through the integer program that `shiftc compile --integer-only` builds."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import finetune
@@ -816,7 +819,8 @@ def finetune_cmd(model, output, data, labels, shift_bits, shift_terms, shift_zer
         res = finetune(model, data, labels, output, bits=shift_bits, terms=shift_terms, zero=shift_zero, form=form,
                        steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, keep_multiply=keep_multiply,
                        max_seconds=max_minutes * 60 if max_minutes else None,
-                       checkpoint=checkpoint or output.with_suffix(".ckpt"), resume=resume, callback=on_step)
+                       checkpoint=checkpoint or output.with_suffix(".ckpt"), resume=resume, integer_only=integer_only,
+                       callback=on_step)
     losses = res.history.loss
     result = {"output": str(output), "steps": len(losses), "first_loss": losses[0] if losses else None,
               "final_loss": losses[-1] if losses else None, "shifted": res.shifted, "multiply": res.multiply,

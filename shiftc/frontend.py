@@ -312,7 +312,7 @@ def load(model: str | Path | onnx.ModelProto, input_shapes: dict[str, tuple[int,
 def to_relax(loaded: LoadedModel):
     """Import into a Relax IRModule with weights bound as constants; every value is named after
     the ONNX node it came from, and the module carries the table (``shiftc.core.provenance``)."""
-    from .core.provenance import with_nodes
+    from .core.provenance import with_nodes, with_tensors
 
     shape_dict = {i.name: list(i.shape) for i in loaded.inputs}
     dtype_dict = {i.name: i.dtype for i in loaded.inputs}
@@ -325,9 +325,10 @@ def to_relax(loaded: LoadedModel):
     except Exception as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(f"the Relax ONNX importer failed: {msg[:300]}") from None
-    mod, table = _name_values(mod, importer.owner)
+    mod, table, tensors = _name_values(mod, importer.owner)
     log.info("imported %d nodes into Relax", len(loaded.graph.graph.node))
-    return with_nodes(mod, table)
+    tensors.update({p.name: spec.name for p, spec in zip(mod["main"].params, loaded.inputs)})
+    return with_tensors(with_nodes(mod, table), tensors)
 
 
 def _naming_importer():
@@ -419,11 +420,14 @@ def _identifier(name: str) -> str:
 def _name_values(mod, owner: dict):
     """``mod`` with each binding of ``main`` named after its node: the node's own results by the
     node's name, values bound while converting it (they precede its result and follow the
-    previous node's) by that name plus ``_k``. Returns the module and its provenance table (value name -> OnnxNode)."""
+    previous node's) by that name plus ``_k``. Returns the module, its provenance table (value name
+    -> OnnxNode) and the tensors table (a node's own result -> its first output tensor)."""
+    from tvm.relax import TensorType
+
     func = mod["main"]
     bindings = [b for block in func.body.blocks for b in block.bindings]
     taken = {p.name for p in func.params}
-    names, table, pending = {}, {}, []
+    names, table, pending, tensors, done = {}, {}, [], {}, set()
 
     def fresh(base):
         k, name = 0, base
@@ -442,10 +446,13 @@ def _name_values(mod, owner: dict):
         for v in [b.var] + pending:
             names[v] = fresh(base)
             table[names[v]] = node
+        if node.output and node not in done and isinstance(b.var.ty, TensorType):
+            tensors[names[b.var]] = node.output  # the node's own (first) result
+            done.add(node)
         pending = []
     for v in pending:  # the graph outputs' bindings
         names[v] = fresh(v.name)
-    return _renamed(mod, names), table
+    return _renamed(mod, names), table, tensors
 
 
 def _renamed(mod, names: dict):

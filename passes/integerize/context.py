@@ -17,7 +17,7 @@ from tvm import relax
 
 from shiftc.calibrate import Calibration
 from shiftc.core.contract import Requantize
-from shiftc.core.errors import UnsupportedModelError
+from shiftc.core.errors import InputError, UnsupportedModelError
 from shiftc.core.provenance import OnnxNode, nodes_of, with_consumers
 from shiftc.kernels import integer as K
 from shiftc.reference.constant_add import constant_room
@@ -96,6 +96,9 @@ class Context:
         """The calibrated per-tensor scale of value ``name`` at ``bits`` bits (signed or unsigned);
         a value mixed precision widened (``IntOptions.wide``) takes its full range at int16."""
         if name not in self.calib.thresholds:
+            if self.calib.recorded:
+                raise InputError(f"the model's recorded activation thresholds have none for {self.node(name)} "
+                                 f"(value {name!r}): record them again with shiftc finetune --integer-only")
             raise UnsupportedModelError(f"integerize: value {name!r} has no calibration statistics")
         s = self.calib.scale(name, bits, unsigned, full_range=bits > ACT_BITS and name in self.opts.wide)
         return pow2_up(s) if self.pow2 else s

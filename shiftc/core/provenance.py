@@ -56,3 +56,22 @@ def with_consumers(func, table: dict[str, OnnxNode]) -> dict[str, OnnxNode]:
             if v.name not in params:
                 out.setdefault(v.name, node)
     return out
+
+
+TENSORS_ATTR = "shiftc.onnx_tensors"
+
+
+def with_tensors(mod, table: dict[str, str]):
+    """``mod`` carrying ``table`` (value name -> the ONNX tensor whose values it holds) as its
+    ``TENSORS_ATTR`` attribute. The frontend records each node's own result and each graph input;
+    a pass that makes one value compute a later tensor (an epilogue folded into a kernel) moves
+    the entry (``passes/shift.py``)."""
+    return mod.with_attr(TENSORS_ATTR, dict(table))
+
+
+def tensors_of(mod) -> dict[str, str]:
+    """The table ``with_tensors`` stored on ``mod`` (empty when none was recorded)."""
+    attrs = getattr(mod, "attrs", None)
+    if attrs is None or TENSORS_ATTR not in attrs:
+        return {}
+    return {str(k): str(v) for k, v in attrs[TENSORS_ATTR].items()}

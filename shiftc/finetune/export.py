@@ -35,6 +35,17 @@ def record(proto: onnx.ModelProto, coded: list[R.CodedWeight], **extra) -> None:
     onnx.helper.set_model_props(proto, {**{p.key: p.value for p in keep}, R.METADATA_KEY: R.dumps(coded, **extra)})
 
 
+def record_thresholds(proto: onnx.ModelProto, calib) -> None:
+    """Write (replace) the frozen activation thresholds of integer-only QAT in ``metadata_props``
+    (``shiftc.calibrate.RECORD_KEY``; ``shiftc compile --integer-only`` uses them)."""
+    from shiftc import calibrate
+
+    props = {p.key: p.value for p in proto.metadata_props if p.key != calibrate.RECORD_KEY}
+    props[calibrate.RECORD_KEY] = calibrate.record_json(calib.method, calib.samples, calib.thresholds, calib.nonnegative)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+
+
 def write_back(proto: onnx.ModelProto, model: nn.Module, mapping: dict, baked: dict, **extra) -> onnx.ModelProto:
     """A copy of the source ``proto`` with every mapped module's weight and bias replaced by the
     fine-tuned ones (``convert.initializer_map``) and the codes of the ``baked`` ones recorded."""

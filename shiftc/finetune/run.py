@@ -41,6 +41,7 @@ class FinetuneResult:
     not_mapped: list[str] = field(default_factory=list)
     device: str = "cpu"
     seconds: float = 0.0
+    program: object = None  # integer_only: the integer forward (``qat.IntegerProgram``) of the fine-tuned model
 
 
 def _spec(bits, terms, zero, form) -> ShiftSpec:
@@ -108,6 +109,26 @@ def _attention(student: nn.Module, kind: str, proto) -> list[str]:
         raise InputError(str(exc)) from None
 
 
+def _integer_only_checks(proto) -> None:
+    """What ``--integer-only`` fine-tuning takes: an ONNX model of ``qat.SUPPORTED`` ops."""
+    from . import qat
+
+    if proto is None:
+        raise InputError("--integer-only fine-tunes ONNX models (its integer program follows the graph): export the module to ONNX first")
+    qat.check_ops(proto)
+
+
+def _program(proto, student: nn.Module, mapping: dict, inputs: np.ndarray, not_mapped: list[str]):
+    """The integer program of the student with its activation thresholds frozen (``qat``)."""
+    from . import qat
+
+    if not_mapped:
+        raise InputError(f"--integer-only: layer(s) {', '.join(not_mapped)} do not map back to one ONNX initializer")
+    program = qat.IntegerProgram(proto, student, mapping)
+    program.calibrate(inputs, qat.default_method(proto))
+    return program
+
+
 def _save(proto: onnx.ModelProto, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(proto, str(tmp))
@@ -119,17 +140,21 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
              batch_size: int = 32, lr: float = 1e-4, loss: str = "auto", keep_multiply: int = 0,
              max_seconds: float | None = None,
              checkpoint: str | Path | None = None, resume: bool = False, attention: str = "softmax",
-             callback: Callable[[dict], None] | None = None) -> FinetuneResult:
+             integer_only: bool = False, callback: Callable[[dict], None] | None = None) -> FinetuneResult:
     """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module``) to ``bits``-bit,
     ``terms``-term shift codes by distillation from its FP32 self on ``data`` (array or .npy/.npz),
     plus cross-entropy on ``labels`` if given; writes ``output`` (ONNX) if given. ``keep_multiply``
     layers, the most sensitive ones, stay float multiplications. ``max_seconds`` bounds the training
     time (the learning-rate schedule then ends on time). ``attention='shiftadd'`` replaces the
     student's attention by ShiftAddViT add-only attention (``attention.py``; torch modules only).
+    ``integer_only``: integer-only QAT (``qat.py``): the student trains through the integer program
+    of ``shiftc compile --integer-only``, whose activation thresholds the export records.
     ``callback`` gets one dict per step."""
     t0 = time.perf_counter()
     spec = _spec(bits, terms, zero, form)
     teacher, student, proto, shape = _models(model)
+    if integer_only:
+        _integer_only_checks(proto)
     attention_modules = _attention(student, attention, proto)
     inputs = _as_inputs(data, shape)
     targets = _as_labels(labels, len(inputs))
@@ -149,14 +174,15 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     shifted = shiftify(student, spec, skip=set(keep) | set(not_mapped))
     if not shifted:
         raise InputError("no conv / linear layer to fine-tune (none left after --keep-multiply, or none maps back to the ONNX)")
-    history = fit(student, teacher, inputs, targets, cfg, callback, Path(checkpoint) if checkpoint else None, resume)
+    program = _program(proto, student, mapping, inputs, not_mapped) if integer_only else None
+    history = fit(program or student, teacher, inputs, targets, cfg, callback, Path(checkpoint) if checkpoint else None, resume)
     student.cpu()
     baked = bake(student)
     mods = dict(student.named_modules())
     extra = {"finetune": {"bits": spec.bits, "terms": spec.terms, "zero_free": spec.zero_free, "form": spec.form,
                           "attention": attention, "attention_modules": attention_modules,
                           "loss": kind, "steps": len(history.loss), "train_seconds": round(history.seconds, 1), "final_loss": history.loss[-1] if history.loss else None,
-                          "labels": targets is not None},
+                          "labels": targets is not None, "integer_only": integer_only},
              "primitives": {n: ("multiply" if n in keep else "shift" if n in baked else "float (not mapped)") for n in names},
              "sensitivity": scores,
              "multiply": [mixture.weight_digest(mods[n].weight.detach().numpy()) for n in keep]}
@@ -165,7 +191,11 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     else:
         example = torch.from_numpy(inputs[:1])
         out = export.export_module(student, example, baked, **extra)
+    if program is not None:
+        program.freeze(baked)
+        export.record_thresholds(out, program.calib)
     path = Path(output) if output else None
     if path is not None:
         _save(out, path)
-    return FinetuneResult(out, path, history, shifted, keep, scores, not_mapped, str(device()), time.perf_counter() - t0)
+    return FinetuneResult(out, path, history, shifted, keep, scores, not_mapped, str(device()), time.perf_counter() - t0,
+                          program)
