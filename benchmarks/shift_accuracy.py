@@ -69,7 +69,7 @@ def _compile(model, calib, tmp, name, **opts):
         alloc = stage.summary.get("bit_allocation")
         if alloc:
             info["bit_allocation"] = {k: alloc[k] for k in ("max_bits_per_weight", "bits_per_weight", "stored_bits", "budget_bits", "primitives", "pareto")}
-            info["layer_rungs"] = {row["layer"]: row["rung"] for row in alloc["layers"]}
+            info["layers"] = [{k: row[k] for k in ("layer", "weights", "gain", "rung", "local_rel_l2")} for row in alloc["layers"]]
         if "reconstruction" in stage.summary:
             info["reconstruction_model_runs"] = stage.summary["reconstruction"]["model_runs"]
     return cm, info

@@ -95,3 +95,14 @@ def test_shift_layers_of_a_mixed_plan_never_multiply_and_int8_layers_do():
         assert loops >= 1 and muls
     text = out["main"].script(show_meta=False)
     assert "R.nn.conv2d(" not in text and "R.matmul(" not in text
+
+
+def test_integer_only_leaves_int8_layers_to_the_integer_pass(tmp_path):
+    cm = shiftc.compile(tiny_model(), "x86", max_bits_per_weight=9, integer_only=True, calibration=_calibration(8), output=tmp_path / "a")
+    stage = next(s for s in cm.report.stages if s.name == "shift")
+    kept = {r["layer"] for r in stage.rows if r["kernel"] == "int8 (left to the integer pass)"}
+    assert kept and kept == {r["layer"] for r in stage.summary["bit_allocation"]["layers"] if r["rung"] == "int8"}
+    assert any("left to the integer pass" in n for n in stage.notes)
+    integer = next(s for s in cm.report.stages if s.name == "integerize")
+    assert integer.error["rel_l2"] < 0.2
+    assert np.isfinite(cm.run(_calibration(1, seed=9)[0]["x"])["y"]).all()
