@@ -8,6 +8,12 @@
 * every one also with ``--shift-reconstruct`` (layer-wise reconstruction of the codes); MobileNetV2
   also gives top-1 agreement on the photos FP32 is confident about (top probability > 0.5).
 * all-MiniLM-L6-v2: mean/min cosine similarity of the embeddings with FP32 on >= 100 sentences.
+* size budget (``bits5*``): ``--max-bits-per-weight 5`` (mixed shift codes and int8 layers), built
+  with ``float_shift_form="shift"`` so the artifact holds the packed codes; its allocation's Pareto
+  table (bits per weight vs measured error per greedy step) is kept in the results.
+
+``--json`` merges into an existing results file: earlier configs stay, each run is logged under
+``runs`` with its git revision and the machine's load average.
 
 Calibration samples are distinct from the evaluation inputs (other crops / training images / other
 sentences).  Needs the ``examples`` package (data loaders) importable.
@@ -60,7 +66,20 @@ def _compile(model, calib, tmp, name, **opts):
         info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias", "reconstruction"))]
         info["code_bits_per_weight"] = stage.summary.get("code_bits_per_weight")
         info["budget_check"] = stage.summary.get("budget")
+        alloc = stage.summary.get("bit_allocation")
+        if alloc:
+            info["bit_allocation"] = {k: alloc[k] for k in ("max_bits_per_weight", "bits_per_weight", "stored_bits", "budget_bits", "primitives", "pareto")}
+            info["layers"] = [{k: row[k] for k in ("layer", "weights", "gain", "rung", "local_rel_l2")} for row in alloc["layers"]]
+        if "reconstruction" in stage.summary:
+            info["reconstruction_model_runs"] = stage.summary["reconstruction"]["model_runs"]
     return cm, info
+
+
+# the size-budget configs: at most 5 stored bits per weight, the artifact holding the packed codes
+SMALL = {"float_shift_form": "shift"}
+BITS5 = (("bits5", {"max_bits_per_weight": 5.0, **SMALL}),
+         ("bits5_reconstruct", {"max_bits_per_weight": 5.0, "shift_reconstruct": True, **SMALL}),
+         ("pot4_reconstruct_small", {"shift_bits": 4, "shift_reconstruct": True, **SMALL}))
 
 
 def _run_all(cm, name, inputs):
@@ -105,7 +124,7 @@ def mobilenetv2(path, n_photos, budget, tmp):
                ("pot4_2terms_no_bias_corr", {"shift_bits": 4, "shift_terms": 2, "shift_bias_correction": False}),
                ("pot4_reconstruct", {"shift_bits": 4, "shift_reconstruct": True}),
                ("pot4_2terms_reconstruct", {"shift_bits": 4, "shift_terms": 2, "shift_reconstruct": True}),
-               ("auto", {"accuracy_budget": budget, "budget_best_effort": True}))
+               ("auto", {"accuracy_budget": budget, "budget_best_effort": True}), *BITS5)
     return _sweep("mobilenetv2", out, configs, path, calib, tmp, budget, score)
 
 
@@ -149,7 +168,7 @@ def minilm(path, n_sentences, budget, tmp):
         info.update({"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())})
 
     configs = (("pot4", {"shift_bits": 4}), ("pot5", {"shift_bits": 5}), ("pot4_reconstruct", {"shift_bits": 4, "shift_reconstruct": True}),
-               ("pot5_reconstruct", {"shift_bits": 5, "shift_reconstruct": True}), ("auto", {"accuracy_budget": budget}))
+               ("pot5_reconstruct", {"shift_bits": 5, "shift_reconstruct": True}), ("auto", {"accuracy_budget": budget}), *BITS5)
     return _sweep("minilm", out, configs, path, calib, tmp, budget, score)
 
 
@@ -178,7 +197,27 @@ def main(argv=None):
             results["minilm"] = minilm(args.minilm, args.sentences, args.budget_minilm, tmp)
     print(json.dumps(results, indent=1))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        _merge_into(args.json, results, argv)
+
+
+def _run_record(argv) -> dict:
+    """When and where a run was made: UTC time, git revision, load average."""
+    import os
+    import subprocess
+    import sys
+
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": rev, "loadavg_1_5_15": list(os.getloadavg()),
+            "cpus": os.cpu_count(), "command": " ".join(["benchmarks/shift_accuracy.py", *(argv if argv is not None else sys.argv[1:])])}
+
+
+def _merge_into(path: Path, results: dict, argv) -> None:
+    """Write ``results`` into the JSON at ``path``, keeping the configs it already holds."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    for model, configs in results.items():
+        old.setdefault(model, {}).update(configs)
+    old.setdefault("runs", []).append(_run_record(argv))
+    path.write_text(json.dumps(old, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,24 @@ class ShiftConfig:
         return f"{self.bits}b x{self.terms}"
 
 
+@dataclass(frozen=True)
+class Int8Config:
+    """A layer kept as a multiply (``shift_bits`` mixed plans): per-output-channel int8 weights and
+    one float32 scale per channel. Float build: ``kernels.int8_weight``; ``--integer-only``: the
+    layer stays a float op here and the integer pass gives it its own int8 codes."""
+
+    bits: int = 8
+    terms: int = 0  # no power-of-two terms: a multiply
+    zero_free: bool = False
+
+    @property
+    def label(self) -> str:
+        return "int8"
+
+
+INT8 = Int8Config()
+
+
 @dataclass
 class Layer:
     """A rewrite candidate found in ``main``."""
@@ -151,9 +169,15 @@ def find_layers(mod: tvm.IRModule, func_name: str = "main") -> list[Layer]:
 
 
 # --------------------------------------------------------------------------- encoding
-def encode(layer: Layer, cfg: ShiftConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``(terms, O, ...)`` int8 and alpha float32 ``(O,)`` of the layer's OI weight."""
+def encode(layer: Layer, cfg: ShiftConfig | Int8Config) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(terms, O, ...)`` int8 and alpha float32 ``(O,)`` of the layer's OI weight
+    (``Int8Config``: int8 weights ``(O, ...)`` and their float32 scale per channel)."""
     w = layer.oi_weight
+    if isinstance(cfg, Int8Config):
+        from .integerize.scales import weight_codes
+
+        q, scale = weight_codes(w, 0)
+        return q, scale.astype(np.float32)
     if cfg.terms == 1:
         codes, alpha = ref.encode_pot(w, cfg.bits, cfg.zero_free)
         return codes[None], alpha
@@ -161,13 +185,20 @@ def encode(layer: Layer, cfg: ShiftConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decoded_weight(layer: Layer, codes: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The encoded weight in the op's own layout (float32)."""
+    """The encoded weight in the op's own layout (float32); int8 weights when ``codes`` has the
+    layer's own rank (``Int8Config``)."""
+    if codes.ndim == layer.weight.ndim:
+        w = (codes.astype(np.float32) * alpha.reshape((-1,) + (1,) * (codes.ndim - 1))).astype(np.float32)
+        return w if layer.op == "conv2d" else np.ascontiguousarray(w.T)
     w = ref.decode_multi(codes, alpha) if codes.shape[0] > 1 else ref.decode_pot(codes[0], alpha)
     return w if layer.op == "conv2d" else np.ascontiguousarray(w.T)
 
 
-def pack(codes: np.ndarray, cfg: ShiftConfig) -> np.ndarray:
-    """The packed bit stream plus one spare byte (kernels read fields as two bytes)."""
+def pack(codes: np.ndarray, cfg: ShiftConfig | Int8Config) -> np.ndarray:
+    """The packed bit stream plus one spare byte (kernels read fields as two bytes); int8
+    weights as they are."""
+    if isinstance(cfg, Int8Config):
+        return np.ascontiguousarray(codes, dtype=np.int8).view(np.uint8)
     return np.frombuffer(ref.pack_codes(codes, cfg.bits, cfg.zero_free) + b"\0", dtype=np.uint8).copy()
 
 
@@ -183,7 +214,22 @@ def kernel_bias(layer: Layer, correction: np.ndarray | None) -> np.ndarray | Non
     return (correction if bias is None else bias + correction).astype(np.float32)
 
 
-def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig, codes, alpha, correction=None):
+def _int8_call(bb: relax.BlockBuilder, layer: Layer, x, q, scale, bias):
+    """The layer as a float multiply over its int8 weights (``kernels.int8_weight``)."""
+    from shiftc.kernels import int8_weight as K8
+
+    args = [x, relax.const(np.ascontiguousarray(q, dtype=np.int8), "int8"), relax.const(scale.astype(np.float32), "float32")]
+    args += [relax.const(bias, "float32")] if bias is not None else []
+    ep, a = layer.epilogue, layer.attrs
+    if layer.op == "conv2d":
+        return bb.call_te(K8.int8w_conv2d_float, *args, stride=a["strides"], padding=a["padding"], dilation=a["dilation"],
+                          groups=a["groups"], lo=ep.lo, hi=ep.hi, primfunc_name_hint="int8w_conv2d_float")
+    return bb.call_te(K8.int8w_matmul_float, *args, lo=ep.lo, hi=ep.hi, primfunc_name_hint="int8w_matmul_float")
+
+
+def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig | Int8Config, codes, alpha, correction=None):
+    if isinstance(cfg, Int8Config):
+        return _int8_call(bb, layer, x, codes, alpha, kernel_bias(layer, correction))
     packed = relax.const(pack(codes, cfg), "uint8")
     alpha_c = relax.const(alpha.astype(np.float32), "float32")
     ep = layer.epilogue

@@ -151,9 +151,11 @@ def _chunks(items: list, n: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def reconstruct(mod, layers: Sequence[S.Layer], plan: dict, input_names, samples: Sequence[dict], fit_bias: bool = True) -> Reconstruction:
-    """Every layer of ``plan`` reconstructed in binding order on ``samples`` (at most
-    ``MAX_SAMPLES``): codes, alpha and bias correction per layer (module docstring)."""
+def reconstruct(mod, layers: Sequence[S.Layer], plan: dict, input_names, samples: Sequence[dict], fit_bias: bool = True,
+                fixed: dict | None = None) -> Reconstruction:
+    """Every shift layer of ``plan`` reconstructed in binding order on ``samples`` (at most
+    ``MAX_SAMPLES``): codes, alpha and bias correction per layer (module docstring). ``fixed``:
+    weights of other layers as they will run (int8 layers of a mixed plan), not reconstructed."""
     import torch
 
     from . import shift_adaround as A
@@ -163,12 +165,12 @@ def reconstruct(mod, layers: Sequence[S.Layer], plan: dict, input_names, samples
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small per-step tensors: one thread is faster, and the result does not depend on the machine's cores
     try:
-        return _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0)
+        return _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0, fixed or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0) -> Reconstruction:
+def _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0, fixed) -> Reconstruction:
     samples = list(samples)[:MAX_SAMPLES]
     tap = LayerInputs(mod, layers, input_names, samples)
     from .shift_bias import _correction_shape
@@ -179,6 +181,7 @@ def _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0
     active = [i for i, layer in enumerate(layers) if layer.name in plan]
     for i in active:  # nearest codes until reconstructed
         weights[i] = S.decoded_weight(layers[i], *S.encode(layers[i], plan[layers[i].name]))
+    weights = [fixed.get(layer.name, w) for layer, w in zip(layers, weights)]
     encoded, bias, rows = {}, {}, []
     for chunk in _chunks(active, CHUNKS):
         xq = tap.capture(weights, corr)
@@ -198,12 +201,13 @@ def _reconstruct(torch, A, mod, layers, plan, input_names, samples, fit_bias, t0
     return Reconstruction(encoded, bias, info, time.perf_counter() - t0)
 
 
-def stage_step(o, mod, layers, plan, input_names, samples, summary, notes) -> Reconstruction | None:
+def stage_step(o, mod, layers, plan, input_names, samples, summary, notes, fixed: dict | None = None) -> Reconstruction | None:
     """The shift stage's reconstruction step (``--shift-reconstruct``), recorded in the report;
-    None when off."""
+    None when off. ``fixed``: the int8 layers of a mixed plan (kept as they are)."""
+    plan = {n: c for n, c in plan.items() if not isinstance(c, S.Int8Config)}
     if not o.shift_reconstruct or not plan:
         return None
-    rec = reconstruct(mod, layers, plan, input_names, samples, fit_bias=bool(o.shift_bias_correction))
+    rec = reconstruct(mod, layers, plan, input_names, samples, fit_bias=bool(o.shift_bias_correction), fixed=fixed)
     summary["reconstruction"] = rec.info
     log.info("shift: reconstruction of %d layer(s) took %.1fs", len(plan), rec.seconds)
     kept = sum(r["output_rel_l2"] < r["output_rel_l2_nearest"] for r in rec.info["layers"])

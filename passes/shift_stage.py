@@ -18,6 +18,11 @@ Automatic allocation (``--accuracy-budget B``), measured, not assumed:
    the budget was not met;
 4. refinement: layers in decreasing weight count step down one rung at a time while the measured
    model error stays within ``B`` (one model run per step).
+
+Size budget (``--max-bits-per-weight B``): ``shift_bits`` chooses per layer between power-of-two
+codes and int8 weights kept as a multiply, for the least measured error within ``B`` stored bits
+per weight (its docstring). With ``--accuracy-budget`` as well, the held-back check below applies
+to that plan.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from shiftc.core.stage import Stage
 
 from . import shift as S
 from . import shift_bias as SB
+from . import shift_bits as SBITS
 from . import shift_measure as M
 from . import shift_reconstruct as SRC
 from . import shift_recorded as SR
@@ -51,6 +57,8 @@ def _validate(o) -> bool:
         raise InputError(f"--shift-bits must be 3, 4 or 5, got {o.shift_bits}")
     if not 1 <= int(o.shift_terms) <= 3:
         raise InputError(f"--shift-terms must be 1, 2 or 3, got {o.shift_terms}")
+    if o.max_bits_per_weight is not None and not o.max_bits_per_weight > 0:
+        raise InputError(f"--max-bits-per-weight must be > 0, got {o.max_bits_per_weight}")
     if o.accuracy_budget is not None and not o.accuracy_budget > 0:
         raise InputError(f"--accuracy-budget must be > 0 (a relative L2 error), got {o.accuracy_budget}")
     return o.shift_zero == "free"
@@ -118,6 +126,29 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
     return {n: rungs[j] for n, j in best.items()}, errors, err0
 
 
+def _bits_plan(o, mod, layers, active, zero_free, inputs, names, samples, summary, notes) -> tuple[dict, dict]:
+    """The plan and encodings chosen under ``--max-bits-per-weight`` (``shift_bits``), recorded in
+    the report."""
+    if o.shift_bits is not None or o.shift_terms != 1:
+        notes.append("--max-bits-per-weight chooses bits, terms and int8 per layer; --shift-bits/--shift-terms are ignored")
+    evaluator = M.ModelWithWeightParams(mod, names, samples)
+    plan, encoded, info = SBITS.allocate_bits(layers, set(active), inputs, zero_free, o.max_bits_per_weight,
+                                              bool(o.shift_bias_correction), evaluator)
+    summary["bit_allocation"] = info
+    measured = [r for r in info["pareto"] if "measured_rel_l2" in r]
+    notes.append(
+        f"bit allocation: {info['bits_per_weight']:.3f} of at most {o.max_bits_per_weight:g} stored bits per weight "
+        f"({info['stored_bits']} of {info['budget_bits']} bits), primitives {info['primitives']}; greedy over "
+        f"{len(info['pareto'])} step(s), model rel-L2 on {len(samples)} allocation sample(s) (before bias correction) "
+        + ", ".join(f"{r['bits_per_weight']:.2f} b/w: {r['measured_rel_l2']:.4g}" for r in measured)
+    )
+    if o.integer_only:
+        kept = sorted(n for n, c in plan.items() if isinstance(c, S.Int8Config))
+        if kept:
+            notes.append(f"int8 layers left to the integer pass (its own int8 codes): {', '.join(kept)}")
+    return plan, encoded
+
+
 def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> tuple[dict, float | None]:
     """The per-layer codes: uniform from the options, or allocated under the accuracy budget
     (then also the plan's model error on the allocation samples)."""
@@ -163,6 +194,9 @@ def check_budget(o, model, decoded, bias, held, fit_error, summary, notes) -> No
     notes.append(msg + " (--budget-best-effort: the build is kept)")
 
 
+INT8_FORM = "int8 weights, float multiply (kept by the bit allocation)"
+
+
 def _rows(layers, plan, encoded, inputs, bias) -> list[dict]:
     """One report row per candidate layer: its codes, what it stores and its measured weight /
     output error."""
@@ -175,6 +209,7 @@ def _rows(layers, plan, encoded, inputs, bias) -> list[dict]:
             rows.append(dict(row, bits=None, terms=None, shift_adds=0, weight_rel_l2=0.0, output_rel_l2=0.0, kernel="fp32 (skipped)"))
             continue
         codes, alpha = encoded[layer.name]
+        int8 = isinstance(cfg, S.Int8Config)
         wd = S.decoded_weight(layer, codes, alpha)
         w_err = float(np.linalg.norm(wd - layer.weight) / (np.linalg.norm(layer.weight) + 1e-30))
         out_err = M.layer_output_error(layer, [s[i] for s in inputs], [wd])[0]
@@ -182,10 +217,10 @@ def _rows(layers, plan, encoded, inputs, bias) -> list[dict]:
         stored = {"code_bytes": S.pack(codes, cfg).nbytes, "alpha_bytes": alpha.astype(np.float32).nbytes,
                   "bias_bytes": 0 if kernel_bias is None else kernel_bias.nbytes}
         rows.append(dict(
-            row, bits=cfg.bits, terms=cfg.terms, zero="free" if cfg.zero_free else "with-zero",
+            row, bits=cfg.bits, terms=cfg.terms, zero=None if int8 else "free" if cfg.zero_free else "with-zero",
             shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
             bias_corrected=layer.name in bias, **stored, packed_bytes=sum(stored.values()),
-            fp32_bytes=layer.weight.nbytes + fp32_bias, kernel=S.KERNEL_FORM,
+            fp32_bytes=layer.weight.nbytes + fp32_bias, kernel=INT8_FORM if int8 else S.KERNEL_FORM,
         ))
     return rows
 
@@ -275,24 +310,34 @@ def apply(mod, ctx):
     tuned, keep = _finetuned(ctx, layers, report.notes)
     active = [n for n in active if n not in keep]
     skip |= keep
-    plan, fit_error = _plan(o, mod, layers, [n for n in active if n not in tuned], zero_free, inputs, names, measured, report.notes)
-    encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
+    todo = [n for n in active if n not in tuned]
+    if o.max_bits_per_weight is not None:
+        fit_error = None
+        plan, encoded = _bits_plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.summary, report.notes)
+    else:
+        plan, fit_error = _plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.notes)
+        encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
+    # --integer-only: int8 layers stay float ops here; the integer pass gives them int8 codes
+    left = {n for n, c in plan.items() if isinstance(c, S.Int8Config)} if o.integer_only else set()
     plan.update({n: tuned[n][0] for n in active if n in tuned})
     encoded.update({n: tuned[n][1:] for n in active if n in tuned})
     summary = report.summary
-    fresh = {n: c for n, c in plan.items() if n not in tuned}  # fine-tuned codes are kept as trained
-    recon = SRC.stage_step(o, mod, layers, fresh, names, [samples[i] for i in fit], summary, report.notes)
+    fresh = {n: c for n, c in plan.items() if n not in tuned and n not in left}  # fine-tuned codes are kept as trained
+    recon = SRC.stage_step(o, mod, layers, fresh, names, [samples[i] for i in fit], summary, report.notes, _int8_weights(layers, fresh, encoded))
     if recon is not None:
         encoded.update(recon.encoded)
     bias = {}
     if fresh or held:  # fine-tuned layers get no bias correction: training accounted for their error
-        bias = _correct_and_check(o, mod, layers, plan, encoded, names, samples, fit, held, fit_error, summary, report.notes,
+        bias = _correct_and_check(o, mod, layers, {n: c for n, c in plan.items() if n not in left}, encoded, names, samples, fit, held, fit_error, summary, report.notes,
                                   recon.bias if recon is not None else None)
         bias = {n: b for n, b in bias.items() if n not in tuned}
     rows = _rows(layers, plan, encoded, inputs, bias)
+    for row in rows:
+        if row["layer"] in left:
+            row["kernel"] = "int8 (left to the integer pass)"
     report.rows.extend(rows)
     summary.update({"layers": len(layers), "rewritten": len(plan), "skipped": sorted(skip), **_summary(layers, rows),
-                    "measured_on_samples": len(measured), "mode": "auto" if o.accuracy_budget is not None else "uniform"})
+                    "measured_on_samples": len(measured), "mode": _mode(o)})
     # a wall-clock time is no part of the report (meta.json must not change between identical compiles);
     # the whole stage's time is in CompiledModel.timings_s
     log.info("shift: measured %d layer(s) on %d sample(s) in %.2fs", len(active), len(samples), time.perf_counter() - t0)
@@ -300,8 +345,19 @@ def apply(mod, ctx):
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
         f"reaching it for {len(measured)} calibration samples (FP32 host run of the model)"
     )
-    return S.RewriteShiftLayers(plan, encoded, bias)(mod)
+    return S.RewriteShiftLayers({n: c for n, c in plan.items() if n not in left}, encoded, bias)(mod)
+
+
+def _mode(o) -> str:
+    return "max-bits" if o.max_bits_per_weight is not None else "auto" if o.accuracy_budget is not None else "uniform"
+
+
+def _int8_weights(layers, plan, encoded) -> dict:
+    """The decoded weights of the plan's int8 layers (reconstruction keeps them fixed)."""
+    return {layer.name: S.decoded_weight(layer, *encoded[layer.name]) for layer in layers
+            if isinstance(plan.get(layer.name), S.Int8Config)}
 
 
 # with --integer-only (and no --shift-bits) the budget chooses int16 layers instead (integerize_stage)
-STAGE = Stage("shift", lambda o: o.shift_bits is not None or (o.accuracy_budget is not None and not o.integer_only), apply, lossy=True)
+STAGE = Stage("shift", lambda o: o.shift_bits is not None or o.max_bits_per_weight is not None
+              or (o.accuracy_budget is not None and not o.integer_only), apply, lossy=True)

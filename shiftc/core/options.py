@@ -27,6 +27,7 @@ class PassOptions:
     shift_terms: int = option(1, "Power-of-two terms per weight (1 = PoT, 2-3 = multi-term APoT/BCQ).", type=int)
     shift_skip: str = option("", "Layers to keep FP32: comma list of 'first', 'last', layer names or regexes (e.g. 'first,last,matmul_.*').")
     accuracy_budget: float | None = option(None, "Choose bits/terms per layer so the model output's relative L2 error stays within this budget, checked on held-back calibration samples; fails (exit 5) when not met. With --integer-only: chooses which layers read int16 operands.", type=float)
+    max_bits_per_weight: float | None = option(None, "Choose per layer between power-of-two codes (3-5 bits, 1-2 terms) and int8 weights kept as a multiply, to minimise the measured output error with at most this many stored bits per weight on average (codes, alpha, biases: everything stored), e.g. 5.", type=float)
     budget_best_effort: bool = option(False, "With --accuracy-budget: when the budget is not met on the held-back samples, keep the build and say so in the report instead of failing.")
     shift_reconstruct: bool = option(False, "Choose each shifted layer's codes (between the two that bracket each weight), alpha and bias correction to minimise its output error on the calibration data (AdaRound in the log domain, torch).", cli="--shift-reconstruct/--no-shift-reconstruct")
     shift_bias_correction: bool = option(True, "Correct each shifted layer's bias by its mean output error on the calibration data.", cli="--shift-bias-correction/--no-shift-bias-correction")
