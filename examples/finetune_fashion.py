@@ -7,7 +7,7 @@ entropy). Measured on the 10k test images: FP32 (onnxruntime), the fine-tuned ON
 and ``shiftc compile --shift-bits 4`` of it (the float shift build, which must reproduce it).
 ``--integer-only``: integer-only QAT; measured instead: ``shiftc compile --shift-bits 4
 --integer-only`` of the fine-tuned model (which must equal its fake-quant forward) and of the
-FP32 CNN post-training (calibrated on the same first 1000 training images QAT calibrated on).
+FP32 CNN post-training (calibrated on the same first 256 training images QAT calibrated on).
 """
 import argparse
 import json
@@ -74,7 +74,7 @@ def main(argv=None):
                           checkpoint=out / "cnn_pot4.ckpt", integer_only=args.integer_only, callback=progress)
     train_s = time.time() - t0
     if args.integer_only:
-        result = integer_only(res, fm.preprocess(images[:1000]), test_x, test_y, out)
+        result = integer_only(res, fm.preprocess(images[:256]), test_x, test_y, out)
         result.update(train_seconds=round(train_s, 1), steps=len(res.history.loss), threads=torch.get_num_threads(),
                       train_images=len(images), lr=args.lr, batch=args.batch, epochs=args.epochs, max_minutes=args.minutes)
         print(json.dumps(result, indent=1))
