@@ -41,6 +41,8 @@ class FinetuneResult:
     not_mapped: list[str] = field(default_factory=list)
     device: str = "cpu"
     seconds: float = 0.0
+    attention: str = "softmax"
+    attention_modules: list[str] = field(default_factory=list)
 
 
 def _spec(bits, terms, zero, form) -> ShiftSpec:
@@ -65,8 +67,29 @@ def _fuse_bn(model: nn.Module) -> nn.Module:
         return model
 
 
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def load_module(path: Path) -> nn.Module:
+    """A whole torch module saved with ``torch.save(model, path)`` (unpickled: its classes must be
+    importable, and only trusted files should be loaded)."""
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - pickle / zip errors of every kind: one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{path} is not a loadable torch module ({type(exc).__name__}: {first})") from None
+    if not isinstance(obj, nn.Module):
+        raise InputError(f"{path} holds a {type(obj).__name__}, not a torch module: save the whole module "
+                         "(torch.save(model, path)), not its state_dict")
+    return obj.eval()
+
+
 def _models(model) -> tuple[nn.Module, nn.Module, onnx.ModelProto | None, tuple | None]:
     """``(teacher, student, source ONNX or None, per-sample input shape or None)``."""
+    if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() in TORCH_SUFFIXES:
+        model = load_module(Path(model))
     if isinstance(model, nn.Module):
         teacher = _fuse_bn(copy.deepcopy(model).eval())
         return teacher, copy.deepcopy(teacher), None, None
@@ -120,7 +143,8 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
              max_seconds: float | None = None,
              checkpoint: str | Path | None = None, resume: bool = False, attention: str = "softmax",
              callback: Callable[[dict], None] | None = None) -> FinetuneResult:
-    """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module``) to ``bits``-bit,
+    """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module`` / ``.pt`` path of a whole
+    module) to ``bits``-bit,
     ``terms``-term shift codes by distillation from its FP32 self on ``data`` (array or .npy/.npz),
     plus cross-entropy on ``labels`` if given; writes ``output`` (ONNX) if given. ``keep_multiply``
     layers, the most sensitive ones, stay float multiplications. ``max_seconds`` bounds the training
@@ -168,4 +192,5 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     path = Path(output) if output else None
     if path is not None:
         _save(out, path)
-    return FinetuneResult(out, path, history, shifted, keep, scores, not_mapped, str(device()), time.perf_counter() - t0)
+    return FinetuneResult(out, path, history, shifted, keep, scores, not_mapped, str(device()), time.perf_counter() - t0,
+                          attention, attention_modules)
