@@ -20,7 +20,8 @@ conversion, DenseShift re-parameterisation, write-back into the ONNX with the co
 3. the first ``--warm`` of the time trains only alpha and bias; then the latent weights too, with
    a per-layer learning rate proportional to the layer's mean alpha (steps in code units);
    cosine decay to zero at ``--minutes``. BatchNorm is folded (statistics fixed);
-4. the bias correction of step 1 again, on new training images, for the final codes.
+4. with ``--recorrect 1``, the bias correction of step 1 again, on new training images (it
+   made the held-out KL worse, 1.20 -> 2.50, so it is off by default).
 
 Measured on the held-out crops against FP32 in onnxruntime: mean KL(FP32 || model) and top-1
 agreement, on all 100 crops and on the confident ones (FP32 top-1 probability > 0.3).
@@ -188,7 +189,7 @@ def train(student, teacher, names, pool, args, log):
         loss.backward()
         opt.step()
         step += 1
-        for key, val in (("kl_T", float(kl)), ("feature", float(feat))):  # running means over ~50 steps
+        for key, val in (("kl_T", kl.item()), ("feature", feat.item())):  # running means over ~50 steps
             last[key] = val if key not in last else 0.98 * last[key] + 0.02 * val
         if step % 20 == 0:
             log(f"step {step} ({elapsed:.0f} s) kl_T {last['kl_T']:.4f} feature {last['feature']:.4f}")
@@ -220,18 +221,19 @@ def _revision():
 
 def parse(argv):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=28.0)
+    ap.add_argument("--minutes", type=float, default=26.0)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr-code", type=float, default=2e-3, help="latent weight step, in units of the layer's mean alpha")
-    ap.add_argument("--lr-alpha", type=float, default=1e-4)
-    ap.add_argument("--lr-bias", type=float, default=1e-4)
-    ap.add_argument("--warm", type=float, default=0.1, help="time fraction training only alpha and bias")
+    ap.add_argument("--lr-code", type=float, default=5e-4, help="latent weight step, in units of the layer's mean alpha")
+    ap.add_argument("--lr-alpha", type=float, default=5e-5)
+    ap.add_argument("--lr-bias", type=float, default=5e-5)
+    ap.add_argument("--warm", type=float, default=0.3, help="time fraction training only alpha and bias")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--feature", type=float, default=1.0, help="weight of the layer-wise feature loss")
     ap.add_argument("--calib", type=int, default=128, help="training images for the start's correction")
     ap.add_argument("--init", choices=("mean", "ls"), default="mean", help="start: per-channel bias correction, or "
                     "least-squares gain and offset")
-    ap.add_argument("--recorrect", type=int, default=1, help="1: bias-correct again after training")
+    ap.add_argument("--recorrect", type=int, default=0, help="1: bias-correct again after training "
+                    "(measured harmful: held-out KL 1.20 -> 2.50)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validate", default="", help="comma-separated photos also held out, for trying settings "
