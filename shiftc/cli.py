@@ -785,6 +785,8 @@ def report_cmd(artifact, output, matrix_file):
 @click.option("--shift-terms", type=click.IntRange(1, 3), default=1, show_default=True, help="Shift terms per weight.")
 @click.option("--shift-zero", type=click.Choice(["free", "with-zero"]), default="free", show_default=True, help="Zero-free (DenseShift) or with-zero (DeepShift) codes.")
 @click.option("--form", type=click.Choice(["dense", "ps"]), default="dense", show_default=True, help="DenseShift sign-scale latents, or DeepShift-PS (shift and sign latents).")
+@click.option("--attention", type=click.Choice(["softmax", "shiftadd"]), default="softmax", show_default=True,
+              help="Keep the softmax attention, or replace it by ShiftAddViT add-only attention (MODEL must be a torch .pt module).")
 @click.option("--steps", type=click.IntRange(1), help="Training steps (default: one epoch).")
 @click.option("--epochs", type=float, help="Training epochs over --data (ignored with --steps).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this long; the learning-rate schedule ends on time.")
@@ -798,11 +800,12 @@ def report_cmd(artifact, output, matrix_file):
               "(activation thresholds frozen from the data and recorded in OUTPUT).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result.")
 @handle_errors
-def finetune_cmd(model, output, data, labels, shift_bits, shift_terms, shift_zero, form, steps, epochs, max_minutes,
-                 batch_size, lr, loss, keep_multiply, checkpoint, resume, integer_only, as_json):
-    """Fine-tune MODEL (ONNX) to shift codes by distillation from itself; write OUTPUT ONNX whose
-    weights lie on the code grid (`shiftc compile --shift-bits` encodes them losslessly); with
-    --integer-only, through the integer program that `shiftc compile --integer-only` builds."""
+def finetune_cmd(model, output, data, labels, shift_bits, shift_terms, shift_zero, form, attention, steps, epochs,
+                 max_minutes, batch_size, lr, loss, keep_multiply, checkpoint, resume, integer_only, as_json):
+    """Fine-tune MODEL (ONNX, or a whole torch module saved with torch.save as .pt/.pth) to shift
+    codes by distillation from itself; write OUTPUT ONNX whose weights lie on the code grid
+    (`shiftc compile --shift-bits` encodes them losslessly); with --integer-only, through the
+    integer program that `shiftc compile --integer-only` builds."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import finetune
@@ -820,17 +823,20 @@ def finetune_cmd(model, output, data, labels, shift_bits, shift_terms, shift_zer
                        steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, keep_multiply=keep_multiply,
                        max_seconds=max_minutes * 60 if max_minutes else None,
                        checkpoint=checkpoint or output.with_suffix(".ckpt"), resume=resume, integer_only=integer_only,
-                       callback=on_step)
+                       attention=attention, callback=on_step)
     losses = res.history.loss
     result = {"output": str(output), "steps": len(losses), "first_loss": losses[0] if losses else None,
               "final_loss": losses[-1] if losses else None, "shifted": res.shifted, "multiply": res.multiply,
-              "not_mapped": res.not_mapped, "sensitivity": res.sensitivity, "device": res.device,
+              "not_mapped": res.not_mapped, "sensitivity": res.sensitivity, "attention": res.attention,
+              "attention_modules": res.attention_modules, "integer_only": integer_only, "device": res.device,
               "seconds": round(res.seconds, 1)}
     if as_json:
         click.echo(_json(result))
         return
-    out.print(f"[green]fine-tuned[/] {model} -> {output}: {len(res.shifted)} shift layer(s), {len(res.multiply)} kept as multiply, "
-              f"{len(losses)} steps on {res.device}, loss {result['first_loss']:.4g} -> {result['final_loss']:.4g}", highlight=False)
+    replaced = f", {len(res.attention_modules)} attention module(s) add-only" if res.attention_modules else ""
+    out.print(f"[green]fine-tuned[/] {model} -> {output}: {len(res.shifted)} shift layer(s), {len(res.multiply)} kept as multiply"
+              f"{replaced}, {len(losses)} steps on {res.device}, loss {result['first_loss']:.4g} -> {result['final_loss']:.4g}",
+              highlight=False)
 
 
 main.epilog = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items())

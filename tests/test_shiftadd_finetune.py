@@ -93,3 +93,48 @@ def test_shiftadd_refuses_a_model_without_attention_modules():
                         steps=1, attention="shiftadd")
     with pytest.raises(InputError, match="--attention"):
         shiftc.finetune(FashionViT(depth=1), np.zeros((4, 1, 28, 28), np.float32), steps=1, attention="performer")
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from shiftc.cli import main
+
+    return CliRunner().invoke(main, ["finetune", *map(str, args)])
+
+
+def test_cli_attention_shiftadd_on_a_saved_torch_module(tmp_path):
+    """``shiftc finetune vit.pt --attention shiftadd``: two real steps, the attention in --json and
+    in the output's metadata, Sign nodes in its graph; a bad value is click's usage error."""
+    import json
+
+    from helpers import json_schema
+
+    torch.manual_seed(0)
+    torch.save(FashionViT(depth=1).eval(), tmp_path / "vit.pt")
+    np.save(tmp_path / "x.npy", fm.preprocess(fm.load("train")[0][:8]))
+    res = _cli(tmp_path / "vit.pt", "-o", tmp_path / "o.onnx", "--data", tmp_path / "x.npy", "--attention", "shiftadd",
+               "--steps", 2, "--batch-size", 4, "--json")
+    assert res.exit_code == 0, res.output
+    doc = json_schema.validate("finetune", json.loads(res.stdout))
+    assert doc["attention"] == "shiftadd" and doc["attention_modules"] == ["encoder.blocks.0.attn"] and doc["steps"] == 2
+    import onnx
+
+    model = onnx.load(tmp_path / "o.onnx")
+    assert [n.op_type for n in model.graph.node].count("Sign") == 2
+    assert '"attention": "shiftadd"' in "".join(p.value for p in model.metadata_props)
+    bad = _cli(tmp_path / "vit.pt", "-o", tmp_path / "b.onnx", "--data", tmp_path / "x.npy", "--attention", "performer")
+    assert bad.exit_code == 2 and "Invalid value for '--attention'" in bad.stderr and not (tmp_path / "b.onnx").exists()
+
+
+def test_cli_attention_shiftadd_refuses_onnx_and_a_state_dict(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 28, 28), np.float32))
+    onnx_vit = tmp_path / "vit.onnx"
+    torch.onnx.export(FashionViT(depth=1).eval(), (torch.zeros(1, 1, 28, 28),), str(onnx_vit), dynamo=False,
+                      opset_version=17, input_names=["input"])
+    res = _cli(onnx_vit, "-o", tmp_path / "o.onnx", "--data", tmp_path / "x.npy", "--attention", "shiftadd", "--steps", 1)
+    assert res.exit_code == 2 and "pass the torch module" in res.stderr, res.output
+    torch.save(FashionViT(depth=1).state_dict(), tmp_path / "sd.pt")
+    res = _cli(tmp_path / "sd.pt", "-o", tmp_path / "o.onnx", "--data", tmp_path / "x.npy", "--attention", "shiftadd", "--steps", 1)
+    assert res.exit_code == 2 and "not a torch module" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "o.onnx").exists()

@@ -42,6 +42,8 @@ class FinetuneResult:
     device: str = "cpu"
     seconds: float = 0.0
     program: object = None  # integer_only: the integer forward (``qat.IntegerProgram``) of the fine-tuned model
+    attention: str = "softmax"
+    attention_modules: list[str] = field(default_factory=list)
 
 
 def _spec(bits, terms, zero, form) -> ShiftSpec:
@@ -66,8 +68,29 @@ def _fuse_bn(model: nn.Module) -> nn.Module:
         return model
 
 
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def load_module(path: Path) -> nn.Module:
+    """A whole torch module saved with ``torch.save(model, path)`` (unpickled: its classes must be
+    importable, and only trusted files should be loaded)."""
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - pickle / zip errors of every kind: one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{path} is not a loadable torch module ({type(exc).__name__}: {first})") from None
+    if not isinstance(obj, nn.Module):
+        raise InputError(f"{path} holds a {type(obj).__name__}, not a torch module: save the whole module "
+                         "(torch.save(model, path)), not its state_dict")
+    return obj.eval()
+
+
 def _models(model) -> tuple[nn.Module, nn.Module, onnx.ModelProto | None, tuple | None]:
     """``(teacher, student, source ONNX or None, per-sample input shape or None)``."""
+    if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() in TORCH_SUFFIXES:
+        model = load_module(Path(model))
     if isinstance(model, nn.Module):
         teacher = _fuse_bn(copy.deepcopy(model).eval())
         return teacher, copy.deepcopy(teacher), None, None
@@ -141,8 +164,8 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
              max_seconds: float | None = None,
              checkpoint: str | Path | None = None, resume: bool = False, attention: str = "softmax",
              integer_only: bool = False, callback: Callable[[dict], None] | None = None) -> FinetuneResult:
-    """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module``) to ``bits``-bit,
-    ``terms``-term shift codes by distillation from its FP32 self on ``data`` (array or .npy/.npz),
+    """Fine-tune ``model`` (ONNX path / ``ModelProto`` / ``nn.Module`` / ``.pt`` path of a whole
+    module) to ``bits``-bit, ``terms``-term shift codes by distillation from its FP32 self on ``data`` (array or .npy/.npz),
     plus cross-entropy on ``labels`` if given; writes ``output`` (ONNX) if given. ``keep_multiply``
     layers, the most sensitive ones, stay float multiplications. ``max_seconds`` bounds the training
     time (the learning-rate schedule then ends on time). ``attention='shiftadd'`` replaces the
@@ -198,4 +221,4 @@ def finetune(model, data, labels=None, output: str | Path | None = None, *, bits
     if path is not None:
         _save(out, path)
     return FinetuneResult(out, path, history, shifted, keep, scores, not_mapped, str(device()), time.perf_counter() - t0,
-                          program)
+                          program, attention, attention_modules)
