@@ -27,8 +27,10 @@ def _torchvision_absent() -> bool:
 
 def _onnx2torch():
     """The onnx2torch package; when torchvision is absent, a placeholder module that refuses to run
-    the ``torchvision.ops`` it uses is registered first (only those two converters use it)."""
-    if _torchvision_absent() and "torchvision" not in sys.modules:
+    the ``torchvision.ops`` it uses is registered for its import (only those two converters use it),
+    and removed again: other packages asking for torchvision (transformers) must find it absent."""
+    placeholder = _torchvision_absent() and "torchvision" not in sys.modules
+    if placeholder:
         tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
         tv.__path__, tv.ops, tv.shiftc_placeholder = [], ops, True
         ops.nms = ops.box_convert = ops.roi_align = _no_torchvision
@@ -37,6 +39,10 @@ def _onnx2torch():
         import onnx2torch
     except ImportError as exc:
         raise InputError(f"shiftc finetune needs onnx2torch: pip install 'shiftc[finetune]' ({exc})") from None
+    finally:
+        if placeholder:
+            for name in ("torchvision.ops", "torchvision"):
+                sys.modules.pop(name, None)
     return onnx2torch
 
 
