@@ -5,13 +5,16 @@ as NNCF's fast bias correction).
 For every ``conv2d`` / ``matmul`` with a constant weight ``W`` whose output goes into a constant
 bias add, over the calibration samples, with ``x`` the layer's input in the FP32 model::
 
-    delta_c = E[ op(Q(x), W_q)_c ] - E[ op(x, W)_c ]
+    delta_c = E[ op(Q(x), W_q)_c ] - E[ op(x, W)_c ]      (inputs=True, ``--int-bias-correction full``)
+    delta_c = E[ op(x, W_q - W)_c ]                       (inputs=False, ``--int-bias-correction weights``)
 
 ``W_q``: the integeriser's int8 per-channel weight codes, decoded (``integerize.scales.weight_codes``).
 ``Q(x) = s * saturate(round_half_up(x / s))``: the codes the integeriser gives the layer's input at
 its calibrated scale -- unsigned ``[0, 255]`` where calibration proved ``x`` non-negative, else
 ``[-128, 127]`` -- so percentile clipping, which lowers the mean of every clipped activation, is
-corrected too. The bias add's constant becomes ``b - delta``; the integeriser then codes it like any
+corrected too. The weights-only form measures only what the weight rounding does to the output
+mean: ``(W_q - W)`` times the input's tap means, which few samples estimate well, whereas the input
+term (clipping) is as noisy as the samples. The bias add's constant becomes ``b - delta``; the integeriser then codes it like any
 bias (``round(b / s_c)`` into the int32 accumulator), so the kernels stay bit-exact with
 ``shiftc.reference``.
 
@@ -106,8 +109,9 @@ def _means(kind, x, w, call):
     return tap_means(x, w.shape, call.attrs)
 
 
-def measure(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False) -> dict:
-    """``{bias add value name: delta}`` (per output channel) of every correctable layer."""
+def measure(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False, inputs: bool = True) -> dict:
+    """``{bias add value name: delta}`` (per output channel) of every correctable layer; ``inputs``:
+    the input's 8-bit codes count too (else only the weight codes)."""
     g = Graph(relax.analysis.remove_all_unused(mod["main"]))
     layers = []
     for var, value in g.value.items():
@@ -128,8 +132,11 @@ def measure(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False) 
             wq, sw = weight_codes(w, axis=0 if kind == "conv2d" else 1, pow2=pow2)
             wd = wq.astype(np.float64) * (sw.reshape(-1, 1, 1, 1) if kind == "conv2d" else sw.reshape(1, -1))
             groups = int(call.attrs.groups) if kind == "conv2d" else 1
-            d = output_means(kind, wd, _means(kind, fake_quant(x, xn, calib, pow2), w, call), groups) \
-                - output_means(kind, w.astype(np.float64), _means(kind, x, w, call), groups)
+            if inputs:
+                d = output_means(kind, wd, _means(kind, fake_quant(x, xn, calib, pow2), w, call), groups) \
+                    - output_means(kind, w.astype(np.float64), _means(kind, x, w, call), groups)
+            else:
+                d = output_means(kind, wd - w.astype(np.float64), _means(kind, x, w, call), groups)
             sums[add.name] = sums.get(add.name, 0.0) + d
     enough = {add.name for (kind, _w, add, _a), call, _x in layers if len(samples) * _positions(kind, call) >= MIN_POSITIONS}
     return {k: v / len(samples) for k, v in sums.items() if k in enough}
@@ -141,11 +148,11 @@ def _positions(kind: str, call) -> int:
     return int(np.prod(dims[:-1] if kind == "matmul" else [dims[0], *dims[2:]]))
 
 
-def correct(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False) -> tuple[tvm.IRModule, dict]:
+def correct(mod: tvm.IRModule, samples, calib: Calibration, pow2: bool = False, inputs: bool = True) -> tuple[tvm.IRModule, dict]:
     """Subtract each layer's measured ``delta`` from its bias; returns the module and a summary
     (layers corrected, mean ``|delta| / RMS(bias)`` before correction)."""
     samples = list(samples)
-    deltas = measure(mod, samples, calib, pow2)
+    deltas = measure(mod, samples, calib, pow2, inputs)
 
     def rule(g, var, value, bb):
         if var.name not in deltas:

@@ -8,10 +8,11 @@ stays integer-only. Layers are chosen
 - by name: ``--int16-layers`` (comma list of regexes matched against the layer's value name,
   e.g. ``output_dense`` for BERT's second FFN matmul), and/or
 - by ``--accuracy-budget B`` with ``--integer-only``: the operands are ranked by their measured
-  sensitivity (``sensitivity``: the relative RMS error of their own int8 rounding and clipping at
-  the calibrated threshold, on the calibration samples), and the top 0, 1, 2, 4, 8, ... are made
-  int16 until the integer model's output error (relative L2 against the float model on the last
-  half of the calibration samples) is within ``B``. Each try builds and runs the integer model.
+  sensitivity (``operand_sensitivity``: the model's output error, relative L2 on the calibration
+  samples, with only that operand int8-quantised at its calibrated threshold), and the top 0, 1,
+  2, 4, 8, ... are made int16 until the integer model's output error (relative L2 against the
+  float model on the last half of the calibration samples) is within ``B``. Each try builds and
+  runs the integer model.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import tvm
 from tvm import relax
 
 from shiftc import evaluate
-from shiftc.reference.quant import qmax
 
 _LINEAR = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv2d_transpose")
 
@@ -52,19 +52,6 @@ def by_pattern(layers: dict[str, list[str]], patterns: str, nodes: dict | None =
         return [layer] + ([n.name, n.op_type] if n is not None else [])
 
     return frozenset(n for layer, names in layers.items() if any(p.search(t) for p in pats for t in names_of(layer)) for n in names)
-
-
-def sensitivity(values: dict[str, np.ndarray], thresholds: dict[str, float]) -> dict[str, float]:
-    """Relative RMS error of int8 rounding and clipping at threshold ``T`` of each value's sample
-    of ``|x|`` (symmetric quantisation errs the same on ``x`` and ``-x``)."""
-    out = {}
-    for name, v in values.items():
-        v = np.asarray(v, np.float64)
-        t = thresholds[name] if thresholds[name] > 0 else 1.0
-        s = t / qmax(8)
-        q = np.minimum(np.floor(v / s + 0.5), qmax(8)) * s
-        out[name] = float(np.sqrt(np.mean((q - v) ** 2) / max(np.mean(v**2), 1e-30)))
-    return out
 
 
 def ranked(sens: dict[str, float]) -> list[str]:

@@ -4,7 +4,7 @@ Enabled by ``--integer-only``. Integer coverage is checked first (``integerize.c
 calibration needed): without ``--float-fallback`` an op with no integer form fails the compile
 before calibration runs, naming every such op and its ONNX node. After calibration, linear
 layers' biases may be corrected for the mean error of their integer codes (``int_bias``,
-``--int-bias-correction``; off by default). Everything the rewrite chose (widths, exponent parameters, lambda
+``--int-bias-correction weights|full``; off by default). Everything the rewrite chose (widths, exponent parameters, lambda
 of every lambda-ShiftGELU, model changes such as nearest upsampling or L2-norm removal) and every
 op left in float goes into the stage report; the pipeline measures the model's output error.
 """
@@ -21,7 +21,7 @@ from shiftc.core.errors import CheckFailedError, InputError
 from shiftc.core.provenance import nodes_of, tensors_of
 from shiftc.core.stage import Stage
 
-from . import int_bias
+from . import int_bias, operand_sensitivity
 from . import integerize_precision as P
 from .graph import unique_value_names
 from .integerize import ACT_BITS, WIDE_BITS, IntOptions, coverage, integerize, unsupported_error
@@ -79,11 +79,13 @@ def apply(mod, ctx):
     if not o.unsigned_activations:  # every activation (Shiftmax output included) signed int8
         calib = dataclasses.replace(calib, nonnegative=frozenset())
     bias_note = None
-    if o.int_bias_correction:
+    if o.int_bias_correction != "off":
         used = ctx.samples if o.calibration_samples is None else list(ctx.samples)[:o.calibration_samples]
-        mod, done = int_bias.correct(mod, used, calib, pow2=o.requant == "pow2")
+        inputs = o.int_bias_correction == "full"
+        mod, done = int_bias.correct(mod, used, calib, pow2=o.requant == "pow2", inputs=inputs)
+        what = "integer weight and input codes" if inputs else "int8 weight codes"
         bias_note = (f"bias correction: {done['layers']} conv/matmul bias(es) corrected by the mean error of their "
-                     f"integer codes on the calibration data (mean |delta| {done['mean_abs_delta']:.3g})")
+                     f"{what} on the calibration data (mean |delta| {done['mean_abs_delta']:.3g})")
     if o.gelu == "lambda":
         opts.lambdas = calibrate_lambdas(mod, ctx.samples, o.calibration_samples)
     lambdas = opts.lambdas
@@ -171,14 +173,16 @@ def _budgeted(mod, calib, opts: IntOptions, ctx, layers, fixed: frozenset) -> fr
         raise InputError(f"--accuracy-budget needs at least 2 calibration samples (half are held back to check); got {len(samples)}")
     held = samples[len(samples) - len(samples) // 2:]
     names = sorted({n for ns in layers.values() for n in ns} - fixed)
-    obs = calibrate.collect(mod, samples, names, "percentile")
-    order = P.ranked(P.sensitivity({n: ob.values() for n, ob in obs.items()}, calib.thresholds))
+    normalise = opts.l2norm == "remove"
+    sens = operand_sensitivity.measure(mod, names, calib, samples, lambda r, g: P.output_error(r, g, normalise),
+                                       pow2=opts.requant == "pow2")
+    order = P.ranked(sens)
     reference = evaluate.relax_outputs(mod, ctx.loaded.inputs, held)
 
     def error_of(extra):
         new, _ = integerize(mod, calib, dataclasses.replace(opts, wide=fixed | extra))
         got = evaluate.relax_outputs(new, ctx.loaded.inputs, held)
-        return P.output_error(reference, [g[: len(r)] for g, r in zip(got, reference)], opts.l2norm == "remove")
+        return P.output_error(reference, [g[: len(r)] for g, r in zip(got, reference)], normalise)
 
     wide, trials, met = P.choose(order, o.accuracy_budget, error_of)
     ctx.report.summary["budget"] = {"budget": o.accuracy_budget, "held_back_samples": len(held), "tries": trials, "met": met,

@@ -53,11 +53,40 @@ def _mean_channel_error(cm, model, samples) -> float:
     return float(np.abs(err.mean(axis=(0, 2, 3))).mean())
 
 
-def test_bias_correction_removes_the_mean_channel_error(compiled):
+@pytest.mark.parametrize("mode", ["full", "weights"])
+def test_bias_correction_removes_the_mean_channel_error(compiled, mode):
+    """Both modes: ``full`` (weight and input codes) and ``weights`` (the int8 weight rounding only,
+    measured on FP32 inputs) remove most of the systematic error of the weight rounding."""
     model, samples = _biased_net()
     before = compiled(model, integer_only=True, calibration=samples)
-    after = compiled(model, integer_only=True, calibration=samples, int_bias_correction=True)
+    after = compiled(model, integer_only=True, calibration=samples, int_bias_correction=mode)
     e0, e1 = _mean_channel_error(before, model, samples), _mean_channel_error(after, model, samples)
     assert e1 < 0.5 * e0, (e0, e1)
     notes = [n for s in after.report.stages if s.name == "integerize" for n in s.notes]
-    assert any(n.startswith("bias correction: 2 conv/matmul bias(es) corrected") for n in notes)
+    what = "integer weight and input codes" if mode == "full" else "int8 weight codes"
+    assert any(n.startswith(f"bias correction: 2 conv/matmul bias(es) corrected by the mean error of their {what}") for n in notes)
+
+
+def test_weights_mode_is_the_weight_rounding_times_the_input_tap_means():
+    """``inputs=False``: delta = (W_q - W) applied to the FP32 input's tap means, per output channel
+    (here the first conv, whose input is the graph input: checked in NumPy)."""
+    from onnx import numpy_helper
+
+    from shiftc import calibrate, frontend
+    from shiftc.passes.graph import unique_value_names
+    from shiftc.passes.integerize.scales import weight_codes
+
+    model, samples = _biased_net()
+    mod = unique_value_names(frontend.to_relax(frontend.load(model)))
+    deltas = int_bias.measure(mod, samples, calibrate.calibrate(mod, samples, "percentile"), inputs=False)
+    w = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in model.graph.initializer}
+    q, s = weight_codes(w["w0"], axis=0)
+    xp = np.pad(np.concatenate([smp["x"] for smp in samples]).astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    taps = np.empty((3, 3, 3))  # (input channel, kh, kw)
+    for i in range(3):
+        for j in range(3):
+            taps[:, i, j] = xp[:, :, i:i + 10, j:j + 10].mean(axis=(0, 2, 3))
+    want = np.einsum("ocij,cij->o", q * s.reshape(-1, 1, 1, 1) - w["w0"], taps)
+    got = [d for d in deltas.values() if d.size == 8]  # conv0 has 8 output channels, conv1 6
+    assert len(deltas) == 2 and len(got) == 1
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-9)

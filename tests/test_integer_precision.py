@@ -67,11 +67,42 @@ def test_int16_layers_by_name(rng):
         shiftc.compile(block(rng), "x86", calibration=_samples(rng, 2), integer_only=True, int16_layers="nope")
 
 
-def test_sensitivity_ranks_clipped_and_coarse_values_first():
-    rng = np.random.default_rng(0)
-    smooth = np.abs(rng.standard_normal(10000))
-    spiky = smooth.copy()
-    spiky[0] = 200.0  # max|x| 200: the int8 step swamps the rest
-    sens = P.sensitivity({"smooth": smooth, "spiky": spiky}, {"smooth": smooth.max(), "spiky": spiky.max()})
-    assert P.ranked(sens) == ["spiky", "smooth"] and sens["spiky"] > 5 * sens["smooth"]
+def test_measured_sensitivity_quantises_one_operand_at_a_time(rng):
+    """The gated probe (passes/operand_sensitivity.py): gate 0 is the float model; the one-hot gate
+    of the ReLU output reads it through its u8 codes (checked in NumPy); the outlier LayerNorm's
+    operand costs the output most."""
+    import tvm
+
+    from onnx import numpy_helper
+
+    from shiftc import calibrate, frontend
+    from shiftc.core.host import flatten_outputs, host_vm
+    from shiftc.passes import operand_sensitivity as S
+    from shiftc.passes.graph import unique_value_names
+    from shiftc.reference.quant import round_half_up
+
+    model, calib = block(rng), _samples(rng, 6)
+    mod = unique_value_names(frontend.to_relax(frontend.load(model)))
+    names = sorted({n for ns in P.operands(mod).values() for n in ns})
+    assert len(names) == 2  # the LayerNorm output and the ReLU output
+    cal = calibrate.calibrate(mod, calib, "percentile")
+    relu_out = next(n for n in names if n in cal.nonnegative)
+    vm = host_vm(S.gated(mod, names, cal))
+    x = calib[0]["x"]
+    w2 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w2")).astype(np.float64)
+    (r,) = flatten_outputs(host_vm(calibrate.probe_module(mod, [relu_out]))["main"](tvm.runtime.tensor(x)))
+
+    def run(g):
+        return vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(np.asarray(g, np.float32))).numpy()
+
+    floats = shiftc.compile(model, "x86").run({"x": x})["y"]
+    np.testing.assert_allclose(run([0, 0]), floats, rtol=1e-5, atol=1e-5)
+    s = cal.scale(relu_out, 8, unsigned=True)
+    rq = np.clip(round_half_up(r.astype(np.float64) / s), 0, 255) * s
+    want = rq @ w2 + 0.1
+    g = [0, 0]
+    g[names.index(relu_out)] = 1
+    np.testing.assert_allclose(run(g), want, rtol=1e-4, atol=1e-4)
+    sens = S.measure(mod, names, cal, calib, lambda a, b: P.output_error(a, b, False))
+    assert P.ranked(sens)[0] != relu_out and sens[relu_out] > 0
     assert P.tries(5) == [0, 1, 2, 4, 5] and P.tries(0) == [0]
