@@ -29,6 +29,7 @@ import fidelity as F  # noqa: E402  (same scores, runners and provenance)
 N_CAL = 16
 BASE = {"gelu": "lambda", "l2norm": "remove"}  # fidelity.py's MiniLM setting
 FFN2 = r"layer\.\d+/output/dense"  # ONNX node names of FFN2 (not attention/output/dense)
+LN_READERS = r"self/(query|key|value)/|intermediate/dense"  # the matmuls that read a LayerNorm output
 VARIANTS = {
     "default": {},
     "no-unsigned": {"unsigned_activations": False},  # Shiftmax back to int8 at 2^-7
@@ -36,6 +37,10 @@ VARIANTS = {
     "int16-ffn2": {"int16_layers": FFN2},
     "smooth-quant-0.3": {"smooth_quant": 0.3},
     "mse+int16-ffn2": {"calibration_method": "mse", "int16_layers": FFN2},  # the two that helped, together
+    "ibert": {"gelu": "ibert"},
+    "int16-all": {"int16_layers": ".*"},
+    "ibert+int16-all": {"gelu": "ibert", "int16_layers": ".*"},
+    "ibert+int16-ln-ffn2": {"gelu": "ibert", "int16_layers": f"{LN_READERS},{FFN2}"},  # the two int8 operands that cost most
 }
 
 
@@ -48,7 +53,7 @@ def measure(path, calib, feeds, ref, opts: dict) -> dict:
     t0, load0 = time.perf_counter(), load()
     import shiftc
 
-    cm = shiftc.compile(str(path), "x86", calibration=calib, integer_only=True, **BASE, **opts)
+    cm = shiftc.compile(str(path), "x86", calibration=calib, integer_only=True, **{**BASE, **opts})
     name = cm.outputs[0].name
     got = F.np.concatenate([cm.run(f)[name] for f in feeds])
     stages = [s for s in cm.report.stages if s.name.startswith("integer")]
@@ -77,7 +82,7 @@ def integerizer_inputs(path, calib, opts: dict):
 
     stage.integerize = hook
     try:
-        shiftc.compile(str(path), "x86", calibration=calib, integer_only=True, **BASE, **opts)
+        shiftc.compile(str(path), "x86", calibration=calib, integer_only=True, **{**BASE, **opts})
     except _Captured:
         pass
     finally:

@@ -112,6 +112,23 @@ def gelu_errors():
     return res
 
 
+def i_gelu_errors():
+    """i-GELU (I-BERT): the polynomial form and the integer evaluation vs erf-GELU, per input-scale octave."""
+    from shiftc.reference import igelu as G
+
+    x = np.linspace(-4, 4, 100001)
+    err = G.i_gelu_float(x) - N.gelu_erf(x)
+    res = {"form on [-4, 4]: L_inf, L2": (float(np.abs(err).max()), float(np.sqrt(np.mean(err**2))))}
+    for k in (2, 3, 4, 5, 6, 10, 14):
+        worst = 0.0
+        for s in np.geomspace(2.0**-k, 2.0 ** -(k - 1), 4):
+            xi = np.arange(-int(min(8 / s, 65535)), int(min(8 / s, 65535)) + 1)
+            out, so = G.i_gelu(xi, s)
+            worst = max(worst, float(np.abs(out * so - N.gelu_erf(xi * s)).max()))
+        res[f"integer vs erf-GELU, |x s| <= 8, s in [2^-{k}, 2^-{k - 1}]"] = worst
+    return res
+
+
 def layernorm_error(rows=2000, C=192, seed=0):
     """Max |i_layernorm - float LN| (standardized units) on int8 rows with std in [8, 60]."""
     rng = np.random.default_rng(seed)
@@ -172,6 +189,9 @@ def main():
         print(f"  s in [{lo}, {hi}]: {v:.4f}")
     print("== GELU")
     for k, v in gelu_errors().items():
+        print(f"  {k}: {v}")
+    print("== i-GELU")
+    for k, v in i_gelu_errors().items():
         print(f"  {k}: {v}")
     ln, l1 = layernorm_error()
     print(f"== i_layernorm max abs err (std units, int8 rows std 8..60, C=192): {ln:.4f}; i_l1_norm: {l1:.4f}")

@@ -13,6 +13,7 @@ from tvm import te
 from helpers import int_shift_te as SK
 from shiftc import reference as R
 from shiftc.kernels import integer as K
+from shiftc.kernels.igelu import i_gelu as i_gelu_kernel
 from shiftc.kernels import resize as KR
 from shiftc.reference import resize as RR
 
@@ -229,6 +230,31 @@ def test_lambda_gelu(x, ls):
     assert np.array_equal(run(x), R.lambda_shift_gelu(x, s, LAMS[li]))
 
 
+@EX
+@given(hnp.arrays(np.int32, (3, 40), elements=st.one_of(st.integers(-128, 127), st.integers(-65535, 65535))),
+       st.sampled_from([0.19, 0.012, 7.6e-4, 5.5e-5]))
+def test_i_gelu(x, s):
+    p = R.i_gelu_params(s)
+    x[0, 0], x[0, 1], x[0, 2], x[0, 3], x[0, 4] = p.x_max, -p.x_max, 0, p.c, -p.c  # both ends, the clip codes
+
+    def make():
+        t = ph((3, 40), "int32")
+        return (t,), i_gelu_kernel(t, p)
+
+    assert np.array_equal(build(("igelu", p), make)(x), R.i_gelu_int(x, p))
+
+
+def test_i_gelu_int16_input():
+    p = R.i_gelu_params(7.6e-4)
+    x = np.arange(-32768, 32768, dtype=np.int16).reshape(256, 256)
+
+    def make():
+        t = ph((256, 256), "int16")
+        return (t,), i_gelu_kernel(t, p)
+
+    assert np.array_equal(build(("igelu16", p), make)(x), R.i_gelu_int(x, p))
+
+
 # ------------------------------------------------------------------ isqrt / norms
 @EX
 @given(hnp.arrays(np.int64, (32,), elements=st.one_of(st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1), st.sampled_from([0, 1, 2, 3, 2**62, 2**63 - 1]))))
@@ -398,6 +424,7 @@ def test_no_float_dtype_in_any_kernel():
         "sm": lambda: (lambda t: ((t,), K.shiftmax(t, -20, 15)))(ph((2, 4), "int8")),
         "sg": lambda: (lambda t: ((t,), K.shift_gelu(t, -20, 23)))(ph((2, 4), "int8")),
         "lg": lambda: (lambda t: ((t,), K.lambda_shift_gelu(t, p)))(ph((2, 4), "int8")),
+        "ig": lambda: (lambda t: ((t,), i_gelu_kernel(t, R.i_gelu_params(0.01))))(ph((2, 4), "int16")),
         "isqrt": lambda: (lambda t: ((t,), K.isqrt(t)))(ph((4,), "int64")),
         "ln": lambda: (lambda t: ((t,), K.i_layernorm(t)))(ph((2, 4), "int8")),
         "l1": lambda: (lambda t: ((t,), K.i_l1_norm(t)))(ph((2, 4), "int8")),
@@ -408,7 +435,7 @@ def test_no_float_dtype_in_any_kernel():
         "smm": lambda: (lambda a, c: ((a, c), SK.shift_matmul_int(a, c, 5)))(ph((2, 8), "int8"), ph((3, 8), "int8", "c")),
         "conv": lambda: (lambda a, c: ((a, c), SK.shift_conv2d_int(a, c, 5, 1, 1, 1, 2)))(ph((1, 4, 5, 5), "int8"), ph((4, 2, 3, 3), "int8", "c")),
     }
-    assert set(makers) >= {"rq", "rqa", "add", "exp", "sm", "sg", "lg", "isqrt", "ln", "l1", "mean", "pool", "up", "bil", "smm"}
+    assert set(makers) >= {"rq", "rqa", "add", "exp", "sm", "sg", "lg", "ig", "isqrt", "ln", "l1", "mean", "pool", "up", "bil", "smm"}
     for name, make in makers.items():
         ins, out = make()
         f = te.create_prim_func(list(ins) + [out])

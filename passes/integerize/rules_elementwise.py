@@ -97,16 +97,24 @@ def divide(ctx, var, call, args):
 
 def _divide_act(ctx, var, call, a: Q, b: Q):
     """``a / b`` of two activations (a masked mean's sum / count): round-half-up integer
-    division ``(a + b // 2) // b`` (for ``b > 0``) at scale ``s_a / s_b``."""
+    division ``((a << k) + b // 2) // b`` (for ``b > 0``) at scale ``s_a * 2**-k / s_b``. ``k``, the
+    dividend's headroom (the largest ``k <= 30`` with ``|a| * 2**k + b // 2`` in int32), keeps the
+    quotient's fraction bits: without it a mean of int8 codes is rounded to the int8 grid."""
     x = ctx.as_int(call.args[0].name, a, WIDE_BITS) if a.per_axis else a
     y = ctx.as_int(call.args[1].name, b, WIDE_BITS) if b.per_axis else b
-    r = narrow_shift(x.max_abs, INT32_MAX - y.max_abs // 2)  # the int32 sum x + y // 2
+    room = INT32_MAX - y.max_abs // 2  # the int32 sum (x << k) + y // 2
+    r = narrow_shift(x.max_abs, room)
     x = ctx.narrow(x, r, var.name, f"dividend bound {x.max_abs:,} + divisor/2 could leave int32") if r else x
+    k = 0
+    while k < 30 and max(x.max_abs, 1) << (k + 1) <= room:
+        k += 1
     xe, ye = ctx.as_dtype(x, 32), ctx.as_dtype(y, 32)
+    if k:
+        xe = ctx.emit(relax.op.multiply(xe, relax.const(1 << k, "int32")))
     half = ctx.emit(relax.op.floor_divide(ye, relax.const(2, "int32")))
     out = ctx.emit(relax.op.floor_divide(relax.op.add(xe, half), ye))
-    ctx.report.rows.append({"op": "int_divide", "value": var.name})
-    return Q(out, float(x.scale) / float(y.scale), 32, bound=x.max_abs + 1)  # |q| <= |x| + 1 for y >= 1
+    ctx.report.rows.append({"op": "int_divide", "value": var.name, "k": k})
+    return Q(out, float(x.scale) * 2.0**-k / float(y.scale), 32, bound=(x.max_abs << k) + 1)  # |q| <= |x << k| + 1 for y >= 1
 
 
 @int_rule("relax.add")

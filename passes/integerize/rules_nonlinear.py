@@ -2,7 +2,8 @@
 
     softmax(x, axis)     ->  Shiftmax(x, n=12) (axis moved last and back)   int8 at 2**-7, or
                              uint8 at 2**-8 when only matmuls read it (attention's P V)
-    gelu, gelu_tanh      ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU   int32 at s * 2**-15
+    gelu, gelu_tanh      ->  ShiftGELU (row max, n=23) | lambda-ShiftGELU | i-GELU (I-BERT's
+                             erf polynomial)                                int32 at s * 2**-15
     layer_norm(x, g, b)  ->  I-LayerNorm, then sign(g) * requantize_per_axis(|g| sqrt(C) 2**-30
                              / s_out) + round(b / s_out), saturated to int8
 
@@ -19,6 +20,7 @@ from tvm import relax
 from shiftc import reference as ref
 from shiftc.core.errors import UnsupportedModelError
 from shiftc.kernels import integer as K
+from shiftc.kernels.igelu import i_gelu as i_gelu_kernel
 from shiftc.reference.quant import bias_codes, pow2_up, qmax
 from shiftc.reference.rounding import INT32_MAX
 
@@ -123,7 +125,8 @@ def gelu(ctx, var, call, args):
     (a,) = args
     if not isinstance(a, Q):
         return None
-    return _lambda_gelu(ctx, var, call, a) if ctx.opts.gelu == "lambda" else _shift_gelu(ctx, var, call, a)
+    form = {"lambda": _lambda_gelu, "ibert": _i_gelu}.get(ctx.opts.gelu, _shift_gelu)
+    return form(ctx, var, call, a)
 
 
 def _shift_gelu(ctx, var, call, a: Q) -> Q | None:
@@ -158,6 +161,25 @@ def _lambda_gelu(ctx, var, call, a: Q) -> Q | None:
     ctx.report.rows.append({"op": "lambda_shift_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale),
                             "lambda": ref.lam_value(terms)})
     return Q(out, float(x.scale) * 2.0**-15, 32, bound=x.max_abs << 15)  # |x * sigma_q| <= |x| * 2**15 (§3.3)
+
+
+def _i_gelu(ctx, var, call, a: Q) -> Q | None:
+    """i-GELU on the widest input (int16 down to int8) whose scale its clip code accepts."""
+
+    def params(s, b):
+        try:
+            p = ref.i_gelu_params(s)
+            return p if p.x_max >= qmax(b) + 1 else None
+        except ValueError:
+            return None
+
+    x = ctx.fitting_input(call.args[0].name, a, lambda s, b: params(s, b) is not None)
+    if x is None:
+        return None
+    p = ref.i_gelu_params(float(x.scale))
+    out = ctx.emit_te(lambda t: i_gelu_kernel(t, p), x.expr, name="i_gelu")
+    ctx.report.rows.append({"op": "i_gelu", "value": var.name, "in_bits": x.bits, "in_scale": float(x.scale), "c": p.c})
+    return Q(out, float(x.scale) * 2.0**-15, 32, bound=x.max_abs << 15)  # |x * sig| <= |x| * 2**15 (sig <= 2**15)
 
 
 @int_rule("relax.nn.layer_norm")

@@ -61,7 +61,7 @@ class Q:
 
 @dataclass
 class IntOptions:
-    gelu: str = "shift"  # shift | lambda
+    gelu: str = "shift"  # shift | lambda | ibert
     upsample: str = "keep"  # keep | nearest
     l2norm: str = "keep"  # keep | remove
     requant: str = "dyadic"  # dyadic | pow2

@@ -6,6 +6,7 @@
 * :mod:`.quant`     float <-> integer codes: quantiser, bias codes, power-of-two scales
 * :mod:`.nonlinear` int exp, Shiftmax, ShiftGELU, lambda-ShiftGELU, isqrt, I-LayerNorm,
   integer L1 norm, mean / avg pool, nearest upsample
+* :mod:`.igelu`     i-GELU (I-BERT's erf polynomial on integers)
 * :mod:`.activation` lookup tables (sigmoid, tanh, erf), leaky ReLU / PReLU
 * :mod:`.linear`    int8 / uint8 x int8 matmul and conv2d, exact
 * :mod:`.resize`    integer bilinear resize (Q0.15 weights) and its float yardstick
@@ -16,9 +17,10 @@
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import accelerator, activation, linear, nonlinear, overflow, quant, requant, resize, rounding, shift, sign_attention  # noqa: F401
+from . import accelerator, activation, igelu, linear, nonlinear, overflow, quant, requant, resize, rounding, shift, sign_attention  # noqa: F401
 from .accelerator import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
+from .igelu import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .nonlinear import *  # noqa: F401,F403
 from .overflow import *  # noqa: F401,F403
