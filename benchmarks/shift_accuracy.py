@@ -62,7 +62,7 @@ def _compile(model, calib, tmp, name, **opts):
     if stage is not None:
         info.update({k: stage.summary.get(k) for k in ("bits_per_weight", "rewritten", "packed_weight_bytes", "fp32_weight_bytes")})
         info["calibration_error"] = stage.error
-        info["bits_terms"] = sorted({f"{r['bits']}b x{r['terms']}" for r in stage.rows if r["bits"]})
+        info["bits_terms"] = sorted({f"{r['bits']}b x{r['terms']}" if r["terms"] else "int8" for r in stage.rows if r["bits"]})
         info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias", "reconstruction"))]
         info["code_bits_per_weight"] = stage.summary.get("code_bits_per_weight")
         info["budget_check"] = stage.summary.get("budget")
