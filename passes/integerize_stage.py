@@ -133,7 +133,19 @@ def recorded_calibration(mod, ctx) -> calibrate.Calibration | None:
                                   frozenset(v for v, t in tensors.items() if t in nonneg), recorded=True)
     ctx.report.notes.append(f"activation thresholds: the {len(thresholds)} recorded in the model ({method} on {samples} "
                             "sample(s), frozen by shiftc finetune --integer-only); the calibration data is not used for them")
+    changed = _unlike_finetune(ctx.options)
+    if changed:
+        ctx.report.notes.append(f"warning: integer-only fine-tuning simulated the default options, not {', '.join(changed)}: "
+                                "this build does not reproduce the fine-tuned model bit for bit")
     return calib
+
+
+def _unlike_finetune(o) -> list[str]:
+    """The options set away from the integer program ``shiftc finetune --integer-only`` simulates."""
+    changed = {"--requant pow2": o.requant != "dyadic", "--int16-layers": bool(o.int16_layers),
+               "--accuracy-budget": o.accuracy_budget is not None, "--int-bias-correction": o.int_bias_correction != "off",
+               "--no-unsigned-activations": not o.unsigned_activations, "--smooth-quant": o.smooth_quant is not None}
+    return [flag for flag, on in changed.items() if on]
 
 
 def mixed_precision(mod, calib, opts: IntOptions, ctx) -> frozenset:

@@ -114,6 +114,12 @@ def test_residual_add_and_relu6_compile_bit_for_bit(tmp_path):
     assert np.array_equal(got, want), np.abs(got - want).max()
     stage = next(s for s in cm.meta["report"]["stages"] if s["name"] == "integerize")
     assert stage["summary"]["integer_ops"].get("add_int") == 1 and stage["summary"]["float_ops"] == 0
+    assert not any("does not reproduce the fine-tuned model" in n for n in stage["notes"]), stage["notes"]
+    # options the fine-tuning did not simulate: the report says the build is not the fine-tuned model
+    other = shiftc.compile(res.path, target="x86", shift_bits=4, integer_only=True, unsigned_activations=False,
+                           output=tmp_path / "signed")
+    notes = next(s for s in other.meta["report"]["stages"] if s["name"] == "integerize")["notes"]
+    assert any(n.startswith("warning: integer-only fine-tuning simulated the default options, not --no-unsigned-activations") and "bit for bit" in n for n in notes), notes
 
 
 def test_simulated_shift_layer_is_the_reference():
