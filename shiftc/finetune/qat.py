@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 
 from shiftc import calibrate
 from shiftc.core.errors import InputError
+from shiftc.passes.integerize_stage import CNN_OBSERVER
 
 from . import qat_ops as Q
 from .shift_param import codes_of
@@ -66,7 +67,7 @@ def ste(f: torch.Tensor, q: Q.IntV) -> torch.Tensor:
 def default_method(proto: onnx.ModelProto) -> str:
     """``--calibration-method auto`` of the compile (``integerize_stage.default_observer``) on this
     op set: percentile for a convolutional net, minmax otherwise."""
-    return "percentile" if any(n.op_type == "Conv" for n in proto.graph.node) else "minmax"
+    return CNN_OBSERVER if any(n.op_type == "Conv" for n in proto.graph.node) else "minmax"
 
 
 class IntegerProgram(nn.Module):

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 
 from shiftc.calibrate import Calibration
 from shiftc.core.errors import InputError
+from shiftc.passes.integerize.rules_elementwise import SATURATING_RATIO as MASK_RATIO  # an operand this coarse is a mask
 from shiftc.passes.integerize.scales import bits_for, requant_params, weight_codes
+from shiftc.passes.integerize.value import ACT_BITS, WIDE_BITS
 from shiftc.reference import overflow as ov
 from shiftc.reference import shift as ref
 from shiftc.reference.constant_add import add_constant_int
@@ -30,8 +32,6 @@ from shiftc.reference.nonlinear import int_mean
 from shiftc.reference.quant import quantize
 from shiftc.reference.requant import add_int_dyadic
 from shiftc.reference.rounding import requantize
-
-ACT_BITS, WIDE_BITS = 8, 16  # passes/integerize/value.py: conv / matmul operands, sums and non-linear inputs
 
 
 @dataclass
@@ -105,9 +105,6 @@ def global_mean(q: IntV, calib: Calibration, name: str) -> IntV:
     n = int(np.prod(q.codes.shape[2:]))
     x = summable(q, calib, name, n)
     return IntV(int_mean(x.codes, axis=(2, 3), keepdims=True).astype(np.int64), x.scale, 32)
-
-
-MASK_RATIO = 2.0**20  # rules_elementwise.SATURATING_RATIO: an operand this coarse is taken as a mask
 
 
 def add(a: IntV, b: IntV, calib: Calibration, na: str, nb: str, name: str) -> IntV:
