@@ -322,13 +322,14 @@ def apply(mod, ctx):
     plan.update({n: tuned[n][0] for n in active if n in tuned})
     encoded.update({n: tuned[n][1:] for n in active if n in tuned})
     summary = report.summary
-    fresh = {n: c for n, c in plan.items() if n not in tuned and n not in left}  # fine-tuned codes are kept as trained
+    rewritten = {n: c for n, c in plan.items() if n not in left}
+    fresh = {n: c for n, c in rewritten.items() if n not in tuned}  # fine-tuned codes are kept as trained
     recon = SRC.stage_step(o, mod, layers, fresh, names, [samples[i] for i in fit], summary, report.notes, _int8_weights(layers, fresh, encoded))
     if recon is not None:
         encoded.update(recon.encoded)
     bias = {}
     if fresh or held:  # fine-tuned layers get no bias correction: training accounted for their error
-        bias = _correct_and_check(o, mod, layers, {n: c for n, c in plan.items() if n not in left}, encoded, names, samples, fit, held, fit_error, summary, report.notes,
+        bias = _correct_and_check(o, mod, layers, rewritten, encoded, names, samples, fit, held, fit_error, summary, report.notes,
                                   recon.bias if recon is not None else None)
         bias = {n: b for n, b in bias.items() if n not in tuned}
     rows = _rows(layers, plan, encoded, inputs, bias)
@@ -345,7 +346,7 @@ def apply(mod, ctx):
         "output_rel_l2: each layer's op output with encoded vs FP32 weights (no bias) on the real activations "
         f"reaching it for {len(measured)} calibration samples (FP32 host run of the model)"
     )
-    return S.RewriteShiftLayers({n: c for n, c in plan.items() if n not in left}, encoded, bias)(mod)
+    return S.RewriteShiftLayers(rewritten, encoded, bias)(mod)
 
 
 def _mode(o) -> str:
