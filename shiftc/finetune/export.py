@@ -27,12 +27,16 @@ def _set_initializer(proto: onnx.ModelProto, name: str, value: np.ndarray) -> No
     raise RuntimeError(f"no initializer {name!r}")
 
 
+def _set_prop(proto: onnx.ModelProto, key: str, value: str) -> None:
+    """Set (replace) one ``metadata_props`` entry, keeping the others."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[key] = value
+    onnx.helper.set_model_props(proto, props)
+
+
 def record(proto: onnx.ModelProto, coded: list[R.CodedWeight], **extra) -> None:
     """Write (replace) the shift-codes record in ``proto.metadata_props``."""
-    keep = [p for p in proto.metadata_props if p.key != R.METADATA_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in keep}, R.METADATA_KEY: R.dumps(coded, **extra)})
+    _set_prop(proto, R.METADATA_KEY, R.dumps(coded, **extra))
 
 
 def record_thresholds(proto: onnx.ModelProto, calib) -> None:
@@ -40,10 +44,8 @@ def record_thresholds(proto: onnx.ModelProto, calib) -> None:
     (``shiftc.calibrate.RECORD_KEY``; ``shiftc compile --integer-only`` uses them)."""
     from shiftc import calibrate
 
-    props = {p.key: p.value for p in proto.metadata_props if p.key != calibrate.RECORD_KEY}
-    props[calibrate.RECORD_KEY] = calibrate.record_json(calib.method, calib.samples, calib.thresholds, calib.nonnegative)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)
+    _set_prop(proto, calibrate.RECORD_KEY,
+              calibrate.record_json(calib.method, calib.samples, calib.thresholds, calib.nonnegative))
 
 
 def write_back(proto: onnx.ModelProto, model: nn.Module, mapping: dict, baked: dict, **extra) -> onnx.ModelProto:
