@@ -35,6 +35,7 @@ from shiftc.core.contract import ShiftKernel
 from shiftc.core.provenance import tensors_of, with_tensors
 from shiftc.core.relax_rewrite import rewrite_bindings
 from shiftc.reference import shift as ref
+from shiftc.reference import shift_uniform as ref_uniform
 from shiftc.kernels import shift as K
 
 from .shift_epilogue import Epilogue, data_arg, find_epilogues
@@ -42,15 +43,27 @@ from .shift_epilogue import Epilogue, data_arg, find_epilogues
 
 @dataclass(frozen=True)
 class ShiftConfig:
-    """How one layer is encoded."""
+    """How one layer is encoded: ``terms`` power-of-two codes of ``bits`` bits each, or with
+    ``uniform`` one ``bits``-bit uniform level per weight run as its ``terms`` canonical
+    signed-digit shifts (``shiftc.reference.shift_uniform``; use ``uniform_config``)."""
 
     bits: int
     terms: int = 1
     zero_free: bool = True
+    uniform: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.bits}b x{self.terms}"
+        return f"{self.bits}b uniform" if self.uniform else f"{self.bits}b x{self.terms}"
+
+    @property
+    def code_bits(self) -> int:
+        """Stored code bits per weight."""
+        return self.bits if self.uniform else self.bits * self.terms
+
+
+def uniform_config(bits: int) -> ShiftConfig:
+    return ShiftConfig(bits, ref_uniform.terms_for(bits), zero_free=False, uniform=True)
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,8 @@ def encode(layer: Layer, cfg: ShiftConfig | Int8Config) -> tuple[np.ndarray, np.
 
         q, scale = weight_codes(w, 0)
         return q, scale.astype(np.float32)
+    if cfg.uniform:
+        return ref_uniform.encode_uniform(w, cfg.bits)
     if cfg.terms == 1:
         codes, alpha = ref.encode_pot(w, cfg.bits, cfg.zero_free)
         return codes[None], alpha
@@ -199,7 +214,8 @@ def pack(codes: np.ndarray, cfg: ShiftConfig | Int8Config) -> np.ndarray:
     weights as they are."""
     if isinstance(cfg, Int8Config):
         return np.ascontiguousarray(codes, dtype=np.int8).view(np.uint8)
-    return np.frombuffer(ref.pack_codes(codes, cfg.bits, cfg.zero_free) + b"\0", dtype=np.uint8).copy()
+    stream = ref_uniform.pack_uniform(codes, cfg.bits) if cfg.uniform else ref.pack_codes(codes, cfg.bits, cfg.zero_free)
+    return np.frombuffer(stream + b"\0", dtype=np.uint8).copy()
 
 
 # --------------------------------------------------------------------------- rewrite
@@ -235,12 +251,12 @@ def _kernel_call(bb: relax.BlockBuilder, layer: Layer, x, cfg: ShiftConfig | Int
     ep = layer.epilogue
     bias = kernel_bias(layer, correction)
     extra = [relax.const(bias, "float32")] if bias is not None else []
-    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi)
+    common = dict(terms=cfg.terms, bits=cfg.bits, zero_free=cfg.zero_free, packed=True, lo=ep.lo, hi=ep.hi, uniform=cfg.uniform)
     a = layer.attrs
     # what a later pass (integerize) needs to re-emit the layer on the integer path
     attrs = ShiftKernel(kind="shift_float", op=layer.op, bits=cfg.bits, terms=cfg.terms, zero_free=cfg.zero_free,
                         weight_shape=tuple(layer.weight.shape), strides=a.get("strides", ()), padding=a.get("padding", ()),
-                        dilation=a.get("dilation", ()), groups=a.get("groups", 1), lo=ep.lo, hi=ep.hi).to_attrs()
+                        dilation=a.get("dilation", ()), groups=a.get("groups", 1), lo=ep.lo, hi=ep.hi, uniform=cfg.uniform).to_attrs()
     if layer.op == "conv2d":
         return bb.call_te(
             K.shift_conv2d_float, x, packed, alpha_c, *extra, weight_shape=layer.weight.shape, stride=a["strides"],

@@ -168,7 +168,7 @@ def reconstruct_layer(torch, layer: S.Layer, cfg: S.ShiftConfig, xq, xf, seed: i
     """Reconstruct one layer's codes, alpha and bias correction (module docstring of ``shift_reconstruct``)."""
     data = LayerData(torch, layer, xq, xf)
     codes0, alpha0 = S.encode(layer, cfg)
-    values, table = R.unit_table(cfg.bits, cfg.terms, cfg.zero_free)
+    values, table = R.unit_table(cfg.bits, cfg.terms, cfg.zero_free, cfg.uniform)
     w2 = layer.oi_weight.reshape(layer.oi_weight.shape[0], -1).astype(np.float64)
     a64 = alpha0.astype(np.float64)[:, None]
     u = np.where(a64 > 0, w2 / np.where(a64 > 0, a64, 1.0), 0.0)

@@ -38,20 +38,21 @@ from shiftc.core.errors import InputError
 from . import shift as S
 from . import shift_measure as M
 
-RUNG_FORMATS = [(3, 1), (4, 1), (5, 1), (3, 2), (4, 2)]  # power-of-two (bits, terms); int8 is the last rung
+RUNG_FORMATS = [(3, 1), (4, 1), (5, 1), (3, 2), (4, 2)]  # power-of-two (bits, terms)
+UNIFORM_RUNGS = (3, 4, 5)  # uniform levels run as canonical shift terms; int8 is the last rung
 REF_RUNG = 1  # 4b x1: where each layer's model-level gain is measured
 PARETO_POINTS = 12
 
 
 def rungs(zero_free: bool) -> list:
-    return [S.ShiftConfig(b, t, zero_free) for b, t in RUNG_FORMATS] + [S.INT8]
+    return [S.ShiftConfig(b, t, zero_free) for b, t in RUNG_FORMATS] + [S.uniform_config(b) for b in UNIFORM_RUNGS] + [S.INT8]
 
 
 def stored_bits(layer: S.Layer, cfg, bias_stored: bool) -> int:
     """Bits the artifact stores for ``layer`` at ``cfg``: codes (packed, one spare byte) or int8
     weights, one float32 alpha / scale per output channel, and the float32 bias if stored."""
     n, out = layer.weight.size, layer.oi_weight.shape[0]
-    code = 8 * n if isinstance(cfg, S.Int8Config) else 8 * ((n * cfg.terms * cfg.bits + 7) // 8 + 1)
+    code = 8 * n if isinstance(cfg, S.Int8Config) else 8 * ((n * cfg.code_bits + 7) // 8 + 1)
     return code + 32 * out + (32 * out if bias_stored else 0)
 
 

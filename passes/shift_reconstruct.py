@@ -45,6 +45,7 @@ from tvm import relax
 from shiftc.core.host import flatten_outputs, host_vm
 from shiftc.core.relax_rewrite import rewrite_bindings
 from shiftc.reference import shift as ref
+from shiftc.reference import shift_uniform as ref_uniform
 
 from . import shift as S
 
@@ -64,9 +65,14 @@ MAX_SAMPLES = 16
 
 
 @functools.cache
-def unit_table(bits: int, terms: int, zero_free: bool) -> tuple[np.ndarray, np.ndarray]:
+def unit_table(bits: int, terms: int, zero_free: bool, uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values ``sum_i decode(code_i)`` (float64, units of alpha) of the format and,
-    per value, one tuple of ``terms`` int8 codes that gives it."""
+    per value, one tuple of ``terms`` int8 codes that gives it (uniform: every level
+    ``m * 2**-(bits-1)`` and its canonical terms)."""
+    if uniform:
+        L = (1 << (bits - 1)) - 1
+        levels = np.arange(-L, L + 1)
+        return np.ldexp(levels.astype(np.float64), 1 - bits), np.ascontiguousarray(ref_uniform.csd_codes(levels, bits).T)
     pmax = ref.p_limit(bits, zero_free)
     single = [s * (p + 1) for p in range(pmax + 1) for s in (1, -1)] + ([] if zero_free else [0])
     unit = {c: (0.0 if c == 0 else math.copysign(2.0 ** -(abs(c) - 1), c)) for c in single}

@@ -53,8 +53,12 @@ BIAS_SAMPLES = 16  # at most this many calibration samples measure the bias corr
 def _validate(o) -> bool:
     if o.shift_zero not in ("free", "with-zero"):
         raise InputError(f"--shift-zero must be 'free' or 'with-zero', got {o.shift_zero!r}")
-    if o.shift_bits is not None and o.shift_bits not in (3, 4, 5):
-        raise InputError(f"--shift-bits must be 3, 4 or 5, got {o.shift_bits}")
+    uniform = o.shift_grid == "uniform"
+    allowed = (3, 4, 5, 6) if uniform else (3, 4, 5)
+    if o.shift_bits is not None and o.shift_bits not in allowed:
+        raise InputError(f"--shift-bits must be {', '.join(map(str, allowed[:-1]))} or {allowed[-1]}{' with --shift-grid uniform' if uniform else ''}, got {o.shift_bits}")
+    if uniform and (o.shift_bits is None or o.shift_terms != 1 or o.shift_zero != "free"):
+        raise InputError("--shift-grid uniform needs --shift-bits and takes no --shift-terms or --shift-zero (its terms are the level's signed digits, zero included)")
     if not 1 <= int(o.shift_terms) <= 3:
         raise InputError(f"--shift-terms must be 1, 2 or 3, got {o.shift_terms}")
     if o.max_bits_per_weight is not None and not o.max_bits_per_weight > 0:
@@ -153,6 +157,8 @@ def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> t
     """The per-layer codes: uniform from the options, or allocated under the accuracy budget
     (then also the plan's model error on the allocation samples)."""
     if o.accuracy_budget is None:
+        if o.shift_grid == "uniform":
+            return {n: S.uniform_config(o.shift_bits) for n in active}, None
         return {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}, None
     if o.shift_bits is not None or o.shift_terms != 1:
         notes.append("--accuracy-budget chooses bits and terms per layer; --shift-bits/--shift-terms are ignored")
@@ -218,6 +224,7 @@ def _rows(layers, plan, encoded, inputs, bias) -> list[dict]:
                   "bias_bytes": 0 if kernel_bias is None else kernel_bias.nbytes}
         rows.append(dict(
             row, bits=cfg.bits, terms=cfg.terms, zero=None if int8 else "free" if cfg.zero_free else "with-zero",
+            grid="int8" if int8 else "uniform" if cfg.uniform else "power-of-two",
             shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
             bias_corrected=layer.name in bias, **stored, packed_bytes=sum(stored.values()),
             fp32_bytes=layer.weight.nbytes + fp32_bias, kernel=INT8_FORM if int8 else S.KERNEL_FORM,
@@ -350,7 +357,7 @@ def apply(mod, ctx):
 
 
 def _mode(o) -> str:
-    return "max-bits" if o.max_bits_per_weight is not None else "auto" if o.accuracy_budget is not None else "uniform"
+    return "max-bits" if o.max_bits_per_weight is not None else "auto" if o.accuracy_budget is not None else "fixed"
 
 
 def _int8_weights(layers, plan, encoded) -> dict:

@@ -28,14 +28,13 @@ from tvm import relax
 from shiftc.core.contract import ShiftKernel
 from shiftc.core.relax_rewrite import rewrite_call_tir
 from shiftc.kernels.shift import dot_weights
-from shiftc.reference import shift as ref
+from shiftc import reference as ref
 
 
 def layer_dot_weights(kernel: ShiftKernel, packed: np.ndarray) -> np.ndarray:
     """The dot weights of one shift kernel, from its contract and packed codes: OIHW or (O, K)."""
     oi_shape = kernel.oi_shape()
-    codes = ref.unpack_codes(packed.tobytes(), kernel.bits, kernel.terms * int(np.prod(oi_shape)), kernel.zero_free,
-                             shape=(kernel.terms, *oi_shape))
+    codes = ref.unpack_term_codes(packed.tobytes(), oi_shape, kernel.bits, kernel.terms, kernel.zero_free, kernel.uniform)
     return dot_weights(codes, kernel.P)
 
 

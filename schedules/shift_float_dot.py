@@ -23,14 +23,13 @@ from tvm import relax
 
 from shiftc.core.contract import ShiftKernel
 from shiftc.core.relax_rewrite import rewrite_call_tir
-from shiftc.reference import shift as ref
+from shiftc import reference as ref
 
 
 def float_dot_weights(kernel: ShiftKernel, packed: np.ndarray) -> np.ndarray:
     """``sum_t sign * 2^-p`` (0 for a zero code) of one float shift kernel, OIHW or (O, K), float32."""
     oi_shape = kernel.oi_shape()
-    codes = ref.unpack_codes(packed.tobytes(), kernel.bits, kernel.terms * int(np.prod(oi_shape)), kernel.zero_free,
-                             shape=(kernel.terms, *oi_shape))
+    codes = ref.unpack_term_codes(packed.tobytes(), oi_shape, kernel.bits, kernel.terms, kernel.zero_free, kernel.uniform)
     return ref.decode_multi(codes.astype(np.int8), np.ones(oi_shape[0], np.float32))
 
 

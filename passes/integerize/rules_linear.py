@@ -152,7 +152,7 @@ def call_tir(ctx, var, call, args):
 def _largest_exponent(sk: ShiftKernel, packed: np.ndarray) -> tuple[int, np.ndarray]:
     """``P``: the largest code exponent of the layer (CONTRACTS.md, integer path), and the codes."""
     oi = sk.oi_shape()
-    codes = ref.unpack_codes(packed.tobytes(), sk.bits, sk.terms * int(np.prod(oi)), sk.zero_free, shape=(sk.terms, *oi))
+    codes = ref.unpack_term_codes(packed.tobytes(), oi, sk.bits, sk.terms, sk.zero_free, sk.uniform)
     P = int(np.abs(codes.astype(np.int64)).max()) - 1 if codes.size else 0
     return max(P, 0), codes
 
@@ -161,7 +161,7 @@ def _shift_int(ctx, var, sk: ShiftKernel, x: Q, packed: np.ndarray):
     """The int32 shift-accumulate kernel on int8 ``x``; returns it, ``P``, its channel axis and
     its per-channel bound (the kernel itself refuses ``K * terms * 2**7 * 2**P > 2**31 - 1``)."""
     P, codes = _largest_exponent(sk, packed)
-    common = dict(P=P, terms=sk.terms, bits=sk.bits, zero_free=sk.zero_free, packed=True)
+    common = dict(P=P, terms=sk.terms, bits=sk.bits, zero_free=sk.zero_free, packed=True, uniform=sk.uniform)
     attrs = dataclasses.replace(sk, kind="shift_int", P=P, lo=None, hi=None).to_attrs()
     xe, pk = ctx.as_dtype(x, 8), relax.const(packed, "uint8")
     if sk.op == "conv2d":

@@ -43,7 +43,9 @@ class ShiftKernel:
 
     ``kind``: ``shift_float`` (float activations, written by the shift pass) or ``shift_int``
     (int8 activations, written by integerize; then ``P`` = the largest code exponent).
-    ``lo`` / ``hi``: the float clamp of a folded ReLU/Clip epilogue (float path only)."""
+    ``lo`` / ``hi``: the float clamp of a folded ReLU/Clip epilogue (float path only).
+    ``uniform``: the packed stream holds one ``bits``-bit uniform level per weight, which the
+    kernel expands into ``terms`` with-zero codes (``shiftc.reference.shift_uniform``)."""
 
     kind: str
     op: str  # conv2d | matmul
@@ -58,6 +60,7 @@ class ShiftKernel:
     lo: float | None = None
     hi: float | None = None
     P: int | None = None
+    uniform: bool = False
 
     KINDS: ClassVar[tuple[str, ...]] = ("shift_float", "shift_int")
 
@@ -73,6 +76,8 @@ class ShiftKernel:
                 a[PREFIX + key] = float(getattr(self, key))
         if self.P is not None:
             a[PREFIX + "P"] = int(self.P)
+        if self.uniform:
+            a[PREFIX + "uniform"] = 1
         return a
 
     @classmethod
@@ -88,7 +93,7 @@ class ShiftKernel:
             zero_free=bool(int(at[PREFIX + "zero_free"])), weight_shape=_ints(at[PREFIX + "weight_shape"]),
             strides=_ints(at[PREFIX + "strides"]) if conv else (), padding=_ints(at[PREFIX + "padding"]) if conv else (),
             dilation=_ints(at[PREFIX + "dilation"]) if conv else (), groups=int(at[PREFIX + "groups"]) if conv else 1,
-            lo=opt("lo", float), hi=opt("hi", float), P=opt("P", int),
+            lo=opt("lo", float), hi=opt("hi", float), P=opt("P", int), uniform=bool(opt("uniform", int)),
         )
 
     def oi_shape(self) -> tuple[int, ...]:

@@ -29,6 +29,7 @@ import numpy as np
 from tvm import te, tirx
 
 from shiftc.reference import shift as ref
+from shiftc.reference import shift_uniform as ref_uniform
 
 EXP_MASK = 0x7F800000
 MAG_MASK = 0x7FFFFFFF
@@ -45,28 +46,66 @@ def _u32(v: int):
 
 # --------------------------------------------------------------------------- code access
 class Codes:
-    """Where a kernel reads its codes: int8 tensor ``(terms, O, *rest)`` or a packed uint8 stream."""
+    """Where a kernel reads its codes: int8 tensor ``(terms, O, *rest)`` or a packed uint8 stream.
 
-    def __init__(self, tensor: te.Tensor, shape: tuple[int, ...], bits: int, zero_free: bool, packed: bool):
+    ``uniform``: the packed stream holds one ``bits``-bit two's-complement level per weight
+    (``shiftc.reference.shift_uniform``), expanded here into its canonical signed-digit terms."""
+
+    def __init__(self, tensor: te.Tensor, shape: tuple[int, ...], bits: int, zero_free: bool, packed: bool, uniform: bool = False):
         self.tensor, self.shape, self.bits, self.zero_free, self.packed = tensor, tuple(shape), bits, zero_free, packed
+        self.uniform = uniform
+        if uniform:
+            terms = ref_uniform.terms_for(bits)  # validates bits
+            if not packed or zero_free or shape[0] != terms:
+                raise ValueError(f"{bits}-bit uniform codes are packed, with-zero and take {terms} terms")
+        fields = int(np.prod(shape[1:] if uniform else shape))
         if packed:
-            need = (int(np.prod(shape)) * bits + 7) // 8 + 1
+            need = (fields * bits + 7) // 8 + 1
             if tuple(tensor.shape) != (need,) or tensor.dtype != "uint8":
                 raise ValueError(f"packed codes must be uint8[{need}] for shape {shape} at {bits} bits")
         elif tuple(tensor.shape) != self.shape or tensor.dtype != "int8":
             raise ValueError(f"codes must be int8{list(shape)}, got {tensor.dtype}{list(tensor.shape)}")
+        self.levels = te.compute(self.shape[1:], lambda *i: self._level(i), name="shift_level") if uniform else None
+
+    def _field(self, idx):
+        """The raw ``bits``-wide field at logical index ``idx`` (C order over the stored shape)."""
+        shape = self.shape[1:] if self.uniform else self.shape
+        flat = idx[0]
+        for i, n in zip(idx[1:], shape[1:]):
+            flat = flat * n + i  # address arithmetic on loop indices
+        pos = flat * self.bits
+        byte, off = pos >> 3, pos & 7
+        word = self.tensor[byte].astype("int32") | (self.tensor[byte + 1].astype("int32") << 8)
+        return (word >> off) & ((1 << self.bits) - 1)
+
+    def _level(self, idx):
+        """The signed level ``m`` at ``idx`` (uniform streams: two's complement field)."""
+        field = self._field(idx)
+        return tirx.Select((field >> (self.bits - 1)) == 1, field - (1 << self.bits), field)
+
+    def _uniform_code(self, t, idx):
+        """Term ``t`` of the level at ``idx``: a select over the CSD table of every magnitude,
+        negated with ``(c ^ s) - s`` (``s = m >> 31``). Levels come from their own stage, so each
+        select reads one loaded value."""
+        m = self.levels[idx]
+        a = tirx.Select(m < 0, -m, m)
+        table = ref_uniform.csd_codes(np.arange(1 << (self.bits - 1)), self.bits)  # (terms, L + 1)
+        code = tirx.const(0, "int32")
+        for level in range(1, table.shape[1]):
+            entry = tirx.const(int(table[-1, level]), "int32")
+            for term in range(table.shape[0] - 2, -1, -1):
+                entry = tirx.Select(t == term, tirx.const(int(table[term, level]), "int32"), entry)
+            code = tirx.Select(a == level, entry, code)
+        s = m >> 31
+        return (code ^ s) - s
 
     def code(self, *idx):
         """The int32 code ``sign * (p + 1)`` (0 for a zero weight) at logical index ``idx``."""
         if not self.packed:
             return self.tensor[idx].astype("int32")
-        flat = idx[0]
-        for i, n in zip(idx[1:], self.shape[1:]):
-            flat = flat * n + i  # address arithmetic on loop indices
-        pos = flat * self.bits
-        byte, off = pos >> 3, pos & 7
-        word = self.tensor[byte].astype("int32") | (self.tensor[byte + 1].astype("int32") << 8)
-        field = (word >> off) & ((1 << self.bits) - 1)
+        if self.uniform:
+            return self._uniform_code(idx[0], idx[1:])
+        field = self._field(idx)
         e = field & ((1 << (self.bits - 1)) - 1)
         mag = e + 1 if self.zero_free else e
         return tirx.Select((field >> (self.bits - 1)) == 1, -mag, mag)
@@ -107,11 +146,11 @@ def _epilogue(acc, alpha, bias, channel, lo=None, hi=None):
     return te.compute(acc.shape, out, name="shift_scale")
 
 
-def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool, lo: float | None = None, hi: float | None = None):
+def shift_matmul_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, out_features: int, terms: int, bits: int, zero_free: bool, packed: bool, lo: float | None = None, hi: float | None = None, uniform: bool = False):
     """``y[..., o] = alpha[o] * sum_{t,k} x[..., k] * s * 2^-p (+ bias[o])`` for codes ``(terms, O, K)``."""
     K = int(x.shape[-1])
     O = out_features
-    src = Codes(wcodes, (terms, O, K), bits, zero_free, packed)
+    src = Codes(wcodes, (terms, O, K), bits, zero_free, packed, uniform)
     # decoded words in (terms, K, O) layout: the vectorised loop runs over o
     code = src.stage((terms, K, O), lambda t, k, o: (t, o, k))
     words = te.compute(code.shape, lambda *i: float_word(code[i]), name="shift_decode")
@@ -154,12 +193,12 @@ def _pad(x, padding, zero):
     )
 
 
-def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, lo: float | None = None, hi: float | None = None):
+def shift_conv2d_float(x: te.Tensor, wcodes: te.Tensor, alpha: te.Tensor, bias: te.Tensor | None = None, *, weight_shape, terms: int, bits: int, zero_free: bool, packed: bool, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, lo: float | None = None, hi: float | None = None, uniform: bool = False):
     """NCHW float conv with OIHW shift codes ``(terms, O, I/groups, kh, kw)``; zero padding; optional bias ``(O,)``."""
     O, Ig, kh, kw = (int(d) for d in weight_shape)
     n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
     og = O // groups
-    src = Codes(wcodes, (terms, O, Ig, kh, kw), bits, zero_free, packed)
+    src = Codes(wcodes, (terms, O, Ig, kh, kw), bits, zero_free, packed, uniform)
     code = src.stage((terms, O, Ig, kh, kw))
     words = te.compute(code.shape, lambda *i: float_word(code[i]), name="shift_decode")
     xp = _pad(x, padding, 0.0)
@@ -211,12 +250,12 @@ def int_term(x, q, m, z):
     return ((v ^ m) - m) & z
 
 
-def shift_matmul_int(x: te.Tensor, wcodes: te.Tensor, *, out_features: int, P: int, terms: int = 1, bits: int = 8, zero_free: bool = False, packed: bool = False):
+def shift_matmul_int(x: te.Tensor, wcodes: te.Tensor, *, out_features: int, P: int, terms: int = 1, bits: int = 8, zero_free: bool = False, packed: bool = False, uniform: bool = False):
     """int8 ``x (..., K)`` and codes ``(terms, O, K)`` -> int32 ``sum sign * (x << (P - p))``."""
     K = int(x.shape[-1])
     O = out_features
     check_headroom(K * terms, P)
-    src = Codes(wcodes, (terms, O, K), bits, zero_free, packed)
+    src = Codes(wcodes, (terms, O, K), bits, zero_free, packed, uniform)
     q, m, z = _int_words(src, P, (terms, K, O), lambda t, k, o: (t, o, k))
     t = te.reduce_axis((0, terms), name="t")
     k = te.reduce_axis((0, K), name="k")
@@ -228,13 +267,13 @@ def shift_matmul_int(x: te.Tensor, wcodes: te.Tensor, *, out_features: int, P: i
     )
 
 
-def shift_conv2d_int(x: te.Tensor, wcodes: te.Tensor, *, weight_shape, P: int, terms: int = 1, bits: int = 8, zero_free: bool = False, packed: bool = False, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
+def shift_conv2d_int(x: te.Tensor, wcodes: te.Tensor, *, weight_shape, P: int, terms: int = 1, bits: int = 8, zero_free: bool = False, packed: bool = False, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, uniform: bool = False):
     """int8 NCHW conv with OIHW codes -> int32, ``sum sign * (x << (P - p))``; zero padding."""
     O, Ig, kh, kw = (int(d) for d in weight_shape)
     check_headroom(Ig * kh * kw * terms, P)
     n, c, h, w, oh, ow, *_ = _conv_shape(x, (kh, kw), stride, padding, dilation)
     og = O // groups
-    src = Codes(wcodes, (terms, O, Ig, kh, kw), bits, zero_free, packed)
+    src = Codes(wcodes, (terms, O, Ig, kh, kw), bits, zero_free, packed, uniform)
     q, m, z = _int_words(src, P, (terms, O, Ig, kh, kw), lambda *i: i)
     xp = _pad(x, padding, 0)
     t = te.reduce_axis((0, terms), name="t")

@@ -1,6 +1,7 @@
 """shiftc.reference: the NumPy numerical truth of shiftc (one module per concept).
 
 * :mod:`.shift`     PoT shift weight codes, shift matmul / conv2d (int and float paths)
+* :mod:`.shift_uniform` uniform-grid codes run as canonical-signed-digit shift terms
 * :mod:`.rounding`  round-half-up shift, saturation, dyadic scales, requantize
 * :mod:`.requant`   requantisation helpers (dyadic, power-of-two), integer residual add
 * :mod:`.quant`     float <-> integer codes: quantiser, bias codes, power-of-two scales
@@ -17,7 +18,7 @@
 Every integer kernel shiftc emits must match these functions bit for bit.
 """
 
-from . import accelerator, activation, igelu, linear, nonlinear, overflow, quant, requant, resize, rounding, shift, sign_attention  # noqa: F401
+from . import accelerator, activation, igelu, linear, nonlinear, overflow, quant, requant, resize, rounding, shift, shift_uniform, sign_attention  # noqa: F401
 from .accelerator import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .igelu import *  # noqa: F401,F403
@@ -29,4 +30,5 @@ from .requant import *  # noqa: F401,F403
 from .resize import *  # noqa: F401,F403
 from .rounding import *  # noqa: F401,F403
 from .shift import *  # noqa: F401,F403
+from .shift_uniform import *  # noqa: F401,F403
 from .sign_attention import *  # noqa: F401,F403
