@@ -5,6 +5,8 @@ of logical shape ``(terms, O, ...)`` or as the packed little-endian bit stream o
 ``shiftc.reference.shift.pack_codes`` (flattened in C order over ``(terms, O, ...)``, padded with
 one spare byte so a field can always be read from two bytes).  A ``decode`` stage turns codes
 into per-weight words once per call (O(weights)); the reduction then only shifts and adds.
+Uniform-grid streams (``uniform=True``, ``shiftc.reference.shift_uniform``) hold one level per
+weight; a ``shift_level`` stage reads it and the code stage selects its signed-digit terms.
 
 Float activations (``*_float``): ``x * s * 2^-p`` is integer arithmetic on the float's bits.  The
 decoded word is ``W = (p << 23) | (neg << 31)`` (a zero weight gets ``W = 0x7F800000``), and a
