@@ -108,6 +108,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
     from tvm.relax import pipeline as relax_pipeline
 
     from .conv_transpose import ConvTransposeToPhases
+    from .fold_permute import FoldConstantPermute
     from .int8_gemm import UseInt8DotIntrinsic
     from .int_relax import LowerIntElementwise
     from .shift_dot import LowerShiftToDot
@@ -122,7 +123,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
         if lowering.float_shift_as_dot:
             seq.append(LowerShiftFloatToDot())
         seq += [LowerIntElementwise(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
-                relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
+                relax.transform.ConvertLayout(CPU_CONV_LAYOUT), FoldConstantPermute()]
         if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [
