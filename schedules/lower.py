@@ -4,7 +4,8 @@
 tunes are structurally the very ones a later build looks up in a database:
 
     DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, ConvTranspose
-    as phase convs (``conv_transpose``), conv2d to NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    as phase convs (``conv_transpose``), conv2d to NHWC/HWIO, its permutes of constants folded in NumPy (``fold_permute``),
+    int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
     -> FuseOps -> FuseTIR -> DeadCodeElimination
 
 Which of the bracketed steps run is the target's choice, handed over as a ``Lowering`` (each target
