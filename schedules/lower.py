@@ -4,7 +4,8 @@
 tunes are structurally the very ones a later build looks up in a database:
 
     DecomposeOpsForInference -> [CPU: integer lowerings, shift kernel schedules, ConvTranspose
-    as phase convs (``conv_transpose``), conv2d to NHWC/HWIO, int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
+    as phase convs (``conv_transpose``), conv2d to NHWC/HWIO, its permutes of constants folded in NumPy (``fold_permute``),
+    int8_dot: int8 pointwise convs/matmuls to the dot-product intrinsic's GEMM] -> library dispatch -> LegalizeOps -> AnnotateTIROpPattern -> FoldConstant
     -> FuseOps -> FuseTIR -> DeadCodeElimination
 
 Which of the bracketed steps run is the target's choice, handed over as a ``Lowering`` (each target
@@ -108,6 +109,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
     from tvm.relax import pipeline as relax_pipeline
 
     from .conv_transpose import ConvTransposeToPhases
+    from .fold_permute import FoldConstantPermute
     from .int8_gemm import UseInt8DotIntrinsic
     from .int_relax import LowerIntElementwise
     from .shift_dot import LowerShiftToDot
@@ -122,7 +124,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
         if lowering.float_shift_as_dot:
             seq.append(LowerShiftFloatToDot())
         seq += [LowerIntElementwise(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
-                relax.transform.ConvertLayout(CPU_CONV_LAYOUT)]
+                relax.transform.ConvertLayout(CPU_CONV_LAYOUT), FoldConstantPermute()]
         if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [

@@ -135,6 +135,8 @@ def main(ctx, debug: bool, verbose: bool):
         if undo:
             ctx.call_on_close(undo)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if ctx.invoked_subcommand == "compile":  # before its target options import TVM
+        _import_tvm_without_torch()
 
 
 def pass_option_flags(fn):
@@ -449,11 +451,8 @@ def _print_bench(doc: dict) -> None:
 
 def _import_tvm_for_run(artifact: Path):
     """In shiftc's own process, import TVM with only what running ARTIFACT needs: torch hidden
-    (tvm_ffi imports it, when installed, only for optional interop with torch tensors, every use
-    guarded by ImportError; the import costs seconds) and, when the artifact's target runs on TVM's
-    runtime alone (``Target.loads_on_tvm_runtime``), without TVM's compiler library
-    (``TVM_USE_RUNTIME_LIB=1``). torch stays importable afterwards; a process that embeds shiftc, or
-    has TVM or torch imported already, is left as it is."""
+    (``_import_tvm_without_torch``) and, when the artifact's target runs on TVM's runtime alone
+    (``Target.loads_on_tvm_runtime``), without TVM's compiler library (``TVM_USE_RUNTIME_LIB=1``)."""
     if not _OWN_PROCESS or "tvm" in sys.modules or "torch" in sys.modules:
         return
     from . import targets
@@ -463,6 +462,17 @@ def _import_tvm_for_run(artifact: Path):
         runtime_only = targets.target_class(read_meta(artifact)["target"]["name"]).loads_on_tvm_runtime
     except (ShiftcError, KeyError, TypeError):
         runtime_only = False  # not a loadable artifact: api.load gives the cause
+    _import_tvm_without_torch(runtime_only)
+
+
+def _import_tvm_without_torch(runtime_only: bool = False):
+    """In shiftc's own process, import TVM with torch hidden: tvm_ffi imports it, when installed, only
+    for optional interop with torch tensors (every use guarded by ImportError; shiftc hands TVM
+    NumPy arrays only), and the import costs seconds. ``runtime_only``: without TVM's compiler
+    library (``TVM_USE_RUNTIME_LIB=1``). torch stays importable afterwards (``--shift-reconstruct``
+    imports it); a process that embeds shiftc, or has TVM or torch imported already, is left as it is."""
+    if not _OWN_PROCESS or "tvm" in sys.modules or "torch" in sys.modules:
+        return
     saved = os.environ.get("TVM_USE_RUNTIME_LIB")
     if runtime_only:
         os.environ["TVM_USE_RUNTIME_LIB"] = "1"

@@ -75,3 +75,11 @@ def test_run_loads_only_the_runtime_and_gives_the_same_outputs(compiled, tmp_pat
     assert got == {"code": 0, "blocker_left": False, "imported": ["numpy", "tvm"]}
     with np.load(tmp_path / "y.npz") as y:
         assert np.array_equal(y["logits"], model.run(x)["logits"])
+
+
+def test_compile_imports_tvm_without_torch(tmp_path):
+    """``shiftc compile`` imports TVM with torch hidden (tvm_ffi imports it only for optional interop;
+    the import costs seconds of every compile) and leaves torch importable."""
+    got = _probe("compile", str(CNN), "-o", str(tmp_path / "artifact"))
+    assert got["code"] == 0 and not got["blocker_left"], got
+    assert "tvm.relax" in got["imported"] and "torch" not in got["imported"], got
