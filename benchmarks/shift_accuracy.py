@@ -19,7 +19,7 @@ Calibration samples are distinct from the evaluation inputs (other crops / train
 sentences).  Needs the ``examples`` package (data loaders) importable.
 
 Usage: python benchmarks/shift_accuracy.py [--mbv2 M.onnx] [--cnn C.onnx] [--minilm L.onnx]
-       [--photos 100] [--fmnist-n 10000] [--sentences 100] [--budget-mbv2 0.1] [--budget-cnn 0.05]
+       [--photos 100] [--fmnist-n 10000] [--sentences 100] [--minilm-calibration 4] [--budget-mbv2 0.1] [--budget-cnn 0.05]
        [--budget-minilm 0.05] [--json out.json]
 """
 
@@ -48,6 +48,7 @@ def _softmax(z):
 
 
 ONLY: set[str] = set()  # --only: run just these config labels
+TAG = [""]  # --tag: appended to the labels written (e.g. a run with another calibration set)
 
 
 def _wanted(label: str) -> bool:
@@ -95,8 +96,8 @@ def _sweep(model: str, out: dict, configs, path, calib, tmp, budget, score) -> d
         score(cm, info)
         if label == "auto":
             info["budget"] = budget
-        out[label] = info
-        print(model, label, json.dumps(info), flush=True)
+        out[label + TAG[0]] = info
+        print(model, label + TAG[0], json.dumps(info), flush=True)
     return out
 
 
@@ -149,11 +150,11 @@ def fashion_cnn(path, n_test, budget, tmp):
     return _sweep("fashion_cnn", out, configs, path, calib, tmp, budget, score)
 
 
-def minilm(path, n_sentences, budget, tmp):
+def minilm(path, n_sentences, budget, tmp, n_calibration=4):
     from examples import minilm as ml
 
     sents = ml.sentences()
-    evals, cal = sents[:n_sentences], sents[n_sentences : n_sentences + 4]
+    evals, cal = sents[:n_sentences], sents[n_sentences : n_sentences + n_calibration]
     feeds = ml.tokenize(evals)
     samples = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(evals))]
     cfeeds = ml.tokenize(cal)
@@ -180,13 +181,16 @@ def main(argv=None):
     ap.add_argument("--photos", type=int, default=100)
     ap.add_argument("--fmnist-n", type=int, default=10000)
     ap.add_argument("--sentences", type=int, default=100)
+    ap.add_argument("--minilm-calibration", type=int, default=4, help="calibration sentences (after the evaluation ones)")
     ap.add_argument("--budget-mbv2", type=float, default=0.1)
     ap.add_argument("--budget-cnn", type=float, default=0.05)
     ap.add_argument("--budget-minilm", type=float, default=0.05)
     ap.add_argument("--only", default="", help="comma list of config labels to run (e.g. pot4,auto)")
+    ap.add_argument("--tag", default="", help="suffix for the labels written, e.g. _cal16")
     ap.add_argument("--json", type=Path, help="write all results here")
     args = ap.parse_args(argv)
     ONLY.update(x for x in args.only.split(",") if x)
+    TAG[0] = args.tag
     results = {}
     with tempfile.TemporaryDirectory(prefix="shift-acc-") as tmp:
         if args.cnn:
@@ -194,7 +198,7 @@ def main(argv=None):
         if args.mbv2:
             results["mobilenetv2"] = mobilenetv2(args.mbv2, args.photos, args.budget_mbv2, tmp)
         if args.minilm:
-            results["minilm"] = minilm(args.minilm, args.sentences, args.budget_minilm, tmp)
+            results["minilm"] = minilm(args.minilm, args.sentences, args.budget_minilm, tmp, args.minilm_calibration)
     print(json.dumps(results, indent=1))
     if args.json:
         _merge_into(args.json, results, argv)
