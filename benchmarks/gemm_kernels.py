@@ -62,6 +62,13 @@ def peaks() -> dict:
     }
 
 
+def measured_pct(gops: float, threads: int) -> float | None:
+    """% of the dot-product peak ``vnni_peak.py`` measured for ``threads`` cores (None: not measured)."""
+    path = RESULTS / "vnni_peak.json"
+    peak = json.loads(path.read_text())["peak_gops"].get(str(threads)) if path.exists() else None
+    return 100 * gops / peak if peak else None
+
+
 def kernel_gops(size: int, threads: int) -> list[dict]:
     """GOP/s of single GEMM kernels (size^3) against the AVX2 peaks: the tensorized int8 GEMM on
     AVX2 (x86-64-v3) and with this host's best int8 instruction, the same loop nest without the
@@ -88,10 +95,11 @@ def kernel_gops(size: int, threads: int) -> list[dict]:
             args = [tvm.runtime.tensor(rng.integers(0, 255, (m, k)).astype("uint8")),
                     tvm.runtime.tensor(rng.integers(-64, 65, (n // lanes, k // 4, lanes, 4)).astype("int8")),
                     tvm.runtime.tensor(np.zeros((m, n), "int32"))]
-            sec = timed(lib, args)
+            gops = 2 * m * n * k / timed(lib, args) / 1e9
             rows.append({"kernel": f"int8 GEMM {size}^3", "cpu": f"{label} ({t.attrs['mcpu']})",
                          "how": (x86_int8.intrinsic_for(t)[0] if intrinsic else "same loops, no intrinsic"),
-                         "gops": 2 * m * n * k / sec / 1e9, "peak": "int8"})
+                         "gops": gops, "peak": "int8",
+                         "pct_of_measured_peak": measured_pct(gops, threads) if label == "host" and intrinsic else None})
         x = te.placeholder((m, k), "float32", name="X")
         w = te.placeholder((k, n), "float32", name="W")
         r = te.reduce_axis((0, k), name="r")
