@@ -156,6 +156,7 @@ def gemm_vs_numpy_gops(target) -> list[dict]:
     return rows
 
 
+
 def _child_rows(threads: int) -> list[dict]:
     env = dict(os.environ, TVM_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, __file__, "--child"], env=env, check=True, capture_output=True, text=True)
@@ -172,8 +173,7 @@ def against_peak(peak_doc: dict, thread_counts: list[int]) -> dict:
         peak = peak_doc["peak_gops"].get(str(threads))
         for row in _child_rows(threads):
             row.update(threads=threads, peak_gops=peak,
-                       pct_median=100 * row["gops_median"] / peak if peak else None,
-                       pct_best=100 * row["gops_best"] / peak if peak else None)
+                       **{f"pct_{kind}": 100 * row[f"gops_{kind}"] / peak if peak else None for kind in ("median", "best")})
             doc["rows"].append(row)
     doc["loadavg_after"] = os.getloadavg()
     return doc
@@ -198,8 +198,8 @@ def main(argv=None) -> int:
     doc = {"git_rev": git_rev(), **against_peak(peak_doc, args.threads)}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     for r in doc["rows"]:
-        print(f"{r['threads']}t {r['shape']:22s} {r['gops_median']:6.0f} GOP/s median ({r['pct_median'] or 0:4.1f} %), "
-              f"{r['gops_best']:6.0f} best ({r['pct_best'] or 0:4.1f} %) of {r['peak_gops'] or 0:.0f}")
+        print(f"{r['threads']}t {r['shape']:20s} {r['gops_median']:4.0f} GOP/s median ({r['pct_median'] or 0:4.1f} %), "
+              f"{r['gops_best']:4.0f} best ({r['pct_best'] or 0:4.1f} %) of {r['peak_gops'] or 0:.0f}")
     print(f"load {doc['loadavg_before'][0]:.2f} -> {doc['loadavg_after'][0]:.2f}; wrote {args.out}")
     return 0
 
