@@ -115,8 +115,9 @@ def kernel_gops(size: int, threads: int) -> list[dict]:
     return rows
 
 
-def _gemm_kernel(lead: tuple, k: int, n: int, target):
-    """The compiler's int8 GEMM kernel (u8 activations x packed s8 weights) for one shape."""
+def _gemm_kernel(lead: tuple, k: int, n: int, target, fused: bool):
+    """The compiler's int8 GEMM kernel (u8 activations x packed s8 weights) for one shape; with
+    ``fused``, an epilogue as a requantiser has (clamp to int8, cast) runs on each int32 tile."""
     import tvm
     from tvm import s_tir, te
 
@@ -125,38 +126,44 @@ def _gemm_kernel(lead: tuple, k: int, n: int, target):
     lanes = x86_int8.intrinsic_for(target)[1]
     x = te.placeholder((*lead, k), "uint8", name="X")
     wp = te.placeholder((n // lanes, k // 4, lanes, 4), "int8", name="Wp")
-    sch = s_tir.Schedule(te.create_prim_func([x, wp, int8_gemm.gemm_te(x, wp, lanes, 4, "int8_dot_gemm")]))
+    y = int8_gemm.gemm_te(x, wp, lanes, 4, "int8_dot_gemm")
+    if fused:
+        y = te.compute(y.shape, lambda *i: te.min(te.max(y(*i), -128), 127).astype("int8"), name="clamp")
+    sch = s_tir.Schedule(te.create_prim_func([x, wp, y]))
     if not int8_gemm.schedule_in_place(sch, target):
         raise RuntimeError("the int8 GEMM schedule did not apply")
     return tvm.compile(sch.mod, target=target), lanes
 
 
-def gemm_vs_numpy_gops(target) -> list[dict]:
-    """Median and best GOP/s of the int8 GEMM kernel per shape of ``GEMM_SHAPES`` (bit-exact
-    against NumPy first, else it raises). Threads: ``TVM_NUM_THREADS`` of this process."""
+def _timed_row(label: str, lead: tuple, k: int, n: int, fused: bool, target, rng) -> dict:
+    """One shape's median and best GOP/s, after checking the result against NumPy."""
     import tvm
 
     from shiftc.schedules import cpu_features, x86_int8
 
-    rng = np.random.default_rng(0)
     limit = 127 if cpu_features.int8_dot_instruction(target) == "avx512vnni" else x86_int8.WEIGHT_LIMIT
-    rows = []
-    for label, lead, k, n in GEMM_SHAPES:
-        lib, lanes = _gemm_kernel(lead, k, n, target)
-        x = rng.integers(0, 256, (*lead, k)).astype("uint8")
-        w = rng.integers(-limit, limit + 1, (n, k)).astype("int8")
-        args = [tvm.runtime.tensor(x), tvm.runtime.tensor(x86_int8.pack_weights(w, lanes)),
-                tvm.runtime.tensor(np.zeros((*lead, n), "int32"))]
-        lib["main"](*args)
-        if not np.array_equal(args[2].numpy(), x.astype(np.int32) @ w.astype(np.int32).T):
-            raise AssertionError(f"int8 GEMM {label}: result differs from NumPy")
-        # single calls (0.1-3 ms): the best of them fits between the slices other load takes of a core
-        secs = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=REPEATS)(*args).results
-        ops = 2 * int(np.prod(lead)) * k * n
-        rows.append({"shape": label, "m": int(np.prod(lead)), "k": k, "n": n,
-                     "gops_median": ops / float(np.median(secs)) / 1e9, "gops_best": ops / float(np.min(secs)) / 1e9})
-    return rows
+    lib, lanes = _gemm_kernel(lead, k, n, target, fused)
+    x = rng.integers(0, 256, (*lead, k)).astype("uint8")
+    w = rng.integers(-limit, limit + 1, (n, k)).astype("int8")
+    args = [tvm.runtime.tensor(x), tvm.runtime.tensor(x86_int8.pack_weights(w, lanes)),
+            tvm.runtime.tensor(np.zeros((*lead, n), "int8" if fused else "int32"))]
+    lib["main"](*args)
+    want = x.astype(np.int32) @ w.astype(np.int32).T
+    if not np.array_equal(args[2].numpy(), want.clip(-128, 127).astype(np.int8) if fused else want):
+        raise AssertionError(f"int8 GEMM {label}: result differs from NumPy")
+    # single calls (0.1-3 ms): the best of them fits between the slices other load takes of a core
+    secs = lib.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=REPEATS)(*args).results
+    ops = 2 * int(np.prod(lead)) * k * n
+    return {"shape": label, "m": int(np.prod(lead)), "k": k, "n": n, "epilogue": "clamp, int8" if fused else "none",
+            "gops_median": ops / float(np.median(secs)) / 1e9, "gops_best": ops / float(np.min(secs)) / 1e9}
 
+
+def gemm_vs_numpy_gops(target) -> list[dict]:
+    """Median and best GOP/s of the int8 GEMM kernel per shape of ``GEMM_SHAPES``, without and
+    with a fused epilogue (bit-exact against NumPy first, else it raises). Threads:
+    ``TVM_NUM_THREADS`` of this process."""
+    rng = np.random.default_rng(0)
+    return [_timed_row(label, lead, k, n, fused, target, rng) for fused in (False, True) for label, lead, k, n in GEMM_SHAPES]
 
 
 def _child_rows(threads: int) -> list[dict]:
@@ -200,7 +207,7 @@ def main(argv=None) -> int:
     doc = {"git_rev": git_rev(), **against_peak(peak_doc, args.threads)}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     for r in doc["rows"]:
-        print(f"{r['threads']}t {r['shape']:20s} {r['gops_median']:4.0f} GOP/s median ({r['pct_median'] or 0:4.1f} %), "
+        print(f"{r['threads']}t {r['shape']:20s} {r['epilogue'][:5]:5s} {r['gops_median']:4.0f} GOP/s median ({r['pct_median'] or 0:4.1f} %), "
               f"{r['gops_best']:4.0f} best ({r['pct_best'] or 0:4.1f} %) of {r['peak_gops'] or 0:.0f}")
     print(f"load {doc['loadavg_before'][0]:.2f} -> {doc['loadavg_after'][0]:.2f}; wrote {args.out}")
     return 0

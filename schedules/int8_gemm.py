@@ -147,13 +147,12 @@ def _divisor(x: int, cands) -> int:
 # and 20-24 gained nothing (docs/BENCHMARKS.md, "int8 GEMM against the VNNI peak").
 ACCUMULATORS = {16: 16, 8: 8}  # lanes -> accumulator vectors
 MAX_ROWS = 8  # rows per micro-kernel (each a broadcast row value)
+# TVM places a per-tile buffer on the stack below this size, else it allocates (and frees) a
+# workspace per tile: that cost 30 % on a K = 32 GEMM here
+STACK_TILE_BYTES = 1024
 
 
-def register_tile(m: int, n_tiles: int, lanes: int) -> tuple[int, int]:
-    """(rows, column tiles) of the register-blocked micro-kernel: the most accumulators within
-    the budget whose sizes divide ``m`` rows and ``n_tiles`` column tiles (ties: more rows, each
-    weight vector loaded once serves every row)."""
-    budget = ACCUMULATORS.get(lanes, 12)
+def _best_tile(m: int, n_tiles: int, budget: int) -> tuple[int, int]:
     best = (1, 1)
     for rows in range(min(m, MAX_ROWS), 0, -1):
         if m % rows:
@@ -162,6 +161,19 @@ def register_tile(m: int, n_tiles: int, lanes: int) -> tuple[int, int]:
         if rows * cols > best[0] * best[1]:
             best = (rows, cols)
     return best
+
+
+def register_tile(m: int, n_tiles: int, lanes: int, fused: bool = False) -> tuple[int, int]:
+    """(rows, column tiles) of the register-blocked micro-kernel: the most accumulators within
+    the budget whose sizes divide ``m`` rows and ``n_tiles`` column tiles (ties: more rows, each
+    weight vector loaded once serves every row). ``fused``: an epilogue reads the int32 tile, which
+    becomes a per-tile buffer; a tile under ``STACK_TILE_BYTES`` (on the stack) is preferred when
+    it keeps at least 3/4 of the accumulators."""
+    full = _best_tile(m, n_tiles, ACCUMULATORS.get(lanes, 8))
+    if not fused:
+        return full
+    small = _best_tile(m, n_tiles, (STACK_TILE_BYTES - 1) // (4 * lanes))
+    return small if 4 * small[0] * small[1] >= 3 * full[0] * full[1] else full
 
 
 def _inline_epilogue(sch, gemm):
@@ -208,7 +220,7 @@ def schedule_in_place(sch, target) -> bool:
     epilogue = _inline_epilogue(sch, gemm)
     *lead, j, kk = sch.get_loops(gemm)
     m_inner = int(sch.get(lead[-1]).extent) if lead else 1
-    rows, cols = register_tile(m_inner, int(sch.get(j).extent) // lanes, lanes)
+    rows, cols = register_tile(m_inner, int(sch.get(j).extent) // lanes, lanes, fused=epilogue is not None)
     outer = list(lead[:-1])
     if lead:
         i_o, i_i = sch.split(lead[-1], [None, rows])

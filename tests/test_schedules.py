@@ -316,6 +316,10 @@ def test_int8_gemm_register_tile_fills_the_accumulator_budget_with_dividing_size
     for m, tiles, lanes in ((49, 80, 16), (784, 2, 16), (6, 9, 16), (12, 4, 8)):
         rows, cols = register_tile(m, tiles, lanes)
         assert m % rows == 0 and tiles % cols == 0 and rows * cols <= {16: 16, 8: 8}[lanes] and rows <= 8
+    # a fused epilogue reads the int32 tile from a per-tile buffer: under 1 KiB it stays on the
+    # stack, preferred while it keeps 3/4 of the accumulators
+    assert register_tile(28, 12, 16) == (4, 4) and register_tile(28, 12, 16, fused=True) == (7, 2)
+    assert register_tile(512, 32, 16, fused=True) == (8, 2)  # 8 accumulators would be too few
 
 
 @pytest.mark.parametrize("lead", [(1, 7, 7), (1, 6, 10), (13,)])
