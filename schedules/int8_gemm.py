@@ -141,19 +141,43 @@ def _divisor(x: int, cands) -> int:
     return next(c for c in cands if x % c == 0)
 
 
-def schedule_in_place(sch, target) -> bool:
-    """Tile and tensorize a fused PrimFunc holding a GEMM block of ``FORMS``; False if it has none.
+# Register budget of the micro-kernel: rows x cols accumulator vectors plus the broadcast row
+# value, the weight vectors and the intrinsic's temporaries must fit the vector register file
+# (32 zmm with AVX-512, 16 ymm with AVX2). Measured on a VNNI Xeon: 16 zmm accumulators beat 12,
+# and 20-24 gained nothing (docs/BENCHMARKS.md, "int8 GEMM against the VNNI peak").
+ACCUMULATORS = {16: 16, 8: 8}  # lanes -> accumulator vectors
+MAX_ROWS = 8  # rows per micro-kernel (each a broadcast row value)
+# TVM places a per-tile buffer on the stack below this size, else it allocates (and frees) a
+# workspace per tile: that cost ~40 % on a K = 32 GEMM here
+STACK_TILE_BYTES = 1024
 
-    Loop nest: ``parallel(outer rows x column tiles) / k by 4 / rows (unrolled) / column tiles
-    (unrolled) / L lanes x 4 (the intrinsic)``; the fused epilogue runs per tile, vectorised.
-    """
-    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    block = next((n for n in FORMS if n in names), None)
-    if block is None:
-        return False
-    gemm = sch.get_sblock(block)
-    group, pick = FORMS[block]
-    name, lanes = pick(target)
+
+def _best_tile(m: int, n_tiles: int, budget: int) -> tuple[int, int]:
+    best = (1, 1)
+    for rows in range(min(m, MAX_ROWS), 0, -1):
+        if m % rows:
+            continue
+        cols = _divisor(n_tiles, range(min(n_tiles, 4, budget // rows), 0, -1))
+        if rows * cols > best[0] * best[1]:
+            best = (rows, cols)
+    return best
+
+
+def register_tile(m: int, n_tiles: int, lanes: int, fused: bool = False) -> tuple[int, int]:
+    """(rows, column tiles) of the register-blocked micro-kernel: the most accumulators within
+    the budget whose sizes divide ``m`` rows and ``n_tiles`` column tiles (ties: more rows, each
+    weight vector loaded once serves every row). ``fused``: an epilogue reads the int32 tile, which
+    becomes a per-tile buffer; a tile under ``STACK_TILE_BYTES`` (on the stack) is preferred when
+    it keeps at least 3/4 of the accumulators."""
+    full = _best_tile(m, n_tiles, ACCUMULATORS.get(lanes, 8))
+    if not fused:
+        return full
+    small = _best_tile(m, n_tiles, (STACK_TILE_BYTES - 1) // (4 * lanes))
+    return small if 4 * small[0] * small[1] >= 3 * full[0] * full[1] else full
+
+
+def _inline_epilogue(sch, gemm):
+    """Inline the elementwise blocks around the GEMM; the one left writing the output (if any)."""
     root = sch.get_sblock("root")
     others = lambda: [b for b in sch.get_child_blocks(root) if not sch.get(b).same_as(sch.get(gemm))]  # noqa: E731
     for b in others():  # elementwise epilogue steps into their consumers (a DAG of them too)
@@ -164,12 +188,39 @@ def schedule_in_place(sch, target) -> bool:
     rest = others()
     for b in reversed(rest[1:]):
         sch.reverse_compute_inline(b)
-    epilogue = rest[0] if rest else None
+    return rest[0] if rest else None
+
+
+def _vectorize_epilogue(sch, epilogue, par, lanes: int) -> None:
+    sch.reverse_compute_at(epilogue, par)
+    inner = sch.get_loops(epilogue)[1:]
+    if inner:
+        fused = sch.fuse(*inner)
+        if int(sch.get(fused).extent) % lanes == 0:
+            sch.vectorize(sch.split(fused, [None, lanes])[1])
+
+
+def schedule_in_place(sch, target) -> bool:
+    """Tile and tensorize a fused PrimFunc holding a GEMM block of ``FORMS``; False if it has none.
+
+    Loop nest: ``parallel(column blocks x outer rows) / k by 4 / rows (unrolled) / column tiles
+    (unrolled) / L lanes x 4 (the intrinsic)``: a register-blocked micro-kernel whose ``rows x
+    cols`` accumulators (``register_tile``) stay in vector registers across all of K, each weight
+    vector loaded once for ``rows`` dot steps, each broadcast row value for ``cols``. Column blocks
+    outermost: one block's packed weights (``K x cols x L`` values) stay in L1/L2 while every row
+    block passes. The fused epilogue runs per tile, vectorised.
+    """
+    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    block = next((n for n in FORMS if n in names), None)
+    if block is None:
+        return False
+    gemm = sch.get_sblock(block)
+    group, pick = FORMS[block]
+    name, lanes = pick(target)
+    epilogue = _inline_epilogue(sch, gemm)
     *lead, j, kk = sch.get_loops(gemm)
     m_inner = int(sch.get(lead[-1]).extent) if lead else 1
-    rows = _divisor(m_inner, (4, 2, 1))
-    n = int(sch.get(j).extent)
-    cols = _divisor(n // lanes, (4, 2, 1))  # rows x cols accumulator vectors stay in registers
+    rows, cols = register_tile(m_inner, int(sch.get(j).extent) // lanes, lanes, fused=epilogue is not None)
     outer = list(lead[:-1])
     if lead:
         i_o, i_i = sch.split(lead[-1], [None, rows])
@@ -177,17 +228,11 @@ def schedule_in_place(sch, target) -> bool:
     j_o, j_m, j_i = sch.split(j, [None, cols, lanes])
     k_o, k_i = sch.split(kk, [None, group])
     tile = [i_i] if lead else []
-    sch.reorder(*outer, j_o, k_o, *tile, j_m, j_i, k_i)
-    par = sch.fuse(*outer, j_o)
+    sch.reorder(j_o, *outer, k_o, *tile, j_m, j_i, k_i)
+    par = sch.fuse(j_o, *outer)
     sch.parallel(par)
     if epilogue is not None:
-        sch.reverse_compute_at(epilogue, par)
-        inner = sch.get_loops(epilogue)[1:]
-        if inner:
-            fused = sch.fuse(*inner)
-            ext = int(sch.get(fused).extent)
-            if ext % lanes == 0:
-                sch.vectorize(sch.split(fused, [None, lanes])[1])
+        _vectorize_epilogue(sch, epilogue, par, lanes)
     init = sch.decompose_reduction(gemm, k_o)
     sch.vectorize(sch.get_loops(init)[-1])
     for loop in (*tile, j_m):

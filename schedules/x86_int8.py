@@ -63,15 +63,14 @@ def dot_8x4_u8i8i32_avx2(
     with T.sblock("root"):
         T.reads(C[0:8], A[0:4], B[0:8, 0:4])
         T.writes(C[0:8])
-        A_u8x4 = A.vload([0], "uint8x4")
-        A_i32 = T.reinterpret(A_u8x4, dtype="int32")
-        A_u8x32 = T.reinterpret(T.broadcast(A_i32, 8), dtype="uint8x32")
-        B_i8x32 = B.vload([0, 0], dtype="int8x32")
-        pairs = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), A_u8x32, B_i8x32, dtype="int16x16"
-        )
+        # operands inline, not named locals: a local becomes a per-tile workspace allocation
         C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.int16x16(1), dtype="int32x8"
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32"),
+                B.vload([0, 0], dtype="int8x32"), dtype="int16x16"),
+            T.int16x16(1), dtype="int32x8",
         )
 
 
@@ -89,11 +88,11 @@ def _vnni_dot(group: int, a_dtype: str, b_dtype: str, operands: str, llvm_intrin
         with T.sblock("root"):
             T.reads(C[0:16], A[0:group], B[0:16, 0:group])
             T.writes(C[0:16])
-            A_i32 = T.reinterpret(A.vload([0], a_word), dtype="int32")
+            # A's word inline, not a named local: a local becomes a per-tile workspace allocation
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm_intrinsic),
                 C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(A_i32, 16), dtype=operands),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], a_word), dtype="int32"), 16), dtype=operands),
                 B.vload([0, 0], dtype=operands),
                 dtype="int32x16",
             )
@@ -110,10 +109,10 @@ def dot_8x2_i16i16i32_avx2(
     with T.sblock("root"):
         T.reads(C[0:8], A[0:2], B[0:8, 0:2])
         T.writes(C[0:8])
-        A_i32 = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
-        A_i16x16 = T.reinterpret(T.broadcast(A_i32, 8), dtype="int16x16")
         C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), A_i16x16, B.vload([0, 0], dtype="int16x16"), dtype="int32x8"
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8), dtype="int16x16"),
+            B.vload([0, 0], dtype="int16x16"), dtype="int32x8",
         )
 
 

@@ -300,3 +300,58 @@ def test_x86_builds_import_only_the_x86_tensor_intrinsics():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_int8_gemm_register_tile_fills_the_accumulator_budget_with_dividing_sizes():
+    """rows x column tiles of the micro-kernel: both divide the GEMM, at most the budget of
+    accumulator vectors (16 zmm, 8 ymm), rows at most 8; 7x7 maps get 7 rows, not 1."""
+    from shiftc.schedules.int8_gemm import register_tile
+
+    assert register_tile(7, 80, 16) == (7, 2)  # MobileNetV2's 7x7 maps, N = 1280
+    assert register_tile(56, 10, 16) == (8, 2)
+    assert register_tile(512, 32, 16) == (8, 2)
+    assert register_tile(13, 5, 16) == (1, 1)  # 13 rows exceed the 8-row cap; 5 tiles: no 2-4 divides
+    assert register_tile(1, 8, 16) == (1, 4)
+    assert register_tile(64, 4, 8) == (8, 1)
+    for m, tiles, lanes in ((49, 80, 16), (784, 2, 16), (6, 9, 16), (12, 4, 8)):
+        rows, cols = register_tile(m, tiles, lanes)
+        assert m % rows == 0 and tiles % cols == 0 and rows * cols <= {16: 16, 8: 8}[lanes] and rows <= 8
+    # a fused epilogue reads the int32 tile from a per-tile buffer: under 1 KiB it stays on the
+    # stack, preferred while it keeps 3/4 of the accumulators
+    assert register_tile(28, 12, 16) == (4, 4) and register_tile(28, 12, 16, fused=True) == (7, 2)
+    assert register_tile(512, 32, 16, fused=True) == (8, 2)  # 8 accumulators would be too few
+
+
+@pytest.mark.parametrize("lead", [(1, 7, 7), (1, 6, 10), (13,)])
+def test_int8_gemm_micro_kernel_is_bit_exact_and_register_blocked(lead):
+    """The host's tensorized GEMM kernel (schedule_in_place) on conv-like and odd row counts with
+    full-range operands equals NumPy, and its inner K step issues rows x cols dot instructions."""
+    import tvm
+    from tvm import s_tir, te
+
+    from shiftc.schedules import cpu_features, int8_gemm, x86_int8
+    from shiftc.targets import get
+
+    target = get("x86").tvm_target()
+    kind = cpu_features.int8_dot_instruction(target)
+    if kind == "none":
+        pytest.skip("this host has no AVX2")
+    name, lanes = x86_int8.intrinsic_for(target)
+    k, n = 64, 6 * lanes
+    x = te.placeholder((*lead, k), "uint8", name="X")
+    wp = te.placeholder((n // lanes, k // 4, lanes, 4), "int8", name="Wp")
+    sch = s_tir.Schedule(te.create_prim_func([x, wp, int8_gemm.gemm_te(x, wp, lanes, 4, "int8_dot_gemm")]))
+    assert int8_gemm.schedule_in_place(sch, target)
+    lib = tvm.compile(sch.mod, target=target)
+    limit = 127 if kind == "avx512vnni" else x86_int8.WEIGHT_LIMIT
+    xa = RNG.integers(0, 256, (*lead, k)).astype(np.uint8)
+    w = RNG.integers(-limit, limit + 1, (n, k)).astype(np.int8)
+    xa.reshape(-1, k)[0] = 255
+    w[0] = -limit
+    out = tvm.runtime.tensor(np.zeros((*lead, n), np.int32))
+    lib["main"](tvm.runtime.tensor(xa), tvm.runtime.tensor(x86_int8.pack_weights(w, lanes)), out)
+    np.testing.assert_array_equal(out.numpy(), xa.astype(np.int32) @ w.astype(np.int32).T)
+    rows, cols = int8_gemm.register_tile(lead[-1], n // lanes, lanes)
+    asm = lib.mod.inspect_source("asm")
+    dot = "vpdpbusd" if kind == "avx512vnni" else "vpmaddubsw"
+    assert asm.count(dot) >= rows * cols
