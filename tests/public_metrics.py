@@ -21,6 +21,7 @@ INTEGER_BOUNDS: dict[str, float] = {
     "ppocr-det": 0.9,  # mean IoU of DBNet's text masks (probability > 0.3)
 }
 INTEGER_CHECKED_ELSEWHERE = {"ppocr-cls": "≥ 27/32 top-1 on 32 crops (tests/test_paddle_integer.py)"}
+CONFIDENT = 0.5  # an input FP32 is confident about: its top class probability is above this
 
 
 def ctc_greedy(probs: np.ndarray) -> list[tuple[int, ...]]:
@@ -83,3 +84,29 @@ def fp32_max_error(got: list[dict], ref: list[dict], names: list[str]) -> tuple[
             d = np.abs(g[n].astype(np.float64) - r[n])
             worst, rel = max(worst, float(d.max())), max(rel, float((d / np.maximum(1.0, np.abs(r[n]))).max()))
     return worst, rel
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _is_distribution(x: np.ndarray) -> bool:
+    return bool((x >= 0).all() and np.allclose(x.sum(-1), 1.0, atol=1e-3))
+
+
+def class_scores(got: list[dict], ref: list[dict], names: list[str]) -> dict:
+    """A classifier's first output as class distributions: mean KL(onnxruntime FP32 || shiftc)
+    over the evaluation samples, and top-1 agreement on the samples FP32 is confident about (top
+    probability > CONFIDENT) with their count (agreement None when there is none). The output is
+    taken as it is when every onnxruntime row already is a distribution (the sweep's softmax heads),
+    through a softmax otherwise; shiftc's rows go the same way as onnxruntime's."""
+    a, b = np.concatenate([r[names[0]] for r in ref]), np.concatenate([g[names[0]] for g in got])
+    a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+    if not _is_distribution(a):
+        a, b = _softmax(a), _softmax(b)
+    kl = np.sum(a * (np.log(a + 1e-30) - np.log(np.clip(b, 0.0, None) + 1e-30)), axis=-1)
+    sure = a.max(-1) > CONFIDENT
+    same = a.argmax(-1) == b.argmax(-1)
+    return {"mean_kl": float(kl.mean()), "confident_inputs": int(sure.sum()),
+            "confident_top1_agreement": float(same[sure].mean()) if sure.any() else None}

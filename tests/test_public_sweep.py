@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from public_metrics import FP32_RTOL, FP32_TASK_BOUND, INTEGER_BOUNDS, ctc_greedy, meets, task_score
+from public_metrics import FP32_RTOL, FP32_TASK_BOUND, INTEGER_BOUNDS, class_scores, ctc_greedy, meets, task_score
 from public_models import BY_KEY, MODELS, PublicModel
 
 pytestmark = pytest.mark.slow
@@ -105,6 +105,49 @@ def test_readme_sweep_table_is_rendered_from_the_json_it_cites():
     doc = public_sweep.load(root / cited)
     assert body == public_sweep.markdown(doc)
     assert {(r["model"], r["variant"]) for r in doc["records"]} <= {(m.key, v) for m in MODELS for v in public_sweep.VARIANTS}
+
+
+def test_readme_shift_table_is_rendered_from_the_json_it_cites():
+    from pathlib import Path
+
+    from benchmarks import public_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    block = public_sweep.readme_block((root / "README.md").read_text(), shift=True)
+    if block is None:
+        pytest.skip("the README has no public shift block yet (benchmarks/public_sweep.py --render prints it)")
+    assert block[0] == public_sweep.JSON_NAME
+    assert block[1] == public_sweep.shift_markdown(public_sweep.load(root / block[0]))
+
+
+def test_class_scores_kl_and_confident_agreement():
+    ref = [{"p": np.array([[0.5, 0.5]])}, {"p": np.array([[0.9, 0.1]])}, {"p": np.array([[0.2, 0.8]])}]
+    got = [{"p": np.array([[0.25, 0.75]])}, {"p": np.array([[0.9, 0.1]])}, {"p": np.array([[0.6, 0.4]])}]
+    s = class_scores(got, ref, ["p"])
+    kl = [0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75), 0.0, 0.2 * np.log(0.2 / 0.6) + 0.8 * np.log(0.8 / 0.4)]
+    assert s["mean_kl"] == pytest.approx(np.mean(kl))
+    assert (s["confident_inputs"], s["confident_top1_agreement"]) == (2, 0.5)  # 0.9 kept, 0.8 flipped; 0.5 is not confident
+    logits = [{"p": np.array([[2.0, 0.0, -1.0]])}]  # not a distribution: both sides through a softmax
+    assert class_scores([{"p": logits[0]["p"] + 3.0}], logits, ["p"])["mean_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert class_scores([{"p": np.array([[0.0, 2.0, -1.0]])}], logits, ["p"])["mean_kl"] > 0.5
+
+
+def test_shift_table_rows_from_records():
+    from benchmarks import public_sweep
+
+    ok = {"model": "ppocr-cls", "variant": "bits5", "metric": "top1", "ok": True, "internal": False, "score": 0.75,
+          "mean_kl": 0.0123, "confident_inputs": 4, "confident_top1_agreement": 0.75, "bits_per_weight": 4.996,
+          "artifact_bytes": 200_000, "onnx_bytes": 600_000, "compile_seconds": 41.2, "load_1m_before_after": [1.2, 2.0]}
+    slow = {"model": "vit-focus", "variant": "shift4", "metric": "pearson", "ok": False, "internal": False,
+            "timed_out": True, "error": "not finished in 600 s (stopped)"}
+    broke = {"model": "ppocr-rec", "variant": "shift4", "metric": "ctc", "ok": False, "internal": True, "error": "TVMError: x|y"}
+    rows = public_sweep.shift_markdown({"records": [ok, slow, broke]}).splitlines()
+    assert len(rows) == 2 + len(MODELS) * len(public_sweep.SHIFT_TEXT)
+    cells = {(r.split(" | ")[0][2:], r.split(" | ")[2]): r.split(" | ")[3:] for r in rows[2:]}
+    assert cells[("ppocr-cls", public_sweep.SHIFT_TEXT["bits5"])] == ["0.75", "0.0123", "3/4", "5.00", "0.20 MB, 3.00x smaller", "41 (load 1.2/2.0) |"]
+    assert cells[("vit-focus", public_sweep.SHIFT_TEXT["shift4"])][0] == "not finished in 600 s (stopped)"
+    assert cells[("ppocr-rec", public_sweep.SHIFT_TEXT["shift4"])][0] == "**internal error**: `TVMError: x\\|y`"
+    assert cells[("ppocr-cls", public_sweep.SHIFT_TEXT["shift4"])][0] == "not measured yet"
 
 
 def test_heat_map_pearson_and_text_mask_iou():
