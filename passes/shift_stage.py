@@ -57,7 +57,8 @@ def _validate(o) -> bool:
     allowed = (3, 4, 5, 6) if uniform else (3, 4, 5)
     if o.shift_bits is not None and o.shift_bits not in allowed:
         raise InputError(f"--shift-bits must be {', '.join(map(str, allowed[:-1]))} or {allowed[-1]}{' with --shift-grid uniform' if uniform else ''}, got {o.shift_bits}")
-    if uniform and (o.shift_bits is None or o.shift_terms != 1 or o.shift_zero != "free"):
+    fixed = o.max_bits_per_weight is None and o.accuracy_budget is None
+    if uniform and fixed and (o.shift_bits is None or o.shift_terms != 1 or o.shift_zero != "free"):
         raise InputError("--shift-grid uniform needs --shift-bits and takes no --shift-terms or --shift-zero (its terms are the level's signed digits, zero included)")
     if not 1 <= int(o.shift_terms) <= 3:
         raise InputError(f"--shift-terms must be 1, 2 or 3, got {o.shift_terms}")
@@ -133,8 +134,8 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
 def _bits_plan(o, mod, layers, active, zero_free, inputs, names, samples, summary, notes) -> tuple[dict, dict]:
     """The plan and encodings chosen under ``--max-bits-per-weight`` (``shift_bits``), recorded in
     the report."""
-    if o.shift_bits is not None or o.shift_terms != 1:
-        notes.append("--max-bits-per-weight chooses bits, terms and int8 per layer; --shift-bits/--shift-terms are ignored")
+    if o.shift_bits is not None or o.shift_terms != 1 or o.shift_grid != "pot":
+        notes.append("--max-bits-per-weight chooses bits, terms, grid and int8 per layer; --shift-bits/--shift-terms/--shift-grid are ignored")
     evaluator = M.ModelWithWeightParams(mod, names, samples)
     plan, encoded, info = SBITS.allocate_bits(layers, set(active), inputs, zero_free, o.max_bits_per_weight,
                                               bool(o.shift_bias_correction), evaluator)
@@ -154,14 +155,14 @@ def _bits_plan(o, mod, layers, active, zero_free, inputs, names, samples, summar
 
 
 def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> tuple[dict, float | None]:
-    """The per-layer codes: uniform from the options, or allocated under the accuracy budget
+    """The per-layer codes: one config from the options for every layer, or allocated under the accuracy budget
     (then also the plan's model error on the allocation samples)."""
     if o.accuracy_budget is None:
         if o.shift_grid == "uniform":
             return {n: S.uniform_config(o.shift_bits) for n in active}, None
         return {n: S.ShiftConfig(o.shift_bits, int(o.shift_terms), zero_free) for n in active}, None
-    if o.shift_bits is not None or o.shift_terms != 1:
-        notes.append("--accuracy-budget chooses bits and terms per layer; --shift-bits/--shift-terms are ignored")
+    if o.shift_bits is not None or o.shift_terms != 1 or o.shift_grid != "pot":
+        notes.append("--accuracy-budget chooses power-of-two bits and terms per layer; --shift-bits/--shift-terms/--shift-grid are ignored")
     evaluator = M.ModelWithWeightParams(mod, names, samples)
     plan, _, err = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, notes)
     return plan, err
