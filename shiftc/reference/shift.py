@@ -75,6 +75,8 @@ __all__ = [
     "decode_multi",
     "pack_codes",
     "unpack_codes",
+    "pack_fields",
+    "unpack_fields",
     "max_shift",
     "headroom_ok",
     "max_P_for",
@@ -371,21 +373,30 @@ def pack_codes(codes: np.ndarray, bits: int, zero_free: bool = True) -> bytes:
         e = mag
     if np.any(e > (pmax if zero_free else pmax + 1)):
         raise ValueError(f"code out of range for {bits}-bit {'zero-free' if zero_free else 'with-zero'} codes")
-    field = (np.where(c < 0, 1, 0) << (bits - 1)) | e
-    # expand to bits, LSB first
-    bitarr = ((field[:, None] >> np.arange(bits)[None, :]) & 1).astype(np.uint8).reshape(-1)
+    return pack_fields((np.where(c < 0, 1, 0) << (bits - 1)) | e, bits)
+
+
+def pack_fields(field: np.ndarray, bits: int) -> bytes:
+    """Non-negative ``bits``-wide fields as one little-endian bit stream: field ``i`` at stream bits
+    ``[i*bits, (i+1)*bits)``, byte ``j`` holding bits ``8j .. 8j+7``, the last byte zero-padded."""
+    bitarr = ((np.asarray(field, np.int64)[:, None] >> np.arange(bits)[None, :]) & 1).astype(np.uint8).reshape(-1)
     return np.packbits(bitarr, bitorder="little").tobytes()
+
+
+def unpack_fields(data: bytes, bits: int, count: int, what: str = "codes") -> np.ndarray:
+    """Inverse of :func:`pack_fields`: the first ``count`` fields (int64); ``what`` names them in
+    the error when ``data`` is too short."""
+    need = (count * bits + 7) // 8
+    if len(data) < need:
+        raise ValueError(f"{len(data)} bytes cannot hold {count} {what} of {bits} bits ({need} needed)")
+    bitarr = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little")
+    return np.sum(bitarr[: count * bits].reshape(count, bits).astype(np.int64) << np.arange(bits)[None, :], axis=1)
 
 
 def unpack_codes(data: bytes, bits: int, count: int, zero_free: bool = True, shape=None) -> np.ndarray:
     """Inverse of :func:`pack_codes`: ``count`` codes (reshaped to ``shape`` if given)."""
     pmax = p_limit(bits, zero_free)
-    need = (count * bits + 7) // 8
-    if len(data) < need:
-        raise ValueError(f"{len(data)} bytes cannot hold {count} codes of {bits} bits ({need} needed)")
-    bitarr = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little")
-    bitarr = bitarr[: count * bits].reshape(count, bits).astype(np.int64)
-    field = np.sum(bitarr << np.arange(bits)[None, :], axis=1)
+    field = unpack_fields(data, bits, count)
     neg = (field >> (bits - 1)) & 1
     e = field & ((1 << (bits - 1)) - 1)
     if zero_free:

@@ -140,20 +140,12 @@ def encode_uniform(w: np.ndarray, bits: int = 4, axis: int = 0) -> tuple[np.ndar
 
 def pack_uniform(codes: np.ndarray, bits: int) -> bytes:
     """The levels of term codes ``(terms, ...)`` as ``bits``-bit two's-complement fields, LSB first."""
-    m = levels_of(codes, bits).reshape(-1)
-    field = m & ((1 << bits) - 1)
-    bitarr = ((field[:, None] >> np.arange(bits)[None, :]) & 1).astype(np.uint8).reshape(-1)
-    return np.packbits(bitarr, bitorder="little").tobytes()
+    return S.pack_fields(levels_of(codes, bits).reshape(-1) & ((1 << bits) - 1), bits)
 
 
 def unpack_uniform(data: bytes, bits: int, shape) -> np.ndarray:
     """Inverse of :func:`pack_uniform`: term codes ``(terms, *shape)``."""
-    count = int(np.prod(shape))
-    need = (count * bits + 7) // 8
-    if len(data) < need:
-        raise ValueError(f"{len(data)} bytes cannot hold {count} levels of {bits} bits ({need} needed)")
-    bitarr = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little")
-    field = np.sum(bitarr[: count * bits].reshape(count, bits).astype(np.int64) << np.arange(bits)[None, :], axis=1)
+    field = S.unpack_fields(data, bits, int(np.prod(shape)), "levels")
     m = np.where(field >> (bits - 1), field - (1 << bits), field)
     if np.any(m == -(1 << (bits - 1))):
         raise ValueError(f"invalid packed level: -{1 << (bits - 1)} is outside the symmetric {bits}-bit grid")
