@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.fidelity import mean_kl, softmax
+
 FP32_RTOL = 1e-4  # every float output within FP32_RTOL * max(1, |ref|) of onnxruntime
 FP32_TASK_BOUND = {"top1": 1.0, "ctc": 1.0, "cosine": 0.99999, "pearson": 0.99999, "iou": 0.999}
 DB_THRESHOLD = 0.3  # PaddleOCR DBNet's text-pixel threshold on the probability map (det_db_thresh)
@@ -86,11 +88,6 @@ def fp32_max_error(got: list[dict], ref: list[dict], names: list[str]) -> tuple[
     return worst, rel
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def _is_distribution(x: np.ndarray) -> bool:
     return bool((x >= 0).all() and np.allclose(x.sum(-1), 1.0, atol=1e-3))
 
@@ -104,9 +101,8 @@ def class_scores(got: list[dict], ref: list[dict], names: list[str]) -> dict:
     a, b = np.concatenate([r[names[0]] for r in ref]), np.concatenate([g[names[0]] for g in got])
     a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
     if not _is_distribution(a):
-        a, b = _softmax(a), _softmax(b)
-    kl = np.sum(a * (np.log(a + 1e-30) - np.log(np.clip(b, 0.0, None) + 1e-30)), axis=-1)
+        a, b = softmax(a), softmax(b)
     sure = a.max(-1) > CONFIDENT
     same = a.argmax(-1) == b.argmax(-1)
-    return {"mean_kl": float(kl.mean()), "confident_inputs": int(sure.sum()),
+    return {"mean_kl": mean_kl(a, np.clip(b, 0.0, None)), "confident_inputs": int(sure.sum()),
             "confident_top1_agreement": float(same[sure].mean()) if sure.any() else None}
