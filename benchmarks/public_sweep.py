@@ -32,9 +32,11 @@ JSON_NAME = "benchmarks/results/public_sweep.json"
 SMALL = {"float_shift_form": "shift"}  # the artifact holds the packed codes (as benchmarks/shift_accuracy.py's bits5)
 VARIANTS = {"fp32": {}, "integer": {"integer_only": True}, "fallback": {"integer_only": True, "float_fallback": True},
             "shift4": {"shift_bits": 4}, "bits5": {"max_bits_per_weight": 5.0, **SMALL},
-            "bits5_reconstruct": {"max_bits_per_weight": 5.0, "shift_reconstruct": True, **SMALL}}
+            "bits5_reconstruct": {"max_bits_per_weight": 5.0, "shift_reconstruct": True, **SMALL},
+            "bits5_gptq": {"max_bits_per_weight": 5.0, "shift_rounding": "gptq", **SMALL}}
 SHIFT_TEXT = {"shift4": "`--shift-bits 4`", "bits5": "`--max-bits-per-weight 5 --float-shift-form shift`",
-              "bits5_reconstruct": "`--max-bits-per-weight 5 --float-shift-form shift --shift-reconstruct`"}
+              "bits5_reconstruct": "`--max-bits-per-weight 5 --float-shift-form shift --shift-reconstruct`",
+              "bits5_gptq": "`--max-bits-per-weight 5 --float-shift-form shift --shift-rounding gptq`"}
 N_EVAL, N_CAL = 4, 4  # as tests/test_public_sweep.py
 README_BEGIN = "<!-- public sweep table: python benchmarks/public_sweep.py --render --readme, from {json} (generated; do not edit) -->"
 README_END = "<!-- end of public sweep table -->"

@@ -64,7 +64,7 @@ def _compile(model, calib, tmp, name, **opts):
         info.update({k: stage.summary.get(k) for k in ("bits_per_weight", "rewritten", "packed_weight_bytes", "fp32_weight_bytes")})
         info["calibration_error"] = stage.error
         info["bits_terms"] = sorted({f"{r['bits']}b x{r['terms']}" if r["terms"] else "int8" for r in stage.rows if r["bits"]})
-        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias", "reconstruction"))]
+        info["notes"] = [n for n in stage.notes if n.startswith(("auto", "accuracy", "--accuracy", "bias", "reconstruction", "gptq"))]
         info["code_bits_per_weight"] = stage.summary.get("code_bits_per_weight")
         info["budget_check"] = stage.summary.get("budget")
         alloc = stage.summary.get("bit_allocation")
@@ -80,7 +80,9 @@ def _compile(model, calib, tmp, name, **opts):
 SMALL = {"float_shift_form": "shift"}
 BITS5 = (("bits5", {"max_bits_per_weight": 5.0, **SMALL}),
          ("bits5_reconstruct", {"max_bits_per_weight": 5.0, "shift_reconstruct": True, **SMALL}),
-         ("pot4_reconstruct_small", {"shift_bits": 4, "shift_reconstruct": True, **SMALL}))
+         ("pot4_reconstruct_small", {"shift_bits": 4, "shift_reconstruct": True, **SMALL}),
+         ("bits5_gptq", {"max_bits_per_weight": 5.0, "shift_rounding": "gptq", **SMALL}),
+         ("pot4_gptq", {"shift_bits": 4, "shift_rounding": "gptq", **SMALL}))
 
 
 def _run_all(cm, name, inputs):
@@ -142,7 +144,7 @@ def fashion_cnn(path, n_test, budget, tmp):
     configs = (("fp32", {}), ("pot4", {"shift_bits": 4}), ("pot4_no_bias_corr", {"shift_bits": 4, "shift_bias_correction": False}),
                ("pot5", {"shift_bits": 5}), ("pot4_2terms", {"shift_bits": 4, "shift_terms": 2}),
                ("pot4_reconstruct", {"shift_bits": 4, "shift_reconstruct": True}),
-               ("auto", {"accuracy_budget": budget, "budget_best_effort": True}))
+               ("auto", {"accuracy_budget": budget, "budget_best_effort": True}), ("pot4_gptq", {"shift_bits": 4, "shift_rounding": "gptq"}))
 
     def score(cm, info):
         info["accuracy"] = float(np.mean(_run_all(cm, spec.name, x).argmax(1) == y))

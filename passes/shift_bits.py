@@ -82,14 +82,14 @@ def greedy_path(costs: dict[str, list[int]], err2: dict[str, list[float]], cap: 
         path.append((dict(state), total, e2, n))
 
 
-def _measure_rungs(layers, active, inputs, zero_free):
+def _measure_rungs(layers, active, inputs, zero_free, encode):
     """Per active layer: the encodings of every rung and their local output errors."""
     rs = rungs(zero_free)
     encoded, local = {}, {}
     for i, layer in enumerate(layers):
         if layer.name not in active:
             continue
-        encoded[layer.name] = [S.encode(layer, c) for c in rs]
+        encoded[layer.name] = [encode(layer, c) for c in rs]
         decoded = [S.decoded_weight(layer, *e) for e in encoded[layer.name]]
         local[layer.name] = M.layer_output_error(layer, [s[i] for s in inputs], decoded)
     return rs, encoded, local
@@ -125,10 +125,11 @@ def _pareto(layers, rs, encoded, path, weights, ref, evaluator) -> list[dict]:
     return rows
 
 
-def allocate_bits(layers, active, inputs, zero_free, max_bits, bias_on, evaluator) -> tuple[dict, dict, dict]:
+def allocate_bits(layers, active, inputs, zero_free, max_bits, bias_on, evaluator, encode=S.encode) -> tuple[dict, dict, dict]:
     """Steps 1-4 of the module docstring: ``(plan name -> config, encoded name -> (codes, alpha),
-    info for the report)``; ``InputError`` when even the cheapest plan exceeds the budget."""
-    rs, encoded, local = _measure_rungs(layers, active, inputs, zero_free)
+    info for the report)``; ``InputError`` when even the cheapest plan exceeds the budget.
+    ``encode(layer, cfg)`` gives a rung's codes (nearest or ``shift_gptq`` rounding)."""
+    rs, encoded, local = _measure_rungs(layers, active, inputs, zero_free, encode)
     by_name = {layer.name: layer for layer in layers if layer.name in encoded}
     weights = sum(layer.weight.size for layer in by_name.values())
     costs = {n: [stored_bits(lay, c, bias_on or lay.epilogue.bias is not None) for c in rs] for n, lay in by_name.items()}

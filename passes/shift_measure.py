@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tvm
@@ -28,6 +28,11 @@ from .shift import Layer, candidate_kind
 
 def capture_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: Sequence[dict]) -> list[list[np.ndarray]]:
     """Per sample, the first argument of every candidate layer of ``main`` (binding order)."""
+    return list(each_sample_inputs(mod, input_names, samples))
+
+
+def each_sample_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: Sequence[dict]) -> Iterator[list[np.ndarray]]:
+    """``capture_inputs`` one sample at a time (the model is built once)."""
     func = relax.transform.ToNonDataflow()(mod)["main"]
     taps = [b.value.args[0] for blk in func.body.blocks for b in blk.bindings if candidate_kind(b.value)]
     body = relax.BlockBuilder().normalize(relax.SeqExpr(func.body.blocks, relax.Tuple(taps)))
@@ -37,7 +42,8 @@ def capture_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: Seque
             tapped[gv] = f
     vm = host_vm(relax.transform.Normalize()(tapped))
     dev = tvm.cpu()
-    return [flatten_outputs(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names])) for s in samples]
+    for s in samples:
+        yield flatten_outputs(vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(s[n]), dev) for n in input_names]))
 
 
 def layer_forward(layer: Layer, x: np.ndarray, w: np.ndarray) -> np.ndarray:

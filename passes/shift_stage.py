@@ -39,6 +39,7 @@ from shiftc.core.stage import Stage
 from . import shift as S
 from . import shift_bias as SB
 from . import shift_bits as SBITS
+from . import shift_gptq as SG
 from . import shift_measure as M
 from . import shift_reconstruct as SRC
 from . import shift_recorded as SR
@@ -64,21 +65,25 @@ def _validate(o) -> bool:
         raise InputError(f"--shift-terms must be 1, 2 or 3, got {o.shift_terms}")
     if o.max_bits_per_weight is not None and not o.max_bits_per_weight > 0:
         raise InputError(f"--max-bits-per-weight must be > 0, got {o.max_bits_per_weight}")
+    if o.shift_rounding not in ("nearest", "gptq"):
+        raise InputError(f"--shift-rounding must be 'nearest' or 'gptq', got {o.shift_rounding!r}")
+    if o.shift_rounding == "gptq" and o.shift_reconstruct:
+        raise InputError("--shift-rounding gptq and --shift-reconstruct are two ways to choose the codes: give one")
     if o.accuracy_budget is not None and not o.accuracy_budget > 0:
         raise InputError(f"--accuracy-budget must be > 0 (a relative L2 error), got {o.accuracy_budget}")
     return o.shift_zero == "free"
 
 
-def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tuple[dict, dict, float]:
+def allocate(layers, active, inputs, zero_free, budget, evaluator, notes, encode=S.encode) -> tuple[dict, dict, float]:
     """The greedy threshold search of the module docstring: returns ``(plan, local_errors,
-    model error of the plan on the evaluator's samples)``."""
+    model error of the plan on the evaluator's samples)``; ``encode(layer, cfg)`` rounds."""
     rungs = [S.ShiftConfig(b, t, zero_free) for b, t in LADDER]
     errors: dict[str, list[float]] = {}
     decoded: dict[str, list[np.ndarray]] = {}
     for i, layer in enumerate(layers):
         if layer.name not in active:
             continue
-        decoded[layer.name] = [S.decoded_weight(layer, *S.encode(layer, c)) for c in rungs]
+        decoded[layer.name] = [S.decoded_weight(layer, *encode(layer, c)) for c in rungs]
         errors[layer.name] = M.layer_output_error(layer, [s[i] for s in inputs], decoded[layer.name])
 
     def plan_for(tau):
@@ -131,14 +136,14 @@ def allocate(layers, active, inputs, zero_free, budget, evaluator, notes) -> tup
     return {n: rungs[j] for n, j in best.items()}, errors, err0
 
 
-def _bits_plan(o, mod, layers, active, zero_free, inputs, names, samples, summary, notes) -> tuple[dict, dict]:
+def _bits_plan(o, mod, layers, active, zero_free, inputs, names, samples, summary, notes, encode) -> tuple[dict, dict]:
     """The plan and encodings chosen under ``--max-bits-per-weight`` (``shift_bits``), recorded in
     the report."""
     if o.shift_bits is not None or o.shift_terms != 1 or o.shift_grid != "pot":
         notes.append("--max-bits-per-weight chooses bits, terms, grid and int8 per layer; --shift-bits/--shift-terms/--shift-grid are ignored")
     evaluator = M.ModelWithWeightParams(mod, names, samples)
     plan, encoded, info = SBITS.allocate_bits(layers, set(active), inputs, zero_free, o.max_bits_per_weight,
-                                              bool(o.shift_bias_correction), evaluator)
+                                              bool(o.shift_bias_correction), evaluator, encode)
     summary["bit_allocation"] = info
     measured = [r for r in info["pareto"] if "measured_rel_l2" in r]
     notes.append(
@@ -154,7 +159,7 @@ def _bits_plan(o, mod, layers, active, zero_free, inputs, names, samples, summar
     return plan, encoded
 
 
-def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> tuple[dict, float | None]:
+def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes, encode) -> tuple[dict, float | None]:
     """The per-layer codes: one config from the options for every layer, or allocated under the accuracy budget
     (then also the plan's model error on the allocation samples)."""
     if o.accuracy_budget is None:
@@ -164,7 +169,7 @@ def _plan(o, mod, layers, active, zero_free, inputs, names, samples, notes) -> t
     if o.shift_bits is not None or o.shift_terms != 1 or o.shift_grid != "pot":
         notes.append("--accuracy-budget chooses power-of-two bits and terms per layer; --shift-bits/--shift-terms/--shift-grid are ignored")
     evaluator = M.ModelWithWeightParams(mod, names, samples)
-    plan, _, err = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, notes)
+    plan, _, err = allocate(layers, set(active), inputs, zero_free, o.accuracy_budget, evaluator, notes, encode)
     return plan, err
 
 
@@ -319,12 +324,13 @@ def apply(mod, ctx):
     active = [n for n in active if n not in keep]
     skip |= keep
     todo = [n for n in active if n not in tuned]
+    encode = _encoder(o, mod, layers, todo, names, [samples[i] for i in fit], report.notes)
     if o.max_bits_per_weight is not None:
         fit_error = None
-        plan, encoded = _bits_plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.summary, report.notes)
+        plan, encoded = _bits_plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.summary, report.notes, encode)
     else:
-        plan, fit_error = _plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.notes)
-        encoded = {n: S.encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
+        plan, fit_error = _plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.notes, encode)
+        encoded = {n: encode(next(l for l in layers if l.name == n), cfg) for n, cfg in plan.items()}
     # --integer-only: int8 layers stay float ops here; the integer pass gives them int8 codes
     left = {n for n, c in plan.items() if isinstance(c, S.Int8Config)} if o.integer_only else set()
     plan.update({n: tuned[n][0] for n in active if n in tuned})
@@ -355,6 +361,17 @@ def apply(mod, ctx):
         f"reaching it for {len(measured)} calibration samples (FP32 host run of the model)"
     )
     return S.RewriteShiftLayers(rewritten, encoded, bias)(mod)
+
+
+def _encoder(o, mod, layers, todo, names, fit_samples, notes) -> SG.Encoder:
+    """``shift.encode`` (nearest) or GPTQ rounding from the fit samples' layer inputs."""
+    if o.shift_rounding == "nearest":
+        return S.encode
+    hessians = SG.second_moments(layers, set(todo), M.each_sample_inputs(mod, names, fit_samples))
+    nearest = [n for n in todo if n not in hessians]  # binding order
+    notes.append(f"gptq rounding: {len(hessians)} layer(s), H from their inputs on {len(fit_samples)} calibration sample(s)"
+                 + (f"; nearest codes for {len(nearest)} grouped conv(s) ({', '.join(nearest[:3])}{', ...' if len(nearest) > 3 else ''})" if nearest else ""))
+    return SG.encoder(hessians)
 
 
 def _mode(o) -> str:

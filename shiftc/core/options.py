@@ -31,6 +31,7 @@ class PassOptions:
     max_bits_per_weight: float | None = option(None, "Choose per layer between power-of-two codes (3-5 bits, 1-2 terms), uniform codes (3-5 bits) and int8 weights kept as a multiply, to minimise the measured output error with at most this many stored bits per weight on average (codes, alpha, biases: everything stored), e.g. 5.", type=float)
     budget_best_effort: bool = option(False, "With --accuracy-budget: when the budget is not met on the held-back samples, keep the build and say so in the report instead of failing.")
     shift_reconstruct: bool = option(False, "Choose each shifted layer's codes (between the two that bracket each weight), alpha and bias correction to minimise its output error on the calibration data (AdaRound in the log domain, torch).", cli="--shift-reconstruct/--no-shift-reconstruct")
+    shift_rounding: str = option("nearest", "How shift codes round the weights: 'nearest' (each weight its closest code) or 'gptq' (Hessian-guided: each input column's rounding error is compensated on the columns after it, from the layer's calibration inputs; matmul and ungrouped conv; the --max-bits-per-weight and --accuracy-budget allocations measure the rounded codes).", choices=["nearest", "gptq"])
     shift_bias_correction: bool = option(True, "Correct each shifted layer's bias by its mean output error on the calibration data.", cli="--shift-bias-correction/--no-shift-bias-correction")
 
     # integerize (passes/integerize_stage.py)
