@@ -368,9 +368,7 @@ def _encoder(o, mod, layers, todo, names, fit_samples, notes) -> SG.Encoder:
     if o.shift_rounding == "nearest":
         return S.encode
     hessians = SG.second_moments(layers, set(todo), M.each_sample_inputs(mod, names, fit_samples))
-    nearest = [n for n in todo if n not in hessians]  # binding order
-    notes.append(f"gptq rounding: {len(hessians)} layer(s), H from their inputs on {len(fit_samples)} calibration sample(s)"
-                 + (f"; nearest codes for {len(nearest)} grouped conv(s) ({', '.join(nearest[:3])}{', ...' if len(nearest) > 3 else ''})" if nearest else ""))
+    notes.append(f"gptq rounding: {len(hessians)} layer(s), H from their inputs on {len(fit_samples)} calibration sample(s)")
     return SG.encoder(hessians)
 
 

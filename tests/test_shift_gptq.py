@@ -16,6 +16,7 @@ from shiftc.cli import main
 from shiftc.core.errors import InputError
 from shiftc.passes import shift as S
 from shiftc.passes import shift_gptq as G
+from shiftc.passes.shift_measure import layer_forward
 from shiftc.passes.shift_reconstruct import unit_table
 from shiftc.reference import shift as ref
 from shiftc.reference import shift_uniform as U
@@ -59,7 +60,7 @@ def test_gptq_lowers_output_error_on_held_back_rows_and_writes_valid_codes(cfg):
     layer = _matmul_layer(rng)
     fit, held = _correlated_inputs(rng, 48, 512, 512)
     h = G.second_moments([layer], {layer.name}, [[fit]])[layer.name]
-    np.testing.assert_allclose(h, fit.astype(np.float64).T @ fit, rtol=1e-10)
+    np.testing.assert_allclose(h, (fit.astype(np.float64).T @ fit)[None], rtol=1e-10)
     codes, alpha = G.encode(layer, cfg, G.Hessian.of(h))
     near = _output_error(held, layer, *S.encode(layer, cfg))
     got = _output_error(held, layer, codes, alpha)
@@ -89,20 +90,45 @@ def test_alpha_refit_never_raises_the_output_error():
     assert np.all(err(refit) <= err(alpha)) and np.any(err(refit) < err(alpha))
 
 
-def test_conv_rows_are_im2col_columns():
-    """A conv's ``H`` rows are its im2col columns, so ``rows @ W^T`` is the conv output."""
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv_rows_are_each_groups_im2col_columns(groups):
+    """A conv's ``H`` rows are each group's im2col columns: ``rows_g @ W_g^T`` is group ``g``'s output."""
     rng = np.random.default_rng(3)
-    w = rng.normal(0, 0.3, (6, 3, 3, 3)).astype(np.float32)
-    attrs = {"strides": (2, 2), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
+    w = rng.normal(0, 0.3, (6, 3 // groups, 3, 3)).astype(np.float32)
+    attrs = {"strides": (2, 2), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": groups}
     layer = S.Layer("conv2d_0", "conv2d", w, attrs, (2, 3, 9, 9), (2, 6, 5, 5))
     x = rng.normal(0, 1, (2, 3, 9, 9)).astype(np.float32)
-    from shiftc.passes.shift_measure import layer_forward
-
     rows = G.input_rows(layer, x)
-    got = (rows @ w.reshape(6, -1).T.astype(np.float64)).reshape(2, 5, 5, 6).transpose(0, 3, 1, 2)
+    assert rows.shape == (groups, 2 * 25, 27 // groups)
+    got = np.matmul(rows, w.reshape(groups, 6 // groups, -1).transpose(0, 2, 1).astype(np.float64))  # (g, n*L, O/g)
+    got = got.reshape(groups, 2, 5, 5, 6 // groups).transpose(1, 0, 4, 2, 3).reshape(2, 6, 5, 5)
     np.testing.assert_allclose(got, layer_forward(layer, x, w), rtol=1e-5, atol=1e-5)
-    grouped = S.Layer("conv2d_1", "conv2d", w[:, :1], dict(attrs, groups=3), (2, 3, 9, 9), (2, 6, 5, 5))
-    assert G.supported(layer) and not G.supported(grouped)
+
+
+def test_depthwise_conv_gptq_lowers_output_error_on_held_back_inputs():
+    """Depthwise 3x3 (one 9 x 9 ``H`` per channel), 4-bit PoT: lower output error than nearest
+    codes on other inputs of the same distribution."""
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32)
+    attrs = {"strides": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 16}
+    layer = S.Layer("conv2d_0", "conv2d", w, attrs, (1, 16, 12, 12), (1, 16, 12, 12))
+    smooth = np.ones((1, 1, 3, 3)) / 9  # spatially correlated inputs, as images are
+
+    def inputs(n):
+        x = rng.normal(0, 1, (n, 16, 14, 14)) + rng.uniform(0.5, 2.0, (1, 16, 1, 1))
+        return np.stack([sum(x[:, :, i:i + 12, j:j + 12] * smooth[0, 0, i, j] for i in range(3) for j in range(3))], 0)[0].astype(np.float32)
+
+    fit, held = inputs(8), inputs(8)
+    h = G.second_moments([layer], {layer.name}, [[fit]])[layer.name]
+    assert h.shape == (16, 9, 9)
+    cfg = S.ShiftConfig(4)
+
+    def error(codes, alpha):
+        d = layer_forward(layer, held, S.decoded_weight(layer, codes, alpha) - w)
+        return float(np.linalg.norm(d) / np.linalg.norm(layer_forward(layer, held, w)))
+
+    near, got = error(*S.encode(layer, cfg)), error(*G.encode(layer, cfg, G.Hessian.of(h)))
+    assert got < 0.9 * near, (got, near)
 
 
 def _images(split, start, n):
@@ -114,7 +140,8 @@ def _images(split, start, n):
 def test_fashion_cnn_4bit_pot_within_two_points_of_fp32(tmp_path):
     """The real CNN, 4-bit single-term power-of-two codes, 16 training images to calibrate, 500
     test images held back: GPTQ rounding stays within 2 points of FP32 top-1 and beats nearest
-    rounding (measured 91.7 % vs 87.4 %, FP32 92.5 %, on the first 1,000 test images)."""
+    rounding (all 10k test images: nearest 87.04 %, GPTQ 91.20 %, FP32 91.91 %;
+    benchmarks/shift_accuracy_results.json)."""
     calib_x, _ = _images("train", 0, 16)
     calib = [{"input": v[None]} for v in calib_x]
     x, y = _images("test", 0, 500)
@@ -124,7 +151,7 @@ def test_fashion_cnn_4bit_pot_within_two_points_of_fp32(tmp_path):
         cm = shiftc.compile(str(CNN), "x86", calibration=calib, shift_bits=4, shift_rounding=rounding, output=tmp_path / rounding)
         acc[rounding] = float(np.mean([cm.run(v[None])["logits"].argmax() == t for v, t in zip(x, y)]))
         notes = next(s for s in cm.report.stages if s.name == "shift").notes
-        assert any(n.startswith("gptq rounding: 5 layer(s)") for n in notes) == (rounding == "gptq"), notes
+        assert any(n.startswith("gptq rounding: 7 layer(s)") for n in notes) == (rounding == "gptq"), notes
     assert acc["gptq"] >= acc["fp32"] - 0.02, acc
     assert acc["gptq"] > acc["nearest"], acc
 
