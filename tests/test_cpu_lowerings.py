@@ -156,8 +156,8 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
     """int8 1x1 conv (NHWC after the CPU layout) and matmul -> the tensorized u8 x s8 GEMM with the
     +128 offset correction (uint8 activations: none), int16 matmul -> the int16 pair GEMM: equal to
     the NumPy result. VNNI
-    (znver5) takes full-range int8 weights; AVX2 (x86-64-v3) only |w| <= 64, wider weights keep
-    the default schedule."""
+    (znver5) takes full-range int8 weights on vpdpbusd; AVX2 (x86-64-v3) only |w| <= 64 on
+    vpmaddubsw, wider weights go to the int16 pair GEMM with the activations widened."""
     from shiftc.schedules import lower
     from shiftc.schedules.cpu_features import int8_dot_instruction
     from shiftc.targets.x86 import X86
@@ -183,10 +183,12 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
     mod = _module(build, ((1, 16, 6, 8), dtype), ((5, 16), dtype))
     report = lower.ScheduleReport()
     prepared = lower.prepare(mod, target, None, report)
-    # kernels: conv, one int8 GEMM shared by both matmuls (same structure) or, on AVX2, the wide
-    # matmul on the default schedule (its 127 weights would saturate int16 pair sums), int16 GEMM
+    # kernels: conv, one int8 GEMM shared by both matmuls (same structure), int16 GEMM; on AVX2 the
+    # wide matmul (its 127 weights would saturate vpmaddubsw's int16 pair sums) shares the int16 GEMM
     assert report.default["tensorized"] == 3
-    assert report.default["reduction"] == (0 if limit == 127 else 1)
+    assert report.default["reduction"] == 0
+    wide_kernels = [g.name_hint for g, _ in prepared.functions_items() if "int16_dot_gemm" in g.name_hint]
+    assert len(wide_kernels) == 1, wide_kernels
     with target, tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(prepared, target=target, relax_pipeline=lower.lowering_pipeline(target))
     vm = relax.VirtualMachine(ex, tvm.cpu())
