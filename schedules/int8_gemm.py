@@ -179,10 +179,12 @@ def register_tile(m: int, n_tiles: int, lanes: int, fused: bool = False) -> tupl
     weight vector loaded once serves every row). ``fused``: an epilogue reads the int32 tile, which
     becomes a per-tile buffer; a tile under ``STACK_TILE_BYTES`` (on the stack) is preferred when
     it keeps at least 3/4 of the accumulators."""
-    full = _best_tile(m, n_tiles, ACCUMULATORS.get(lanes, 8))
+    budget = ACCUMULATORS.get(lanes, 8)
+    full = _best_tile(m, n_tiles, budget)
     if not fused:
         return full
-    small = _best_tile(m, n_tiles, (STACK_TILE_BYTES - 1) // (4 * lanes))
+    # within the register budget too: with 8 lanes the stack bound alone allows 31 accumulators
+    small = _best_tile(m, n_tiles, min(budget, (STACK_TILE_BYTES - 1) // (4 * lanes)))
     return small if 4 * small[0] * small[1] >= 3 * full[0] * full[1] else full
 
 

@@ -320,6 +320,8 @@ def test_int8_gemm_register_tile_fills_the_accumulator_budget_with_dividing_size
     # stack, preferred while it keeps 3/4 of the accumulators
     assert register_tile(28, 12, 16) == (4, 4) and register_tile(28, 12, 16, fused=True) == (7, 2)
     assert register_tile(512, 32, 16, fused=True) == (8, 2)  # 8 accumulators would be too few
+    # 8 lanes (AVX2): the stack bound (31 tiles of 8 int32) must not lift the register budget of 8
+    assert register_tile(12544, 12, 8, fused=True) == (8, 1)
 
 
 @pytest.mark.parametrize("lead", [(1, 7, 7), (1, 6, 10), (13,)])
