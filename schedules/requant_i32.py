@@ -48,25 +48,36 @@ class Int32Requant:
     s: np.ndarray
 
 
+def rounding_term(m: int, e: int, zmax: int) -> tuple[int, int, int, int] | None:
+    """``(sh, m', r, s)`` with ``(mulhi(z << sh, m') + r) >> s == floor((z*m + H) / 2^e)`` for every
+    int32 ``z`` with ``|z| <= zmax`` (module doc), or None where ``zmax << sh`` could leave int32."""
+    if not (0 <= m <= INT32_MAX and 0 <= e <= 62):
+        return None
+    if m == 0:  # floor(H / 2^e) == 0, and so is (0 + 1) >> 1
+        return 0, 0, 1, 1
+    k = 30 - (m.bit_length() - 1)
+    mn, e1 = m << k, e + k
+    if e1 >= 63:  # |z * m'| < 2^62 <= 2^(e1-1): always 0
+        return 0, 0, 1, 1
+    ep = max(e1, 33)
+    sh = ep - e1
+    if sh and zmax > (INT32_MAX >> sh):
+        return None
+    return sh, mn, 1 << (ep - 33), ep - 32
+
+
 def _channel(m: int, e: int, lo: int, hi: int) -> tuple[int, ...] | None:
     if not (0 <= m <= INT32_MAX and 0 <= e <= 62):
         return None
-    if m == 0:  # y == floor(H / 2^e) == 0: the form with m' = 0 gives (0 + 1) >> 1 == 0
-        return 0, 0, 0, 0, 1, 1
+    if m == 0:
+        return (0, 0, *rounding_term(0, e, 0))
     half = 1 << (e - 1) if e else 0
     # saturating range of z (exact integer floor / ceil divisions)
     zhi = -((-(hi * 2**e - half)) // m)  # smallest z with y(z) >= hi
     zlo = ((lo + 1) * 2**e - half - 1) // m  # largest z with y(z) <= lo
     zlo, zhi = max(zlo, INT32_MIN), min(zhi, INT32_MAX)
-    k = 30 - (m.bit_length() - 1)
-    mn, e1 = m << k, e + k
-    if e1 >= 63:
-        return zlo, zhi, 0, 0, 1, 1
-    ep = max(e1, 33)
-    sh = ep - e1
-    if sh and max(-zlo, zhi) > (INT32_MAX >> sh):
-        return None
-    return zlo, zhi, sh, mn, 1 << (ep - 33), ep - 32
+    term = rounding_term(m, e, max(-zlo, zhi))
+    return None if term is None else (zlo, zhi, *term)
 
 
 def int32_form(m, e, bits: int, unsigned: bool = False) -> Int32Requant | None:

@@ -335,7 +335,7 @@ def test_lower_int_elementwise_turns_a_requantiser_into_relax_ops():
     attrs = {"shiftc.requant": "per_tensor", "shiftc.m": 3, "shiftc.e": 2, "shiftc.bits": 8}
     before = _main([("z", (2, 4), "int32")], lambda bb, z: bb.call_te(
         IK.requantize, z, 3, 2, 8, primfunc_name_hint="requant", primfunc_attrs=attrs))
-    i32 = lambda v: R.const(np.array([v], np.int32), "int32")  # noqa: E731
+    i32 = lambda v: R.const(np.array([[v]], np.int32), "int32")  # noqa: E731  (one element, z's rank)
 
     # saturate_8(round_half_up(z * 3 / 2^2)) in the int32 form (schedules/requant_i32.py):
     # z saturates outside [-171, 169]; m' = 3 * 2^29, e' = 33, so z << 2 into the high-word multiply,
@@ -347,7 +347,7 @@ def test_lower_int_elementwise_turns_a_requantiser_into_relax_ops():
             with R.dataflow():
                 zc = R.minimum(R.maximum(z, i32(-171)), i32(169))
                 zs = R.left_shift(zc, i32(2))
-                p = R.multiply(R.astype(zs, "int64"), R.const(np.array([3 << 29], np.int64), "int64"))
+                p = R.multiply(R.astype(zs, "int64"), R.const(np.array([[3 << 29]], np.int64), "int64"))
                 h = R.astype(R.right_shift(p, R.const(32, "int64")), "int32")
                 s = R.right_shift(R.add(h, i32(1)), i32(1))
                 lo = R.maximum(s, R.const(-128, "int32"))

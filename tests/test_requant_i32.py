@@ -1,7 +1,8 @@
-"""The requantisers' int32 form (schedules/requant_i32.py) and its high-word multiply kernel
-(schedules/mulhi.py) give the reference's integers bit for bit: the NumPy model of the form over
-random and extreme multipliers / shifts / inputs, and CPU builds (conv + per-channel requantiser,
-per-tensor requantiser on int32 extremes) against shiftc.reference."""
+"""The requantisers' and residual adds' int32 form (schedules/requant_i32.py) and its high-word
+multiply kernel (schedules/mulhi.py) give the reference's integers bit for bit: the NumPy model of
+the form over random and extreme multipliers / shifts / inputs, and CPU builds (conv + per-channel
+requantiser, depthwise conv + unsigned one, residual add, per-tensor requantiser on int32 extremes)
+against shiftc.reference."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tvm
 from tvm import relax
 
 from shiftc.kernels import integer as K
-from shiftc.reference import rounding
+from shiftc.reference import requant, rounding
 from shiftc.schedules import requant_i32
 from shiftc.targets.x86 import flatten_outputs
 
@@ -68,8 +69,9 @@ def _requant_axis(bb, z, m, e, axis, bits=8, unsigned=False):
 @pytest.mark.parametrize("cpu", ["x86-64-v3", "host"])
 def test_cpu_build_of_conv_and_requantisers_is_bit_exact(cpu):
     """A conv (NHWC after the CPU layout) with a per-channel requantiser, a depthwise conv with an
-    unsigned one, and a per-tensor requantiser of int32 extremes: each requantiser runs its int32
-    form with the high-word multiply kernel fused in, and equals the reference."""
+    unsigned one, a residual add of the two (int8 + uint8 -> int16), and a per-tensor requantiser of
+    int32 extremes: each runs its int32 form with the high-word multiply kernel fused in, no layout
+    transpose is left, and every output equals the reference."""
     from shiftc.schedules import lower
     from shiftc.targets.x86 import X86
 
@@ -81,6 +83,7 @@ def test_cpu_build_of_conv_and_requantisers_is_bit_exact(cpu):
     m, e = rounding.dyadic(10 ** rng.uniform(-4, -1, C))
     md, ed = rounding.dyadic(10 ** rng.uniform(-4, 0, C))
     ms, es = rounding.dyadic(0.37)
+    (ma, ea), (mb, eb) = rounding.dyadic(0.8), rounding.dyadic(153.0)  # 153: a left-shifted operand
 
     def build(bb, x, z):
         y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), out_dtype="int32"))
@@ -89,19 +92,24 @@ def test_cpu_build_of_conv_and_requantisers_is_bit_exact(cpu):
         u = bb.emit(_requant_axis(bb, d, md, ed, 1, unsigned=True))
         t = bb.emit(bb.call_te(K.requantize, z, ms, es, 8, primfunc_name_hint="requant",
                                primfunc_attrs={"shiftc.requant": "per_tensor", "shiftc.m": ms, "shiftc.e": es, "shiftc.bits": 8}))
-        return relax.Tuple([q, u, t])
+        r = bb.emit(bb.call_te(K.add_int, q, u, ma, ea, mb, eb, 16, primfunc_name_hint="add_int",
+                               primfunc_attrs={"shiftc.add_int": [ma, ea, mb, eb, 16]}))
+        return relax.Tuple([q, u, t, r])
 
     mod = _module(build, ((1, 8, 6, 7), "int8"), ((4, 33), "int32"))
     prepared = lower.prepare(mod, target, None, lower.ScheduleReport())
     names = [gv.name_hint for gv, f in prepared.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert sum("mulhi" in n for n in names) == 3, names  # every requantiser: fused, int32 form
+    # every requantiser and both terms of the add: int32 form, multiply fused; NHWC throughout (the
+    # only transposes: the NCHW graph input, and the outputs after their last op)
+    assert sum(n.count("mulhi") for n in names) == 5, names
+    assert not any("transpose" in n.split("mulhi")[0] for n in names if "mulhi" in n), names
     with target, tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(prepared, target=target, relax_pipeline=lower.lowering_pipeline(target))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = rng.integers(-128, 128, (1, 8, 6, 7)).astype(np.int8)
     z = rng.integers(INT32_MIN, INT32_MAX + 1, (4, 33), dtype=np.int64).astype(np.int32)
     z[0, :3] = [INT32_MIN, INT32_MAX, 0]
-    q, u, t = flatten_outputs(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(z)))
+    q, u, t, r = flatten_outputs(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(z)))
     acc = np.einsum("nchw,oc->nohw", x.astype(np.int64), w[:, :, 0, 0].astype(np.int64))
     want_q = rounding.requantize(acc, m, e, 8, axis=1)
     qp = np.pad(want_q.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -109,3 +117,4 @@ def test_cpu_build_of_conv_and_requantisers_is_bit_exact(cpu):
     np.testing.assert_array_equal(q, want_q)
     np.testing.assert_array_equal(u, rounding.requantize(dw, md, ed, 8, axis=1, unsigned=True))
     np.testing.assert_array_equal(t, rounding.requantize(z, ms, es, 8))
+    np.testing.assert_array_equal(r, requant.add_int_dyadic(want_q, ma, ea, u, mb, eb, 16))
