@@ -111,6 +111,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
     from .conv_transpose import ConvTransposeToPhases
     from .fold_permute import FoldConstantPermute
     from .int8_gemm import UseInt8DotIntrinsic
+    from .clamp_fold import FoldClamps
     from .int_relax import LowerIntElementwise
     from .mulhi import UseMulhi
     from .shift_dot import LowerShiftToDot
@@ -124,7 +125,7 @@ def fuse(mod, target, lowering: Lowering | None = None):
             seq.append(LowerShiftToDot())
         if lowering.float_shift_as_dot:
             seq.append(LowerShiftFloatToDot())
-        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
+        seq += [LowerIntElementwise(), FoldClamps(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
                 relax.transform.ConvertLayout(CPU_CONV_LAYOUT), FoldConstantPermute(), UseMulhi()]
         if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]

@@ -225,3 +225,30 @@ def test_kernel_profile_of_the_integer_cnn_names_its_fused_kernels(tmp_path):
     assert any(n.startswith(("fused_int8_dot_gemm", "fused_int16_dot_gemm")) for n in fused), fused
     # requantisers fused into conv kernels (the first conv's is after its max pool)
     assert sum("right_shift" in n for n in fused) >= 2, fused
+
+
+def test_two_constant_clamps_fold_into_one_with_the_same_integers():
+    """FoldClamps: min(max(min(max(x, a), b), c), d) -> one clamp, for per-channel and scalar
+    bounds, overlapping or disjoint intervals (a > d, b < c, ...): equal on every int32 value."""
+    from shiftc.schedules.clamp_fold import FoldClamps
+
+    rng = np.random.default_rng(5)
+    C = 64
+    a, b = rng.integers(-1000, 1000, (1, C, 1, 1)), rng.integers(-1000, 1000, (1, C, 1, 1))
+    c, d = rng.integers(-1000, 1000, (1, C, 1, 1)), np.int64(300)
+    a[0, :4, 0, 0], b[0, :4, 0, 0], c[0, :4, 0, 0] = [5, -5, 0, 900], [-5, 5, -700, 950], [0, 0, 800, -2000]
+
+    def build(bb, x):
+        y = bb.emit(relax.op.minimum(relax.op.maximum(x, relax.const(a.astype(np.int32))), relax.const(b.astype(np.int32))))
+        z = bb.emit(relax.op.maximum(y, relax.const(c.astype(np.int32))))
+        return relax.op.minimum(z, relax.const(d.astype(np.int32)))
+
+    mod = _module(build, ((2, C, 3, 5), "int32"))
+    folded = FoldClamps()(mod)
+    assert folded.script().count("R.maximum") == 1 and folded.script().count("R.minimum") == 1
+    x = rng.integers(-(2**31), 2**31 - 1, (2, C, 3, 5), dtype=np.int64).astype(np.int32)
+    x[0, :, 0, :3] = [-(2**31), 2**31 - 1, 0]
+    x[1] = rng.integers(-1200, 1200, (C, 3, 5))
+    want = np.minimum(np.maximum(np.minimum(np.maximum(x, a), b), c), d)
+    np.testing.assert_array_equal(_run(folded, x)[0], want)
+    np.testing.assert_array_equal(_run(mod, x)[0], want)
