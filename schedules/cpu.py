@@ -140,13 +140,29 @@ def _work(sch, block) -> int:
     return n
 
 
+def _gathers(stmt) -> bool:
+    """Whether some read's innermost index does not follow the block's innermost iterator (a
+    transpose): consecutive outputs then read from different rows."""
+    import tvm
+
+    if not stmt.iter_vars:
+        return False
+    last = stmt.iter_vars[-1].var
+    for read in stmt.reads:
+        if not any(v.same_as(last) for v in tvm.tirx.analysis.undefined_vars(read.region[-1].min)):
+            return True
+    return False
+
+
 def _schedule_injective(sch, block, lanes: int) -> None:
     loops = sch.get_loops(block)
     if not loops:
         return
+    narrow = (_extent(sch, loops[-1]) or 1) < _MIN_VECTOR and _gathers(sch.get(block))  # NCHW -> NHWC, 3 channels
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     ext = _extent(sch, fused) or 1
-    v = _largest_divisor(ext, (2 * lanes, lanes, lanes // 2)) if ext >= _MIN_VECTOR else 1
+    # a vector across a narrow innermost axis would gather from several rows: scalar is faster
+    v = _largest_divisor(ext, (2 * lanes, lanes, lanes // 2)) if ext >= _MIN_VECTOR and not narrow else 1
     parallel = ext >= PARALLEL_MIN_WORK
     if v >= _MIN_VECTOR:
         outer, inner = sch.split(fused, [None, v])

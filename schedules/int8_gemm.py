@@ -19,10 +19,18 @@ is packed to the intrinsic's tile ``[N/L, K/g, L, g]`` (``x86_int8.pack_weights`
 out-elementwise-fusable TE kernel, so the correction, bias, clamps and requantiser after it fuse
 into its kernel; ``schedule_in_place`` below tiles it and tensorizes the inner ``L x g`` step.
 
-Applies where it is exact and tiles: constant weights, ``N % L == 0``, ``K % g == 0``; int8 on AVX2
-(no VNNI) only with ``|W| <= 64``, so no int16 pair sum saturates (``x86_int8`` module doc); int16
-activations must be int8-range values widened (true of the shift dot form), so a pair sum is at
-most ``2 * 128 * 2^15``.
+Applies where it is exact and tiles: constant weights, ``N % L == 0``, ``K % g == 0``. On AVX2 (no
+VNNI) the u8 x s8 form needs ``|W| <= 64``, so no ``vpmaddubsw`` int16 pair sum saturates
+(``x86_int8`` module doc); int8 weights beyond that (every full-range per-channel int8 layer) take
+the int16 pair form instead::
+
+    conv2d(x_i8/u8, W_i8) / matmul(x_i8/u8, W_i8)  with |W| > 64, AVX2
+        ->  int16_dot_gemm(i16(x), pack(i16(W), 2))
+
+exact (a pair sum is at most ``2 * 255 * 128``) and still on ``vpmaddwd`` (16 products per
+instruction, as many as ``vpmaddubsw`` + ``vpmaddwd`` give per instruction); the widening ``astype``
+fuses into the kernel that produces ``x``. int16 activations must be int8-range values widened
+(true of the shift dot form and of the widened int8 above), so a pair sum is at most ``2 * 128 * 2^15``.
 """
 
 from __future__ import annotations
@@ -95,9 +103,9 @@ class _GemmRule:
         if name is None:
             return None
         n, k = w.shape
-        if n % self.lanes[name] or k % FORMS[name][0]:
-            return None
         if name == "int8_dot_gemm" and self.weight_limit is not None and np.abs(w.astype(np.int32)).max(initial=0) > self.weight_limit:
+            name, w = "int16_dot_gemm", w.astype(np.int16)  # vpmaddubsw could saturate: int16 pairs (module doc)
+        if n % self.lanes[name] or k % FORMS[name][0]:
             return None
         return name, w
 
@@ -109,6 +117,8 @@ class _GemmRule:
         group, lanes = FORMS[name][0], self.lanes[name]
         x = call.args[0]
         offset = name == "int8_dot_gemm" and _dtype(x) == "int8"  # uint8 activations go in as they are
+        if name == "int16_dot_gemm" and _dtype(x) != "int16":  # int8 weights too wide for vpmaddubsw
+            x = bb.emit(relax.op.astype(x, "int16"))
         if offset:
             x = bb.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")), "uint8"))
         packed = relax.const(x86_int8.pack_weights(w, lanes, group), str(w.dtype))
@@ -169,10 +179,12 @@ def register_tile(m: int, n_tiles: int, lanes: int, fused: bool = False) -> tupl
     weight vector loaded once serves every row). ``fused``: an epilogue reads the int32 tile, which
     becomes a per-tile buffer; a tile under ``STACK_TILE_BYTES`` (on the stack) is preferred when
     it keeps at least 3/4 of the accumulators."""
-    full = _best_tile(m, n_tiles, ACCUMULATORS.get(lanes, 8))
+    budget = ACCUMULATORS.get(lanes, 8)
+    full = _best_tile(m, n_tiles, budget)
     if not fused:
         return full
-    small = _best_tile(m, n_tiles, (STACK_TILE_BYTES - 1) // (4 * lanes))
+    # within the register budget too: with 8 lanes the stack bound alone allows 31 accumulators
+    small = _best_tile(m, n_tiles, min(budget, (STACK_TILE_BYTES - 1) // (4 * lanes)))
     return small if 4 * small[0] * small[1] >= 3 * full[0] * full[1] else full
 
 

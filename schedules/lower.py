@@ -111,7 +111,9 @@ def fuse(mod, target, lowering: Lowering | None = None):
     from .conv_transpose import ConvTransposeToPhases
     from .fold_permute import FoldConstantPermute
     from .int8_gemm import UseInt8DotIntrinsic
+    from .clamp_fold import FoldClamps
     from .int_relax import LowerIntElementwise
+    from .mulhi import UseMulhi
     from .shift_dot import LowerShiftToDot
     from .shift_float_dot import LowerShiftFloatToDot
     from .shift_schedule import ScheduleShiftKernels
@@ -123,8 +125,8 @@ def fuse(mod, target, lowering: Lowering | None = None):
             seq.append(LowerShiftToDot())
         if lowering.float_shift_as_dot:
             seq.append(LowerShiftFloatToDot())
-        seq += [LowerIntElementwise(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
-                relax.transform.ConvertLayout(CPU_CONV_LAYOUT), FoldConstantPermute()]
+        seq += [LowerIntElementwise(), FoldClamps(), ScheduleShiftKernels(target), ConvTransposeToPhases(),
+                relax.transform.ConvertLayout(CPU_CONV_LAYOUT), FoldConstantPermute(), UseMulhi()]
         if lowering.int8_dot:  # int8 pointwise convs/matmuls onto the dot-product intrinsic
             seq += [relax.transform.FoldConstant(), UseInt8DotIntrinsic(target)]
     seq += [

@@ -156,8 +156,8 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
     """int8 1x1 conv (NHWC after the CPU layout) and matmul -> the tensorized u8 x s8 GEMM with the
     +128 offset correction (uint8 activations: none), int16 matmul -> the int16 pair GEMM: equal to
     the NumPy result. VNNI
-    (znver5) takes full-range int8 weights; AVX2 (x86-64-v3) only |w| <= 64, wider weights keep
-    the default schedule."""
+    (znver5) takes full-range int8 weights on vpdpbusd; AVX2 (x86-64-v3) only |w| <= 64 on
+    vpmaddubsw, wider weights go to the int16 pair GEMM with the activations widened."""
     from shiftc.schedules import lower
     from shiftc.schedules.cpu_features import int8_dot_instruction
     from shiftc.targets.x86 import X86
@@ -183,10 +183,12 @@ def test_int8_pointwise_conv_and_matmul_on_the_dot_intrinsic_are_exact(cpu, limi
     mod = _module(build, ((1, 16, 6, 8), dtype), ((5, 16), dtype))
     report = lower.ScheduleReport()
     prepared = lower.prepare(mod, target, None, report)
-    # kernels: conv, one int8 GEMM shared by both matmuls (same structure) or, on AVX2, the wide
-    # matmul on the default schedule (its 127 weights would saturate int16 pair sums), int16 GEMM
+    # kernels: conv, one int8 GEMM shared by both matmuls (same structure), int16 GEMM; on AVX2 the
+    # wide matmul (its 127 weights would saturate vpmaddubsw's int16 pair sums) shares the int16 GEMM
     assert report.default["tensorized"] == 3
-    assert report.default["reduction"] == (0 if limit == 127 else 1)
+    assert report.default["reduction"] == 0
+    wide_kernels = [g.name_hint for g, _ in prepared.functions_items() if "int16_dot_gemm" in g.name_hint]
+    assert len(wide_kernels) == 1, wide_kernels
     with target, tvm.transform.PassContext(opt_level=3):
         ex = tvm.compile(prepared, target=target, relax_pipeline=lower.lowering_pipeline(target))
     vm = relax.VirtualMachine(ex, tvm.cpu())
@@ -219,6 +221,34 @@ def test_kernel_profile_of_the_integer_cnn_names_its_fused_kernels(tmp_path):
     rows = kernel_profile.profile(tmp_path / "cnn", repeats=2)
     assert abs(sum(r["share"] for r in rows) - 1) < 1e-9 and all(r["calls"] >= 1 and r["ms"] > 0 for r in rows)
     fused = [r["name"] for r in rows if "conv2d" in r["name"] or "dot_gemm" in r["name"]]
-    assert any(n.startswith("fused_int8_dot_gemm") for n in fused), fused  # the dense layer on the intrinsic
+    # the dense layer on the intrinsic (int16 pairs on AVX2: its int8 weights exceed |w| <= 64)
+    assert any(n.startswith(("fused_int8_dot_gemm", "fused_int16_dot_gemm")) for n in fused), fused
     # requantisers fused into conv kernels (the first conv's is after its max pool)
     assert sum("right_shift" in n for n in fused) >= 2, fused
+
+
+def test_two_constant_clamps_fold_into_one_with_the_same_integers():
+    """FoldClamps: min(max(min(max(x, a), b), c), d) -> one clamp, for per-channel and scalar
+    bounds, overlapping or disjoint intervals (a > d, b < c, ...): equal on every int32 value."""
+    from shiftc.schedules.clamp_fold import FoldClamps
+
+    rng = np.random.default_rng(5)
+    C = 64
+    a, b = rng.integers(-1000, 1000, (1, C, 1, 1)), rng.integers(-1000, 1000, (1, C, 1, 1))
+    c, d = rng.integers(-1000, 1000, (1, C, 1, 1)), np.int64(300)
+    a[0, :4, 0, 0], b[0, :4, 0, 0], c[0, :4, 0, 0] = [5, -5, 0, 900], [-5, 5, -700, 950], [0, 0, 800, -2000]
+
+    def build(bb, x):
+        y = bb.emit(relax.op.minimum(relax.op.maximum(x, relax.const(a.astype(np.int32))), relax.const(b.astype(np.int32))))
+        z = bb.emit(relax.op.maximum(y, relax.const(c.astype(np.int32))))
+        return relax.op.minimum(z, relax.const(d.astype(np.int32)))
+
+    mod = _module(build, ((2, C, 3, 5), "int32"))
+    folded = FoldClamps()(mod)
+    assert folded.script().count("R.maximum") == 1 and folded.script().count("R.minimum") == 1
+    x = rng.integers(-(2**31), 2**31 - 1, (2, C, 3, 5), dtype=np.int64).astype(np.int32)
+    x[0, :, 0, :3] = [-(2**31), 2**31 - 1, 0]
+    x[1] = rng.integers(-1200, 1200, (C, 3, 5))
+    want = np.minimum(np.maximum(np.minimum(np.maximum(x, a), b), c), d)
+    np.testing.assert_array_equal(_run(folded, x)[0], want)
+    np.testing.assert_array_equal(_run(mod, x)[0], want)

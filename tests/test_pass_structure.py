@@ -335,20 +335,23 @@ def test_lower_int_elementwise_turns_a_requantiser_into_relax_ops():
     attrs = {"shiftc.requant": "per_tensor", "shiftc.m": 3, "shiftc.e": 2, "shiftc.bits": 8}
     before = _main([("z", (2, 4), "int32")], lambda bb, z: bb.call_te(
         IK.requantize, z, 3, 2, 8, primfunc_name_hint="requant", primfunc_attrs=attrs))
-    one = lambda v: R.const(np.array([v], np.int64), "int64")  # noqa: E731
+    i32 = lambda v: R.const(np.array([[v]], np.int32), "int32")  # noqa: E731  (one element, z's rank)
 
-    # saturate_8(round_half_up(z * 3 / 2^2)) = clamp((z * 3 + 2) >> 2, -128, 127)
+    # saturate_8(round_half_up(z * 3 / 2^2)) in the int32 form (schedules/requant_i32.py):
+    # z saturates outside [-171, 169]; m' = 3 * 2^29, e' = 33, so z << 2 into the high-word multiply,
+    # then (hi + 2^0) >> 1
     @I.ir_module
     class Expected:
         @R.function
         def main(z: R.Tensor((2, 4), "int32")) -> R.Tensor((2, 4), "int8"):
             with R.dataflow():
-                z64 = R.astype(z, "int64")
-                p = R.multiply(z64, one(3))
-                h = R.add(p, one(2))
-                s = R.right_shift(h, one(2))
-                lo = R.maximum(s, R.const(-128, "int64"))
-                hi = R.minimum(lo, R.const(127, "int64"))
+                zc = R.minimum(R.maximum(z, i32(-171)), i32(169))
+                zs = R.left_shift(zc, i32(2))
+                p = R.multiply(R.astype(zs, "int64"), R.const(np.array([[3 << 29]], np.int64), "int64"))
+                h = R.astype(R.right_shift(p, R.const(32, "int64")), "int32")
+                s = R.right_shift(R.add(h, i32(1)), i32(1))
+                lo = R.maximum(s, R.const(-128, "int32"))
+                hi = R.minimum(lo, R.const(127, "int32"))
                 y = R.astype(hi, "int8")
                 R.output(y)
             return y

@@ -320,6 +320,8 @@ def test_int8_gemm_register_tile_fills_the_accumulator_budget_with_dividing_size
     # stack, preferred while it keeps 3/4 of the accumulators
     assert register_tile(28, 12, 16) == (4, 4) and register_tile(28, 12, 16, fused=True) == (7, 2)
     assert register_tile(512, 32, 16, fused=True) == (8, 2)  # 8 accumulators would be too few
+    # 8 lanes (AVX2): the stack bound (31 tiles of 8 int32) must not lift the register budget of 8
+    assert register_tile(12544, 12, 8, fused=True) == (8, 1)
 
 
 @pytest.mark.parametrize("lead", [(1, 7, 7), (1, 6, 10), (13,)])
@@ -355,3 +357,27 @@ def test_int8_gemm_micro_kernel_is_bit_exact_and_register_blocked(lead):
     asm = lib.mod.inspect_source("asm")
     dot = "vpdpbusd" if kind == "avx512vnni" else "vpmaddubsw"
     assert asm.count(dot) >= rows * cols
+
+
+def test_injective_rule_leaves_narrow_transposes_scalar_and_contiguous_copies_vectorised():
+    """NCHW -> NHWC of 3 channels: a vector across the innermost axis (3) would gather from three
+    planes, so the fused loop stays scalar (and the output is the same transpose); an elementwise
+    kernel over a narrow innermost axis but contiguous reads is still vectorised."""
+    import tvm
+    from tvm import te
+
+    from shiftc.schedules import cpu
+
+    x = te.placeholder((1, 3, 16, 16), "int8", name="x")
+    t = te.compute((1, 16, 16, 3), lambda n, h, w, c: x[n, c, h, w], name="t")
+    y = te.placeholder((64, 3), "int32", name="y")
+    a = te.compute((64, 3), lambda i, j: y[i, j] + 1, name="a")
+    transposed, kind = cpu.schedule_func(te.create_prim_func([x, t]), 8)
+    added, _ = cpu.schedule_func(te.create_prim_func([y, a]), 8)
+    assert kind == "injective" and "vectorized" not in _loop_kinds(transposed)
+    assert "vectorized" in _loop_kinds(added)
+    lib = tvm.compile(tvm.IRModule({"main": transposed}), target="llvm")
+    xs = np.arange(3 * 16 * 16, dtype=np.int64).astype(np.int8).reshape(1, 3, 16, 16)
+    out = tvm.runtime.tensor(np.zeros((1, 16, 16, 3), np.int8))
+    lib["main"](tvm.runtime.tensor(xs), out)
+    np.testing.assert_array_equal(out.numpy(), xs.transpose(0, 2, 3, 1))
