@@ -11,6 +11,8 @@ import pytest
 import tvm
 from tvm import relax
 
+from test_cpu_lowerings import _module
+
 from shiftc.kernels import integer as K
 from shiftc.reference import requant, rounding
 from shiftc.schedules import requant_i32
@@ -48,16 +50,6 @@ def test_int32_form_equals_the_reference(bits, unsigned):
     z = _inputs(rng, len(m))
     want = rounding.requantize(z, m, e, bits, axis=1, unsigned=unsigned)
     np.testing.assert_array_equal(requant_i32.apply(form, z, bits, unsigned, axis=1), want)
-
-
-def _module(build, *specs):
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(shape, dtype)) for i, (shape, dtype) in enumerate(specs)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(build(bb, *params))
-        bb.emit_func_output(out)
-    return bb.get()
 
 
 def _requant_axis(bb, z, m, e, axis, bits=8, unsigned=False):
