@@ -19,6 +19,10 @@ Automatic allocation (``--accuracy-budget B``), measured, not assumed:
 4. refinement: layers in decreasing weight count step down one rung at a time while the measured
    model error stays within ``B`` (one model run per step).
 
+Rounding (``--shift-rounding``): every encoding below, fixed plan or allocation rung, rounds the
+weights to their nearest codes, or with ``gptq`` through ``shift_gptq`` (each layer's ``H`` from its
+inputs on the fit samples), so the allocations measure the codes the build gets.
+
 Size budget (``--max-bits-per-weight B``): ``shift_bits`` chooses per layer between power-of-two
 codes and int8 weights kept as a multiply, for the least measured error within ``B`` stored bits
 per weight (its docstring). With ``--accuracy-budget`` as well, the held-back check below applies
