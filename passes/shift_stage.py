@@ -21,7 +21,8 @@ Automatic allocation (``--accuracy-budget B``), measured, not assumed:
 
 Rounding (``--shift-rounding``): every encoding below, fixed plan or allocation rung, rounds the
 weights to their nearest codes, or with ``gptq`` through ``shift_gptq`` (each layer's ``H`` from its
-inputs on the fit samples), so the allocations measure the codes the build gets.
+inputs on every calibration sample not held back), so the allocations measure the codes the build
+gets.
 
 Size budget (``--max-bits-per-weight B``): ``shift_bits`` chooses per layer between power-of-two
 codes and int8 weights kept as a multiply, for the least measured error within ``B`` stored bits
@@ -328,7 +329,7 @@ def apply(mod, ctx):
     active = [n for n in active if n not in keep]
     skip |= keep
     todo = [n for n in active if n not in tuned]
-    encode = _encoder(o, mod, layers, todo, names, [samples[i] for i in fit], report.notes)
+    encode = _encoder(o, mod, layers, todo, names, [s for i, s in enumerate(samples) if i not in set(held)], report.notes)
     if o.max_bits_per_weight is not None:
         fit_error = None
         plan, encoded = _bits_plan(o, mod, layers, todo, zero_free, inputs, names, measured, report.summary, report.notes, encode)
@@ -368,7 +369,8 @@ def apply(mod, ctx):
 
 
 def _encoder(o, mod, layers, todo, names, fit_samples, notes) -> SG.Encoder:
-    """``shift.encode`` (nearest) or GPTQ rounding from the fit samples' layer inputs."""
+    """``shift.encode`` (nearest) or GPTQ rounding from the layer inputs on ``fit_samples`` (every
+    calibration sample not held back: one host run each, so not capped like the bias correction)."""
     if o.shift_rounding == "nearest":
         return S.encode
     hessians = SG.second_moments(layers, set(todo), M.each_sample_inputs(mod, names, fit_samples))

@@ -138,11 +138,11 @@ def _images(split, start, n):
 
 @pytest.mark.timeout(600)
 def test_fashion_cnn_4bit_pot_within_two_points_of_fp32(tmp_path):
-    """The real CNN, 4-bit single-term power-of-two codes, 16 training images to calibrate, 500
+    """The real CNN, 4-bit single-term power-of-two codes, 24 training images to calibrate, 500
     test images held back: GPTQ rounding stays within 2 points of FP32 top-1 and beats nearest
     rounding (all 10k test images: nearest 87.04 %, GPTQ 91.20 %, FP32 91.91 %;
     benchmarks/shift_accuracy_results.json)."""
-    calib_x, _ = _images("train", 0, 16)
+    calib_x, _ = _images("train", 0, 24)
     calib = [{"input": v[None]} for v in calib_x]
     x, y = _images("test", 0, 500)
     fp32 = np.concatenate([r[0] for r in evaluate.onnxruntime_outputs(frontend.load(str(CNN)).proto, [{"input": v[None]} for v in x])])
@@ -151,9 +151,21 @@ def test_fashion_cnn_4bit_pot_within_two_points_of_fp32(tmp_path):
         cm = shiftc.compile(str(CNN), "x86", calibration=calib, shift_bits=4, shift_rounding=rounding, output=tmp_path / rounding)
         acc[rounding] = float(np.mean([cm.run(v[None])["logits"].argmax() == t for v, t in zip(x, y)]))
         notes = next(s for s in cm.report.stages if s.name == "shift").notes
-        assert any(n.startswith("gptq rounding: 7 layer(s)") for n in notes) == (rounding == "gptq"), notes
+        # H from all 24 images (the bias correction takes at most 16)
+        assert any(n.startswith("gptq rounding: 7 layer(s), H from their inputs on 24 ") for n in notes) == (rounding == "gptq"), notes
     assert acc["gptq"] >= acc["fp32"] - 0.02, acc
     assert acc["gptq"] > acc["nearest"], acc
+
+
+def test_gptq_never_fits_on_the_samples_held_back_for_the_budget(tmp_path):
+    """``--accuracy-budget`` holds back the last half of the calibration samples: ``H`` comes
+    from the first half only, so the check stays on data the codes never saw."""
+    calib = [{"input": v[None]} for v in _images("train", 0, 6)[0]]
+    cm = shiftc.compile(str(CNN), "x86", calibration=calib, accuracy_budget=0.5, budget_best_effort=True, shift_rounding="gptq",
+                        output=tmp_path / "a")
+    stage = next(s for s in cm.report.stages if s.name == "shift")
+    assert any(n.startswith("gptq rounding: 7 layer(s), H from their inputs on 3 calibration") for n in stage.notes), stage.notes
+    assert stage.summary["budget"]["held_back_samples"] == 3
 
 
 def test_gptq_and_reconstruction_together_are_an_input_error(tmp_path):
