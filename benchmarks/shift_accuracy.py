@@ -82,7 +82,8 @@ BITS5 = (("bits5", {"max_bits_per_weight": 5.0, **SMALL}),
          ("bits5_reconstruct", {"max_bits_per_weight": 5.0, "shift_reconstruct": True, **SMALL}),
          ("pot4_reconstruct_small", {"shift_bits": 4, "shift_reconstruct": True, **SMALL}),
          ("bits5_gptq", {"max_bits_per_weight": 5.0, "shift_rounding": "gptq", **SMALL}),
-         ("pot4_gptq", {"shift_bits": 4, "shift_rounding": "gptq", **SMALL}))
+         ("pot4_gptq", {"shift_bits": 4, "shift_rounding": "gptq", **SMALL}),
+         ("bits5_gptq_no_bias_corr", {"max_bits_per_weight": 5.0, "shift_rounding": "gptq", "shift_bias_correction": False}))
 
 
 def _run_all(cm, name, inputs):
