@@ -166,13 +166,15 @@ def _packed_texts(sents, n, tokens=128):
     return out
 
 
-def minilm(path, n_sentences, budget, tmp, n_calibration=4, packed=False):
+def minilm(path, n_sentences, budget, tmp, n_calibration=4, packed=False, extra_texts=()):
     """``packed``: calibrate on full 128-token chunks of the following sentences instead of one
-    padded sentence each (padded rows then carry no weight in the per-layer fits)."""
+    padded sentence each (padded rows then carry no weight in the per-layer fits).
+    ``extra_texts``: more text files whose sentences follow (the GPL-3 text after the evaluation
+    sentences fills about 15 chunks)."""
     from examples import minilm as ml
 
     sents = ml.sentences()
-    rest = sents[n_sentences:]
+    rest = sents[n_sentences:] + [x for t in extra_texts for x in ml.sentences(str(t))]
     evals, cal = sents[:n_sentences], (_packed_texts(rest, n_calibration) if packed else rest[:n_calibration])
     feeds = ml.tokenize(evals)
     samples = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(evals))]
@@ -202,6 +204,7 @@ def main(argv=None):
     ap.add_argument("--sentences", type=int, default=100)
     ap.add_argument("--minilm-calibration", type=int, default=4, help="calibration sentences (after the evaluation ones)")
     ap.add_argument("--minilm-packed", action="store_true", help="calibration texts fill the 128-token sequence (no padding)")
+    ap.add_argument("--minilm-text", type=Path, action="append", default=[], help="more calibration text after the GPL-3's (repeatable)")
     ap.add_argument("--budget-mbv2", type=float, default=0.1)
     ap.add_argument("--budget-cnn", type=float, default=0.05)
     ap.add_argument("--budget-minilm", type=float, default=0.05)
@@ -218,7 +221,8 @@ def main(argv=None):
         if args.mbv2:
             results["mobilenetv2"] = mobilenetv2(args.mbv2, args.photos, args.budget_mbv2, tmp)
         if args.minilm:
-            results["minilm"] = minilm(args.minilm, args.sentences, args.budget_minilm, tmp, args.minilm_calibration, args.minilm_packed)
+            results["minilm"] = minilm(args.minilm, args.sentences, args.budget_minilm, tmp, args.minilm_calibration, args.minilm_packed,
+                                       args.minilm_text)
     print(json.dumps(results, indent=1))
     if args.json:
         _merge_into(args.json, results, argv)
