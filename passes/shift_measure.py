@@ -4,7 +4,7 @@
   of every candidate layer added as an output, so layer errors are measured on the activations
   that really reach each layer.
 * ``layer_output_error`` is ``||op(x, W_enc) - op(x, W)|| / ||op(x, W)||`` over those samples,
-  computed in NumPy (im2col + matmul), float32.
+  computed in NumPy (im2col + matmul), float64.
 * ``ModelWithWeightParams`` builds ``main`` once with the candidate weights turned into function
   parameters, so any mix of encoded weights can be evaluated without recompiling.  It runs FP32
   conv/matmul on the *decoded* weights: the shift kernels compute the same products by exponent
@@ -47,7 +47,8 @@ def each_sample_inputs(mod: tvm.IRModule, input_names: Sequence[str], samples: S
 
 
 def layer_forward(layer: Layer, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The layer's op (no bias) in NumPy float32: NCHW conv2d with OIHW ``w``, or ``x @ w``."""
+    """The layer's op (no bias) in NumPy, in the inputs' float type: NCHW conv2d with OIHW ``w``,
+    or ``x @ w``."""
     if layer.op == "matmul":
         return np.matmul(x, w)
     a = layer.attrs
@@ -63,18 +64,20 @@ def layer_forward(layer: Layer, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         y = np.einsum("gok,ngkl->ngol", wg, cols)
     else:
         y = np.stack([np.matmul(wg[i], cols[:, i]) for i in range(g)], axis=1)
-    return y.reshape(n, O, oh, ow).astype(np.float32)
+    return y.reshape(n, O, oh, ow)
 
 
 def layer_output_error(layer: Layer, inputs: Sequence[np.ndarray], decoded: Sequence[np.ndarray]) -> list[float]:
-    """Relative L2 output error of each decoded weight in ``decoded``, summed over ``inputs``."""
+    """Relative L2 output error of each decoded weight in ``decoded``, summed over ``inputs``
+    (float64: BLAS thread counts change float32 sums in their last bits, and reports must not)."""
     num = np.zeros(len(decoded))
     den = 0.0
+    w = layer.weight.astype(np.float64)
     for x in inputs:
-        x = x.astype(np.float32)
-        den += float(np.sum(layer_forward(layer, x, layer.weight).astype(np.float64) ** 2))
+        x = x.astype(np.float64)
+        den += float(np.sum(layer_forward(layer, x, w) ** 2))
         for i, wd in enumerate(decoded):
-            num[i] += float(np.sum(layer_forward(layer, x, wd - layer.weight).astype(np.float64) ** 2))
+            num[i] += float(np.sum(layer_forward(layer, x, wd.astype(np.float64) - w) ** 2))
     return [float(np.sqrt(v / den)) if den > 0 else 0.0 for v in num]
 
 

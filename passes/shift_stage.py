@@ -236,11 +236,17 @@ def _rows(layers, plan, encoded, inputs, bias) -> list[dict]:
         rows.append(dict(
             row, bits=cfg.bits, terms=cfg.terms, zero=None if int8 else "free" if cfg.zero_free else "with-zero",
             grid="int8" if int8 else "uniform" if cfg.uniform else "power-of-two",
-            shift_adds=layer.macs * cfg.terms, weight_rel_l2=w_err, output_rel_l2=out_err,
+            shift_adds=layer.macs * cfg.terms, weight_rel_l2=_digits(w_err), output_rel_l2=_digits(out_err),
             bias_corrected=layer.name in bias, **stored, packed_bytes=sum(stored.values()),
             fp32_bytes=layer.weight.nbytes + fp32_bias, kernel=INT8_FORM if int8 else S.KERNEL_FORM,
         ))
     return rows
+
+
+def _digits(v: float, n: int = 7) -> float:
+    """``v`` to ``n`` significant digits: the report's errors then do not change with the last bits
+    a BLAS thread count leaves in a sum (meta.json is reproducible)."""
+    return float(f"{v:.{n}g}")
 
 
 def _summary(layers, rows) -> dict:
